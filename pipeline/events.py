@@ -1,0 +1,235 @@
+"""The event model: one frozen pydantic model per event kind, joined in a union.
+
+Every provider format (Chat Completions chunks, Responses API events,
+recordings) is normalized into these events, so operators and sinks never look
+at a provider's raw shape.
+
+Every event carries:
+
+* ``stream_id`` -- the id of the stream it belongs to;
+* ``seq`` -- its sequence number: 0 for ``started``, rising by one per event;
+* ``t`` -- seconds since the stream started (the time of arrival upstream);
+* ``choice`` -- the choice index (``n`` > 1 interleaves several choices).
+
+Every stream ends with exactly one terminal event: :class:`Finished`,
+:class:`StreamError` or :class:`Cancelled`.
+
+Kinds::
+
+    started                       Started
+    text | reasoning | refusal    TextDelta | ReasoningDelta | RefusalDelta
+    tool_call.started             ToolCallStarted
+    tool_call.delta               ToolCallDelta      (partial parse so far, if assembled)
+    tool_call.completed           ToolCallCompleted  (parsed arguments)
+    tool_call.invalid             ToolCallInvalid    (raw arguments kept, the error said)
+    usage                         UsageReport
+    choice.finished               ChoiceFinished     (a choice's finish reason)
+    finished | error | cancelled  Finished | StreamError | Cancelled   (terminal)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "TERMINAL_TYPES",
+    "Cancelled",
+    "ChoiceFinished",
+    "ErrorKind",
+    "Event",
+    "EventBase",
+    "Finished",
+    "ReasoningDelta",
+    "RefusalDelta",
+    "Started",
+    "StreamError",
+    "TextDelta",
+    "ToolCallCompleted",
+    "ToolCallDelta",
+    "ToolCallInvalid",
+    "ToolCallStarted",
+    "UsageReport",
+    "dump_event",
+    "is_terminal",
+    "load_event",
+]
+
+
+class EventBase(BaseModel):
+    """Fields shared by every event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stream_id: str
+    seq: int
+    t: float = 0.0
+    choice: int = 0
+
+
+class Started(EventBase):
+    """The stream has started: the upstream answered (or the replay began)."""
+
+    type: Literal["started"] = "started"
+    api: Literal["chat", "responses", "unknown"] = "unknown"
+    model: str | None = None
+    response_id: str | None = None
+
+
+class TextDelta(EventBase):
+    """A piece of the answer's text (``delta.content``)."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ReasoningDelta(EventBase):
+    """A piece of reasoning text (``reasoning``, ``reasoning_content``, summaries)."""
+
+    type: Literal["reasoning"] = "reasoning"
+    text: str
+
+
+class RefusalDelta(EventBase):
+    """A piece of a refusal (``delta.refusal``)."""
+
+    type: Literal["refusal"] = "refusal"
+    text: str
+
+
+class ToolCallStarted(EventBase):
+    """A tool call has appeared; ``index`` orders the calls of one choice."""
+
+    type: Literal["tool_call.started"] = "tool_call.started"
+    index: int
+    id: str | None = None
+    name: str | None = None
+
+
+class ToolCallDelta(EventBase):
+    """A fragment of a tool call's JSON arguments.
+
+    ``partial`` is the parse of all arguments so far (missing closers
+    tolerated); it is ``None`` until the tool-call assembler fills it in.
+    """
+
+    type: Literal["tool_call.delta"] = "tool_call.delta"
+    index: int
+    arguments: str
+    partial: Any = None
+
+
+class ToolCallCompleted(EventBase):
+    """A tool call's arguments are complete and parse (and validate, if asked)."""
+
+    type: Literal["tool_call.completed"] = "tool_call.completed"
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str
+    parsed: Any = None
+
+
+class ToolCallInvalid(EventBase):
+    """A tool call's arguments do not parse or validate: the raw text is kept."""
+
+    type: Literal["tool_call.invalid"] = "tool_call.invalid"
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str
+    error: str
+
+
+class UsageReport(EventBase):
+    """Token usage as the provider reported it (its own field names kept)."""
+
+    type: Literal["usage"] = "usage"
+    usage: dict[str, Any]
+
+
+class ChoiceFinished(EventBase):
+    """A choice has finished, with the provider's finish reason (not terminal)."""
+
+    type: Literal["choice.finished"] = "choice.finished"
+    finish_reason: str | None
+
+
+class Finished(EventBase):
+    """Terminal: the stream ended normally. ``finish_reason`` is choice 0's."""
+
+    type: Literal["finished"] = "finished"
+    finish_reason: str | None = None
+
+
+ErrorKind = Literal[
+    "http",  # the upstream answered with an HTTP error status
+    "connection",  # the connection failed or was lost
+    "timeout",  # a timeout expired
+    "upstream",  # the upstream sent an error payload in the stream
+    "malformed",  # a chunk could not be understood
+    "internal",  # a bug or an unexpected exception in the pipeline
+]
+
+
+class StreamError(EventBase):
+    """Terminal: the stream failed.
+
+    ``after_first_token`` says whether any content had already been sent, in
+    which case the stream cannot be retried transparently.
+    """
+
+    type: Literal["error"] = "error"
+    kind: ErrorKind
+    message: str
+    status: int | None = None
+    code: str | None = None
+    retryable: bool = False
+    after_first_token: bool = False
+
+
+class Cancelled(EventBase):
+    """Terminal: the stream was cancelled (client gone, dispose, timeout)."""
+
+    type: Literal["cancelled"] = "cancelled"
+    reason: str = "cancelled"
+
+
+Event: TypeAlias = Annotated[
+    Started
+    | TextDelta
+    | ReasoningDelta
+    | RefusalDelta
+    | ToolCallStarted
+    | ToolCallDelta
+    | ToolCallCompleted
+    | ToolCallInvalid
+    | UsageReport
+    | ChoiceFinished
+    | Finished
+    | StreamError
+    | Cancelled,
+    Field(discriminator="type"),
+]
+
+TERMINAL_TYPES: frozenset[str] = frozenset({"finished", "error", "cancelled"})
+
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def is_terminal(event: EventBase) -> bool:
+    """Return whether ``event`` ends its stream."""
+    return isinstance(event, Finished | StreamError | Cancelled)
+
+
+def dump_event(event: EventBase) -> str:
+    """Serialize an event to one line of JSON (its ``type`` included)."""
+    return event.model_dump_json()
+
+
+def load_event(data: str | bytes | dict[str, Any]) -> Event:
+    """Parse an event from JSON text or a dict; raises ``pydantic.ValidationError``."""
+    if isinstance(data, dict):
+        return _ADAPTER.validate_python(data)
+    return _ADAPTER.validate_json(data)
