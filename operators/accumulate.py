@@ -1,0 +1,268 @@
+"""Accumulation of a stream into its final message, per choice.
+
+Linear in the stream's size: text pieces are kept in lists and joined once,
+when the result is asked for. The :class:`Accumulator` is usable on its own
+(sinks feed it event by event); :func:`accumulate` is the operator.
+
+    -started-"He"-"llo"-finished-|   becomes   ---------------Result("Hello")-|
+
+Example::
+
+    result = await events.pipe(accumulate())  # the one Result, at the terminal event
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from reactivex import Observable, abc
+
+from pipeline.events import (
+    Cancelled,
+    ChoiceFinished,
+    Event,
+    EventBase,
+    Finished,
+    ReasoningDelta,
+    RefusalDelta,
+    Started,
+    StreamError,
+    TextDelta,
+    ToolCallCompleted,
+    ToolCallDelta,
+    ToolCallInvalid,
+    ToolCallStarted,
+    UsageReport,
+)
+
+__all__ = ["Accumulator", "ChoiceResult", "Result", "ToolCallResult", "accumulate"]
+
+Status = Literal["running", "finished", "error", "cancelled"]
+
+
+class ToolCallResult(BaseModel):
+    """One assembled tool call; ``arguments`` is the raw JSON text as sent."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    parsed: Any = None
+    error: str | None = None
+
+
+class ChoiceResult(BaseModel):
+    """One choice's final message; a field never sent stays ``None``."""
+
+    index: int
+    content: str | None = None
+    refusal: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallResult] = []
+    finish_reason: str | None = None
+
+
+class Result(BaseModel):
+    """The final message of a stream and how it ended."""
+
+    stream_id: str | None = None
+    model: str | None = None
+    response_id: str | None = None
+    status: Status = "running"
+    choices: list[ChoiceResult] = []
+    usage: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    cancel_reason: str | None = None
+    first_token_at: float | None = None
+    duration: float | None = None
+    events: int = 0
+    content_events: int = 0
+
+    def assembled(self) -> dict[str, Any]:
+        """The ``rxllm assemble`` shape: choices, usage and error only."""
+        return {
+            "choices": [
+                {
+                    "index": c.index,
+                    "content": c.content,
+                    "refusal": c.refusal,
+                    "reasoning": c.reasoning,
+                    "tool_calls": [
+                        {"id": tc.id, "name": tc.name, "arguments": tc.arguments}
+                        for tc in c.tool_calls
+                    ],
+                    "finish_reason": c.finish_reason,
+                }
+                for c in self.choices
+            ],
+            "usage": self.usage,
+            "error": self.error,
+        }
+
+
+class _Call:
+    __slots__ = ("error", "id", "index", "name", "parsed", "parts")
+
+    def __init__(self, index: int, id: str | None, name: str | None) -> None:
+        self.index = index
+        self.id = id
+        self.name = name
+        self.parts: list[str] = []
+        self.parsed: Any = None
+        self.error: str | None = None
+
+
+class _Choice:
+    __slots__ = ("calls", "content", "finish_reason", "reasoning", "refusal")
+
+    def __init__(self) -> None:
+        self.content: list[str] | None = None
+        self.refusal: list[str] | None = None
+        self.reasoning: list[str] | None = None
+        self.calls: dict[int, _Call] = {}
+        self.finish_reason: str | None = None
+
+
+def _is_token(event: EventBase) -> bool:
+    if isinstance(event, TextDelta | ReasoningDelta | RefusalDelta):
+        return bool(event.text)
+    return isinstance(event, ToolCallStarted | ToolCallDelta)
+
+
+class Accumulator:
+    """Feed events with :meth:`add`; read the final message with :meth:`result`."""
+
+    def __init__(self) -> None:
+        self._choices: dict[int, _Choice] = {}
+        self._result = Result()
+
+    def _choice(self, index: int) -> _Choice:
+        choice = self._choices.get(index)
+        if choice is None:
+            choice = self._choices[index] = _Choice()
+        return choice
+
+    def add(self, event: EventBase) -> None:  # noqa: C901 - one branch per kind
+        """Take one event into account."""
+        r = self._result
+        r.events += 1
+        if _is_token(event):
+            r.content_events += 1
+            if r.first_token_at is None:
+                r.first_token_at = event.t
+        if isinstance(event, TextDelta):
+            c = self._choice(event.choice)
+            if c.content is None:
+                c.content = []
+            c.content.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            calls = self._choice(event.choice).calls
+            call = calls.get(event.index)
+            if call is None:
+                call = calls[event.index] = _Call(event.index, None, None)
+            call.parts.append(event.arguments)
+        elif isinstance(event, ReasoningDelta):
+            c = self._choice(event.choice)
+            if c.reasoning is None:
+                c.reasoning = []
+            c.reasoning.append(event.text)
+        elif isinstance(event, RefusalDelta):
+            c = self._choice(event.choice)
+            if c.refusal is None:
+                c.refusal = []
+            c.refusal.append(event.text)
+        elif isinstance(event, ToolCallStarted):
+            calls = self._choice(event.choice).calls
+            if event.index not in calls:
+                calls[event.index] = _Call(event.index, event.id, event.name)
+        elif isinstance(event, ToolCallCompleted | ToolCallInvalid):
+            calls = self._choice(event.choice).calls
+            call = calls.get(event.index)
+            if call is None:
+                call = calls[event.index] = _Call(event.index, event.id, event.name)
+                call.parts.append(event.arguments)
+            if isinstance(event, ToolCallCompleted):
+                call.parsed = event.parsed
+            else:
+                call.error = event.error
+        elif isinstance(event, ChoiceFinished):
+            self._choice(event.choice).finish_reason = event.finish_reason
+        elif isinstance(event, UsageReport):
+            r.usage = event.usage
+        elif isinstance(event, Started):
+            r.stream_id, r.model, r.response_id = event.stream_id, event.model, event.response_id
+            self._choice(event.choice)
+        elif isinstance(event, Finished):
+            r.status, r.duration = "finished", event.t
+        elif isinstance(event, StreamError):
+            r.status, r.duration = "error", event.t
+            r.error = event.model_dump(
+                include={"kind", "message", "status", "code", "retryable", "after_first_token"}
+            )
+        elif isinstance(event, Cancelled):
+            r.status, r.duration, r.cancel_reason = "cancelled", event.t, event.reason
+        if r.stream_id is None:
+            r.stream_id = event.stream_id
+
+    def result(self) -> Result:
+        """The final message so far (a new object each call; joins the text once)."""
+        choices = [
+            ChoiceResult(
+                index=index,
+                content=None if c.content is None else "".join(c.content),
+                refusal=None if c.refusal is None else "".join(c.refusal),
+                reasoning=None if c.reasoning is None else "".join(c.reasoning),
+                tool_calls=[
+                    ToolCallResult(
+                        index=call.index,
+                        id=call.id,
+                        name=call.name,
+                        arguments="".join(call.parts),
+                        parsed=call.parsed,
+                        error=call.error,
+                    )
+                    for call in sorted(c.calls.values(), key=lambda call: call.index)
+                ],
+                finish_reason=c.finish_reason,
+            )
+            for index, c in sorted(self._choices.items())
+        ]
+        return self._result.model_copy(update={"choices": choices})
+
+
+def accumulate() -> Callable[[Observable[Event]], Observable[Result]]:
+    """Emit the stream's :class:`Result` once, when the terminal event arrives.
+
+    Errors from upstream pass through (put :func:`operators.map_errors` before
+    it to get an ``error`` result instead).
+    """
+
+    def _accumulate(source: Observable[Event]) -> Observable[Result]:
+        def subscribe(
+            observer: abc.ObserverBase[Result], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            acc = Accumulator()
+            done = False
+
+            def on_next(event: Event) -> None:
+                nonlocal done
+                if done:
+                    return
+                acc.add(event)
+                if isinstance(event, Finished | StreamError | Cancelled):
+                    done = True
+                    observer.on_next(acc.result())
+                    observer.on_completed()
+
+            def on_completed() -> None:
+                if not done:
+                    observer.on_next(acc.result())
+                    observer.on_completed()
+
+            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+
+        return Observable(subscribe)
+
+    return _accumulate

@@ -1,0 +1,170 @@
+"""Delta extraction: provider chunks in, normalized events out.
+
+Accepts raw server-sent events (:class:`pipeline.sse.SSEMessage`, as the
+sources emit them), parsed chunk dicts, or the ``openai`` SDK's pydantic chunk
+objects; detects Chat Completions or Responses from the first item. Emits
+``started`` first, then deltas, and ``finished`` when the upstream completes
+(with or without ``[DONE]``). An error payload (``event: error``, a top-level
+``error`` object, ``response.failed``) or a malformed chunk goes to
+``on_error`` as :class:`pipeline.errors.UpstreamStreamError` /
+:class:`pipeline.errors.MalformedChunkError`, after the events that arrived
+before it; :func:`operators.map_errors` turns it into an event.
+
+    -m1-m2-m3-[DONE]-|   becomes   -started-text-text-choice.finished-finished-|
+
+Example::
+
+    events = source.pipe(extract_deltas(), map_errors())
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jiter
+from pydantic import BaseModel
+from reactivex import Observable, abc
+
+from operators._chat import ChatNormalizer, error_from_payload
+from operators._responses import ResponsesNormalizer
+from operators._stamp import Stamper
+from pipeline.errors import MalformedChunkError, UpstreamError
+from pipeline.events import Event, EventBase, Finished, Started
+from pipeline.sse import SSEMessage
+
+__all__ = ["Extractor", "RawChunk", "extract_deltas"]
+
+RawChunk = SSEMessage | Mapping[str, Any] | BaseModel
+
+
+class Extractor:
+    """The state of one stream's extraction; usable without reactivex."""
+
+    __slots__ = ("_chat", "_done", "_responses", "_t", "stamp")
+
+    def __init__(self, stream_id: str | None = None) -> None:
+        self.stamp = Stamper(stream_id or uuid.uuid4().hex)
+        self._chat: ChatNormalizer | None = None
+        self._responses: ResponsesNormalizer | None = None
+        self._done = False
+        self._t = 0.0
+
+    def feed(self, item: RawChunk, out: list[EventBase]) -> None:
+        """Append the events of one raw item to ``out``; raise on an error payload.
+
+        Events appended before an exception are valid and must be delivered.
+        """
+        if self._done:
+            return
+        if isinstance(item, SSEMessage):
+            data = item.data
+            self._t = t = item.t
+            if data == "[DONE]":
+                self._done = True
+                return
+            try:
+                chunk = jiter.from_json(data.encode())
+            except ValueError as exc:
+                raise MalformedChunkError(f"chunk is not valid JSON ({exc})", data) from None
+            if item.event == "error":
+                raise error_from_payload(chunk)
+            if not isinstance(chunk, dict):
+                raise MalformedChunkError("chunk is not a JSON object", data)
+        elif isinstance(item, BaseModel):
+            chunk = item.model_dump(mode="json", exclude_unset=True)
+            t = self._t
+        else:
+            chunk = dict(item)
+            t = self._t
+        if self._chat is not None:
+            self._chat.feed(chunk, t, out, self.stamp)
+        elif self._responses is not None:
+            self._responses.feed(chunk, t, out, self.stamp)
+        else:
+            self._start(chunk, t, out)
+
+    def _start(self, chunk: dict[str, Any], t: float, out: list[EventBase]) -> None:
+        kind = chunk.get("type")
+        if isinstance(kind, str) and (kind.startswith("response.") or kind == "error"):
+            self._responses = ResponsesNormalizer()
+            response = chunk.get("response") or {}
+            out.append(
+                self.stamp(
+                    Started,
+                    0,
+                    t,
+                    api="responses",
+                    model=response.get("model"),
+                    response_id=response.get("id"),
+                )
+            )
+            self._responses.feed(chunk, t, out, self.stamp)
+        elif "choices" in chunk or chunk.get("object") == "chat.completion.chunk":
+            self._chat = ChatNormalizer()
+            model, rid = chunk.get("model"), chunk.get("id")
+            out.append(self.stamp(Started, 0, t, api="chat", model=model, response_id=rid))
+            self._chat.feed(chunk, t, out, self.stamp)
+        elif "error" in chunk:
+            raise error_from_payload(chunk["error"])
+        else:
+            raise MalformedChunkError(
+                "neither a Chat Completions chunk nor a Responses event", str(chunk)
+            )
+
+    def close(self) -> list[EventBase]:
+        """The upstream ended: return the terminal ``finished`` event."""
+        if self._chat is not None:
+            first = self._chat.choices.get(0)
+            reason = first.finish_reason if first is not None else None
+        elif self._responses is not None:
+            reason = self._responses.finish_reason
+        else:
+            raise UpstreamError("the stream ended before any data arrived")
+        return [self.stamp(Finished, 0, self._t, finish_reason=reason)]
+
+
+def extract_deltas(
+    stream_id: str | None = None,
+) -> Callable[[Observable[RawChunk]], Observable[Event]]:
+    """Normalize provider chunks into events; ``stream_id`` defaults to a new uuid.
+
+    Errors: :class:`MalformedChunkError` for a chunk that is not JSON or not a
+    known shape, :class:`UpstreamStreamError` for an error payload, and
+    :class:`UpstreamError` for a stream that ended before any data.
+    """
+
+    def _extract(source: Observable[RawChunk]) -> Observable[Event]:
+        def subscribe(
+            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            state = Extractor(stream_id)
+
+            def on_next(item: RawChunk) -> None:
+                events: list[EventBase] = []
+                try:
+                    state.feed(item, events)
+                except Exception as exc:
+                    for event in events:
+                        observer.on_next(event)  # type: ignore[arg-type]
+                    observer.on_error(exc)
+                    return
+                for event in events:
+                    observer.on_next(event)  # type: ignore[arg-type]
+
+            def on_completed() -> None:
+                try:
+                    events = state.close()
+                except Exception as exc:
+                    observer.on_error(exc)
+                    return
+                for event in events:
+                    observer.on_next(event)  # type: ignore[arg-type]
+                observer.on_completed()
+
+            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+
+        return Observable(subscribe)
+
+    return _extract

@@ -1,0 +1,110 @@
+"""The ``rxllm`` command.
+
+    rxllm chat "PROMPT"             stream an answer into the terminal
+    rxllm assemble FILE.sse         assemble a recorded raw SSE body into JSON
+    rxllm mock                      run the built-in OpenAI-compatible model
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+__all__ = ["main"]
+
+
+def _assemble(path: str, events: bool, out: TextIO) -> int:
+    from operators.accumulate import Accumulator
+    from pipeline.sources import sse_body
+    from pipeline.stream import llm_stream
+
+    acc = Accumulator()
+
+    def on_next(event: Any) -> None:
+        if events:
+            out.write(event.model_dump_json() + "\n")
+        acc.add(event)
+
+    llm_stream(sse_body(path)).subscribe(on_next)
+    if not events:
+        json.dump(acc.result().assembled(), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    return 0
+
+
+async def _chat(args: argparse.Namespace, out: TextIO) -> int:
+    from openai import AsyncOpenAI
+
+    from pipeline.chat import render_chat
+
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    api_key = os.environ.get("OPENAI_API_KEY")
+    if base_url or api_key:
+        client = AsyncOpenAI()
+        return await render_chat(client, args.prompt, args.model, args.responses, out)
+    from pipeline.mock import MockServer
+
+    async with MockServer(token_rate=args.mock_rate) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="no-key-needed")
+        return await render_chat(client, args.prompt, args.model, args.responses, out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rxllm", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    chat = commands.add_parser(
+        "chat",
+        help="stream an answer into the terminal",
+        description="Stream an answer through the pipeline. Uses OPENAI_BASE_URL / "
+        "OPENAI_API_KEY when set, the built-in model otherwise.",
+    )
+    chat.add_argument("prompt")
+    chat.add_argument("--model", default=os.environ.get("RXLLM_MODEL", "gpt-4o-mini"))
+    chat.add_argument("--responses", action="store_true", help="use the Responses API")
+    chat.add_argument(
+        "--mock-rate", type=float, default=40.0, help="built-in model: tokens per second"
+    )
+
+    assemble = commands.add_parser(
+        "assemble",
+        help="assemble a recorded raw SSE body",
+        description="Read a recorded text/event-stream body (Chat Completions or Responses), "
+        "run it through the operators and print the assembled result as JSON.",
+    )
+    assemble.add_argument("file")
+    assemble.add_argument("--events", action="store_true", help="print the events instead")
+
+    mock = commands.add_parser("mock", help="run the built-in OpenAI-compatible model")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8001)
+    mock.add_argument("--token-rate", type=float, default=40.0, help="tokens per second")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "assemble":
+        try:
+            return _assemble(args.file, args.events, sys.stdout)
+        except OSError as exc:
+            print(f"rxllm assemble: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+    if args.command == "chat":
+        return asyncio.run(_chat(args, sys.stdout))
+    if args.command == "mock":
+        from pipeline.mock import serve
+
+        serve(host=args.host, port=args.port, token_rate=args.token_rate)
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

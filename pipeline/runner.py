@@ -1,0 +1,181 @@
+"""Multicast: one upstream request feeds every sink.
+
+A :class:`StreamRun` holds one stream of events. Sinks subscribe first
+(observers with :meth:`StreamRun.subscribe`, async readers with
+:meth:`StreamRun.iterate`); :meth:`StreamRun.start` then connects the source,
+so no sink misses the first event. :meth:`StreamRun.cancel` (a sink's request,
+a client gone, a timeout) disposes the upstream subscription, which cancels
+the upstream request, and every remaining sink still receives the terminal
+``cancelled`` event. Whatever happens, each sink sees exactly one terminal
+event, then completion.
+
+Example::
+
+    run = StreamRun(llm_stream(sources.chat_completions(client, **request)))
+    run.subscribe(store_sink)
+    events = run.iterate()          # an async reader, buffered
+    run.start()
+    async for event in events: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable, SerialDisposable
+from reactivex.subject import Subject
+
+from operators.map_errors import map_errors
+from pipeline.aio import BufferedObserver
+from pipeline.events import Cancelled, Event, EventBase, is_terminal
+
+__all__ = ["StreamRun"]
+
+log = logging.getLogger(__name__)
+
+
+class StreamRun:
+    """One upstream stream multicast to several sinks; see the module docstring."""
+
+    def __init__(self, events: Observable[Event], stream_id: str | None = None) -> None:
+        self._source = events.pipe(map_errors(stream_id))
+        self._subject: Subject[Event] = Subject()
+        self._upstream = SerialDisposable()
+        self._started_at: float | None = None
+        self._last: EventBase | None = None
+        self._terminal: EventBase | None = None
+        self._done = asyncio.Event() if _has_loop() else None
+        self.stream_id = stream_id
+        self.cancel_reason: str | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called."""
+        return self._started_at is not None
+
+    @property
+    def last_event(self) -> EventBase | None:
+        """The last event sent to the sinks."""
+        return self._last
+
+    @property
+    def terminal(self) -> EventBase | None:
+        """The terminal event, once the stream has ended."""
+        return self._terminal
+
+    @property
+    def events(self) -> Observable[Event]:
+        """The multicast stream (hot: subscribe before :meth:`start`)."""
+        return self._subject
+
+    def subscribe(self, observer: abc.ObserverBase[Event] | Any) -> abc.DisposableBase:
+        """Attach a sink (an observer, or an ``on_next`` callable) before :meth:`start`.
+
+        A sink that raises is detached (and the exception logged): one broken
+        sink never stops the others.
+        """
+        if self.started:
+            log.warning("a sink subscribed to stream %s after it started", self.stream_id)
+        if isinstance(observer, abc.ObserverBase):
+            on_next, on_error, on_completed = (
+                observer.on_next,
+                observer.on_error,
+                observer.on_completed,
+            )
+        else:
+            on_next, on_error, on_completed = observer, None, None
+        subscription = SerialDisposable()
+
+        def guarded(event: Event) -> None:
+            try:
+                on_next(event)
+            except Exception:
+                log.exception("a sink of stream %s failed; it is detached", self.stream_id)
+                subscription.dispose()
+
+        subscription.disposable = self._subject.subscribe(guarded, on_error, on_completed)
+        return subscription
+
+    def iterate(self, maxsize: int = 256) -> AsyncIterator[Event]:
+        """Attach an async reader now; iterate it later. Closing it detaches only it."""
+        buffer: BufferedObserver[Event] = BufferedObserver(maxsize)
+        subscription = self._subject.subscribe(buffer)
+
+        async def read() -> AsyncIterator[Event]:
+            try:
+                async for event in buffer:
+                    yield event
+            finally:
+                subscription.dispose()
+
+        return read()
+
+    def start(self) -> None:
+        """Connect the source: the upstream request starts now."""
+        if self.started:
+            raise RuntimeError("this stream has already started")
+        self._started_at = time.monotonic()
+        self._upstream.disposable = self._source.subscribe(
+            self._on_next, self._on_error, self._on_completed
+        )
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Cancel upstream; the sinks get a terminal ``cancelled`` event (once)."""
+        if self._terminal is not None:
+            return
+        self.cancel_reason = reason
+        self._upstream.dispose()
+        last = self._last
+        seq = 0 if last is None else last.seq + 1
+        stream_id = self.stream_id or (last.stream_id if last is not None else "")
+        elapsed = 0.0 if self._started_at is None else time.monotonic() - self._started_at
+        t = max(elapsed, last.t if last is not None else 0.0)
+        self._on_next(Cancelled(stream_id=stream_id, seq=seq, t=t, reason=reason))
+        self._on_completed()
+
+    async def wait(self) -> EventBase:
+        """Wait for the terminal event and return it."""
+        if self._done is None:
+            self._done = asyncio.Event()
+        if self._terminal is None:
+            await self._done.wait()
+        assert self._terminal is not None
+        return self._terminal
+
+    def _on_next(self, event: Event) -> None:
+        if self._terminal is not None:
+            return
+        self._last = event
+        if self.stream_id is None:
+            self.stream_id = event.stream_id
+        if is_terminal(event):
+            self._terminal = event
+        self._subject.on_next(event)
+
+    def _on_error(self, error: Exception) -> None:
+        # map_errors turns upstream errors into events; this is a sink's own bug.
+        log.error("stream %s failed in a sink: %r", self.stream_id, error)
+        self._subject.on_error(error)
+        self._finish()
+
+    def _on_completed(self) -> None:
+        self._subject.on_completed()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._done is not None:
+            self._done.set()
+        self._upstream.disposable = Disposable()
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

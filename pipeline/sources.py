@@ -1,0 +1,114 @@
+"""Sources: cold observables of raw server-sent events (:class:`SSEMessage`).
+
+Nothing is requested before a subscription. Each subscription to an HTTP
+source makes its own request from a task on the running event loop; disposing
+the subscription cancels that task, which closes the HTTP response, so the
+upstream sees its connection close (what stops generation and billing).
+
+The ``openai`` client makes the request (auth, base URL, headers, retries,
+HTTP error statuses raised as ``openai.APIStatusError``); the body is read raw
+and decoded here, which is several times cheaper per chunk than the SDK's
+object construction and yields exactly the provider's fields.
+
+Pipe a source into :func:`operators.extract_deltas` to get events, or use
+:func:`pipeline.stream.llm_stream` for the whole standard chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from openai import AsyncOpenAI
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from pipeline.aio import from_async_iterable
+from pipeline.sse import SSEDecoder, SSEMessage
+
+__all__ = ["chat_completions", "responses", "sse_body"]
+
+
+async def decode_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEMessage]:
+    """Decode an async byte stream into messages stamped with their arrival offset."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    decoder = SSEDecoder()
+    t = 0.0
+    async for chunk in chunks:
+        t = loop.time() - start
+        for message in decoder.decode(chunk, t):
+            yield message
+    for message in decoder.flush(t):
+        yield message
+
+
+def sse_body(body: bytes | str | os.PathLike[str] | AsyncIterable[bytes]) -> Observable[SSEMessage]:
+    """Replay a recorded raw SSE body: bytes, a file path, or an async byte stream.
+
+    Bytes and files are emitted synchronously, all with ``t = 0`` (a raw body
+    carries no timing); an async byte stream is read on the event loop and its
+    messages carry their arrival offsets.
+
+    Errors: ``OSError`` for a file that can't be read.
+    """
+    if isinstance(body, AsyncIterable):
+        stream = body
+        return from_async_iterable(lambda: decode_sse(stream))
+
+    def subscribe(
+        observer: abc.ObserverBase[SSEMessage], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        disposed = False
+
+        def dispose() -> None:
+            nonlocal disposed
+            disposed = True
+
+        try:
+            data = body if isinstance(body, bytes) else Path(body).read_bytes()
+        except OSError as exc:
+            observer.on_error(exc)
+            return Disposable()
+        decoder = SSEDecoder()
+        for message in decoder.decode(data) + decoder.flush():
+            if disposed:
+                break
+            observer.on_next(message)
+        else:
+            observer.on_completed()
+        return Disposable(dispose)
+
+    return Observable(subscribe)
+
+
+def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
+    async def read() -> AsyncIterator[SSEMessage]:
+        async with open_response() as response:
+            async for message in decode_sse(response.iter_bytes()):
+                yield message
+
+    return from_async_iterable(read)
+
+
+def chat_completions(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessage]:
+    """Stream ``POST /chat/completions`` with ``params`` (``stream=True`` is added).
+
+    Works with any OpenAI-compatible base URL. Errors: ``openai.APIStatusError``
+    for an HTTP error status, ``openai.APIConnectionError`` /
+    ``APITimeoutError`` when the request fails, the HTTP library's transport
+    errors when the connection drops mid-stream.
+    """
+    params["stream"] = True
+    create = client.chat.completions.with_streaming_response.create
+    return _from_request(lambda: create(**params))
+
+
+def responses(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessage]:
+    """Stream ``POST /responses`` (the Responses API) with ``params``; see :func:`chat_completions`."""
+    params["stream"] = True
+    create = client.responses.with_streaming_response.create
+    return _from_request(lambda: create(**params))
