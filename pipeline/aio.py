@@ -113,10 +113,9 @@ class BufferedObserver(abc.ObserverBase[T]):
         self.merged = 0
 
     def on_next(self, value: T) -> None:
-        items = self._items
-        if len(items) >= self._maxsize:
+        if len(self._items) >= self._maxsize:
             self._compact()
-        items.append(value)
+        self._items.append(value)
         self._wakeup.set()
 
     def on_error(self, error: Exception) -> None:
