@@ -161,8 +161,6 @@ class ChatNormalizer:
             args = json.dumps(args, ensure_ascii=False)
         if not call.started and (call.name is not None or args):
             call.started = True
-            out.append(
-                emit(ToolCallStarted, choice, t, index=index, id=call.id, name=call.name)
-            )
+            out.append(emit(ToolCallStarted, choice, t, index=index, id=call.id, name=call.name))
         if args:
             out.append(emit(ToolCallDelta, choice, t, index=index, arguments=args))

@@ -25,7 +25,7 @@ from pipeline.events import (
 
 __all__ = ["ResponsesNormalizer"]
 
-_TEXT = {
+_TEXT: dict[str, type[TextDelta | RefusalDelta | ReasoningDelta]] = {
     "response.output_text.delta": TextDelta,
     "response.refusal.delta": RefusalDelta,
     "response.reasoning_summary_text.delta": ReasoningDelta,
@@ -48,7 +48,7 @@ class ResponsesNormalizer:
     def feed(self, data: dict[str, Any], t: float, out: list[EventBase], emit: Stamper) -> None:
         """Append the events of one Responses event to ``out``; raise on an error."""
         kind = data.get("type")
-        cls = _TEXT.get(kind)  # type: ignore[arg-type]
+        cls = _TEXT.get(kind) if isinstance(kind, str) else None
         if cls is not None:
             text = data.get("delta")
             if isinstance(text, str) and text:
@@ -87,7 +87,8 @@ class ResponsesNormalizer:
                 finish = "tool_calls" if self._calls else "stop"
             else:
                 reason = (response.get("incomplete_details") or {}).get("reason")
-                finish = _INCOMPLETE.get(reason, reason or "incomplete")
+                reason = reason if isinstance(reason, str) else "incomplete"
+                finish = _INCOMPLETE.get(reason, reason)
             self.finish_reason = finish
             out.append(emit(ChoiceFinished, 0, t, finish_reason=finish))
         elif kind == "response.failed":

@@ -144,7 +144,7 @@ class Accumulator:
             choice = self._choices[index] = _Choice()
         return choice
 
-    def add(self, event: EventBase) -> None:  # noqa: C901 - one branch per kind
+    def add(self, event: EventBase) -> None:
         """Take one event into account."""
         r = self._result
         r.events += 1

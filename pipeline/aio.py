@@ -80,7 +80,11 @@ def from_async_iterable(
             observer.on_completed()
 
         task = loop.create_task(pump())
-        return Disposable(task.cancel)
+
+        def cancel() -> None:
+            task.cancel()
+
+        return Disposable(cancel)
 
     return Observable(subscribe)
 

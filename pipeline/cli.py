@@ -1,8 +1,8 @@
 """The ``rxllm`` command.
 
-    rxllm chat "PROMPT"             stream an answer into the terminal
-    rxllm assemble FILE.sse         assemble a recorded raw SSE body into JSON
-    rxllm mock                      run the built-in OpenAI-compatible model
+rxllm chat "PROMPT"             stream an answer into the terminal
+rxllm assemble FILE.sse         assemble a recorded raw SSE body into JSON
+rxllm mock                      run the built-in OpenAI-compatible model
 """
 
 from __future__ import annotations

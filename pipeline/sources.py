@@ -108,7 +108,7 @@ def chat_completions(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessag
 
 
 def responses(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessage]:
-    """Stream ``POST /responses`` (the Responses API) with ``params``; see :func:`chat_completions`."""
+    """Stream ``POST /responses`` (the Responses API); see :func:`chat_completions`."""
     params["stream"] = True
     create = client.responses.with_streaming_response.create
     return _from_request(lambda: create(**params))

@@ -80,7 +80,11 @@ def test_subscribing_outside_an_event_loop_says_what_to_do() -> None:
 
 async def test_observable_as_aiostream_with_pipes() -> None:
     subject: Subject[int] = Subject()
-    xs = from_observable(subject) | pipe.map(lambda x: x * 10) | pipe.take(2)
+
+    def times_ten(x: int, *_: int) -> int:
+        return x * 10
+
+    xs = from_observable(subject) | pipe.map(times_ten) | pipe.take(2)
 
     async def feed() -> None:
         await asyncio.sleep(0)
@@ -104,7 +108,9 @@ async def test_observable_error_is_raised_by_the_iteration() -> None:
 
     task = asyncio.create_task(feed())
     with pytest.raises(ValueError, match="upstream"):
-        await stream.list(xs)
+        async with xs.stream() as items:
+            async for _ in items:
+                pass
     await task
 
 

@@ -26,7 +26,15 @@ def assert_well_formed(events: list[EventBase]) -> None:
 
 def test_text_stream() -> None:
     result, events = run_body(TEXT_STREAM)
-    assert types(events) == ["started", "text", "text", "text", "choice.finished", "usage", "finished"]
+    assert types(events) == [
+        "started",
+        "text",
+        "text",
+        "text",
+        "choice.finished",
+        "usage",
+        "finished",
+    ]
     assert_well_formed(events)
     assert result.choices[0].content == "Hello, world"
     assert result.choices[0].finish_reason == "stop"
@@ -36,8 +44,14 @@ def test_text_stream() -> None:
 
 
 def test_first_chunk_with_empty_choices_azure_prompt_filter() -> None:
-    azure = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
-             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
+    azure = {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+    }
     result, events = run_body(sse(azure, chunk({"content": "ok"}, finish="stop")))
     assert result.choices[0].content == "ok"
     assert result.status == "finished"
@@ -47,8 +61,11 @@ def test_first_chunk_with_empty_choices_azure_prompt_filter() -> None:
 def test_usage_on_every_chunk_reported_once_per_change() -> None:
     u1 = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     u2 = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-    body = sse(chunk({"content": "a"}, usage=u1), chunk({"content": "b"}, usage=u1),
-               chunk({}, finish="stop", usage=u2))
+    body = sse(
+        chunk({"content": "a"}, usage=u1),
+        chunk({"content": "b"}, usage=u1),
+        chunk({}, finish="stop", usage=u2),
+    )
     result, events = run_body(body)
     assert types(events).count("usage") == 2
     assert result.usage == u2
@@ -56,9 +73,12 @@ def test_usage_on_every_chunk_reported_once_per_change() -> None:
 
 def test_extra_chunk_after_usage_moderation() -> None:
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    body = sse(chunk({"content": "Paris."}, finish="stop"), chunk(choices=[], usage=usage),
-               chunk(choices=[], moderation={"flagged": False}))
-    result, events = run_body(body)
+    body = sse(
+        chunk({"content": "Paris."}, finish="stop"),
+        chunk(choices=[], usage=usage),
+        chunk(choices=[], moderation={"flagged": False}),
+    )
+    result, _ = run_body(body)
     assert result.choices[0].content == "Paris."
     assert result.usage == usage
     assert result.status == "finished"
@@ -75,7 +95,9 @@ def test_tool_call_without_index() -> None:
     result, _ = run_body(body)
     calls = result.choices[0].tool_calls
     assert [(c.id, c.name, c.arguments) for c in calls] == [
-        ("call_1", "a", '{"x": 1}'), ("call_2", "b", "{}")]
+        ("call_1", "a", '{"x": 1}'),
+        ("call_2", "b", "{}"),
+    ]
     assert [c.parsed for c in calls] == [{"x": 1}, {}]
 
 
@@ -89,7 +111,9 @@ def test_tool_call_indexes_starting_at_one() -> None:
     result, _ = run_body(body)
     calls = result.choices[0].tool_calls
     assert [(c.index, c.id, c.arguments, c.parsed) for c in calls] == [
-        (1, "c1", '{"a": 1}', {"a": 1}), (2, "c2", "{}", {})]
+        (1, "c1", '{"a": 1}', {"a": 1}),
+        (2, "c2", "{}", {}),
+    ]
 
 
 def test_tool_call_id_and_name_repeated_or_null_later() -> None:
@@ -100,8 +124,13 @@ def test_tool_call_id_and_name_repeated_or_null_later() -> None:
     )
     nulls = sse(
         chunk({"tool_calls": [tool(0, '{"a"', id="c1", name="f")]}),
-        chunk({"tool_calls": [{"index": 0, "id": None, "function": {"name": None,
-                                                                     "arguments": ": 1}"}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": None, "function": {"name": None, "arguments": ": 1}"}}
+                ]
+            }
+        ),
         chunk({}, finish="tool_calls"),
     )
     for body in (repeated, nulls):
@@ -125,8 +154,16 @@ def test_arguments_whole_in_one_delta_or_null() -> None:
 
 
 def test_arguments_as_an_object_are_serialized() -> None:
-    body = sse(chunk({"tool_calls": [{"index": 0, "id": "c", "function": {
-        "name": "f", "arguments": {"a": 1}}}]}, finish="tool_calls"))
+    body = sse(
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "c", "function": {"name": "f", "arguments": {"a": 1}}}
+                ]
+            },
+            finish="tool_calls",
+        )
+    )
     result, _ = run_body(body)
     assert result.choices[0].tool_calls[0].parsed == {"a": 1}
 
@@ -143,7 +180,9 @@ def test_choices_interleaved() -> None:
     )
     result, _ = run_body(body)
     assert [(c.index, c.content, c.finish_reason) for c in result.choices] == [
-        (0, "B", "stop"), (1, "AC", "length")]
+        (0, "B", "stop"),
+        (1, "AC", "length"),
+    ]
 
 
 def test_reasoning_and_reasoning_content() -> None:
@@ -170,8 +209,9 @@ def test_refusal_deltas_keep_content_null() -> None:
 
 def test_sse_error_event_mid_stream_keeps_what_arrived() -> None:
     error = {"error": {"message": "boom", "type": "server_error", "code": "x", "status_code": 503}}
-    body = sse(chunk({"content": "part"}), f"event: error\ndata: {json.dumps(error)}\n\n",
-               done=False)
+    body = sse(
+        chunk({"content": "part"}), f"event: error\ndata: {json.dumps(error)}\n\n", done=False
+    )
     result, events = run_body(body)
     assert result.choices[0].content == "part"
     assert result.status == "error"
@@ -186,8 +226,10 @@ def test_sse_error_event_mid_stream_keeps_what_arrived() -> None:
 
 def test_top_level_error_object_in_chunk_keeps_usage() -> None:
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    body = sse(chunk({"reasoning": "hm"}, finish="length"),
-               chunk(choices=[], usage=usage, error={"code": 400, "message": "limit"}))
+    body = sse(
+        chunk({"reasoning": "hm"}, finish="length"),
+        chunk(choices=[], usage=usage, error={"code": 400, "message": "limit"}),
+    )
     result, _ = run_body(body)
     assert result.usage == usage
     assert result.choices[0].finish_reason == "length"
@@ -245,21 +287,34 @@ def test_accepts_parsed_dicts_and_sdk_objects() -> None:
         assert all(e.stream_id == "s1" for e in out)
 
 
-RESPONSES = [
+RESPONSES: list[dict[str, Any]] = [
     {"type": "response.created", "response": {"id": "resp_1", "model": "m"}},
-    {"type": "response.output_item.added", "output_index": 0,
-     "item": {"type": "reasoning", "id": "rs"}},
+    {
+        "type": "response.output_item.added",
+        "output_index": 0,
+        "item": {"type": "reasoning", "id": "rs"},
+    },
     {"type": "response.reasoning_summary_text.delta", "output_index": 0, "delta": "why"},
     {"type": "response.output_item.added", "output_index": 1, "item": {"type": "message"}},
     {"type": "response.output_text.delta", "output_index": 1, "delta": "Hi"},
-    {"type": "response.output_item.added", "output_index": 2,
-     "item": {"type": "function_call", "id": "fc", "call_id": "call_9", "name": "f",
-              "arguments": ""}},
+    {
+        "type": "response.output_item.added",
+        "output_index": 2,
+        "item": {
+            "type": "function_call",
+            "id": "fc",
+            "call_id": "call_9",
+            "name": "f",
+            "arguments": "",
+        },
+    },
     {"type": "response.function_call_arguments.delta", "output_index": 2, "delta": '{"a":'},
     {"type": "response.function_call_arguments.delta", "output_index": 2, "delta": "1}"},
     {"type": "response.function_call_arguments.done", "output_index": 2, "arguments": '{"a":1}'},
-    {"type": "response.completed",
-     "response": {"id": "resp_1", "usage": {"input_tokens": 1, "output_tokens": 2}}},
+    {
+        "type": "response.completed",
+        "response": {"id": "resp_1", "usage": {"input_tokens": 1, "output_tokens": 2}},
+    },
 ]
 
 
@@ -282,14 +337,26 @@ def test_responses_arguments_only_in_done_event() -> None:
 
 
 def test_responses_failed_and_incomplete() -> None:
-    failed = [RESPONSES[0], RESPONSES[4], {"type": "response.failed", "response": {
-        "error": {"code": "server_error", "message": "went wrong"}}}]
+    failed = [
+        RESPONSES[0],
+        RESPONSES[4],
+        {
+            "type": "response.failed",
+            "response": {"error": {"code": "server_error", "message": "went wrong"}},
+        },
+    ]
     body = "".join(f"data: {json.dumps(r)}\n\n" for r in failed).encode()
     result, _ = run_body(body)
     assert result.status == "error" and result.error is not None
     assert result.error["message"] == "went wrong"
-    incomplete = [RESPONSES[0], RESPONSES[4], {"type": "response.incomplete", "response": {
-        "incomplete_details": {"reason": "max_output_tokens"}}}]
+    incomplete = [
+        RESPONSES[0],
+        RESPONSES[4],
+        {
+            "type": "response.incomplete",
+            "response": {"incomplete_details": {"reason": "max_output_tokens"}},
+        },
+    ]
     body = "".join(f"data: {json.dumps(r)}\n\n" for r in incomplete).encode()
     result, _ = run_body(body)
     assert result.choices[0].finish_reason == "length"
