@@ -35,6 +35,7 @@ from pipeline.events import (
     ToolCallInvalid,
     ToolCallStarted,
     UsageReport,
+    is_content,
 )
 
 __all__ = ["Accumulator", "ChoiceResult", "Result", "ToolCallResult", "accumulate"]
@@ -125,12 +126,6 @@ class _Choice:
         self.finish_reason: str | None = None
 
 
-def _is_token(event: EventBase) -> bool:
-    if isinstance(event, TextDelta | ReasoningDelta | RefusalDelta):
-        return bool(event.text)
-    return isinstance(event, ToolCallStarted | ToolCallDelta)
-
-
 class Accumulator:
     """Feed events with :meth:`add`; read the final message with :meth:`result`."""
 
@@ -148,7 +143,7 @@ class Accumulator:
         """Take one event into account."""
         r = self._result
         r.events += 1
-        if _is_token(event):
+        if is_content(event):
             r.content_events += 1
             if r.first_token_at is None:
                 r.first_token_at = event.t

@@ -35,22 +35,11 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from pipeline.events import (
     Event,
-    EventBase,
-    ReasoningDelta,
-    RefusalDelta,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallStarted,
+    is_content,
     is_terminal,
 )
 
 __all__ = ["batch_flush"]
-
-
-def _is_content(event: EventBase) -> bool:
-    if isinstance(event, TextDelta | ReasoningDelta | RefusalDelta):
-        return bool(event.text)
-    return isinstance(event, ToolCallStarted | ToolCallDelta)
 
 
 def _default_scheduler() -> abc.SchedulerBase:
@@ -110,7 +99,7 @@ def batch_flush(
                     if stopped:
                         return
                     if immediate:
-                        immediate = not _is_content(event)
+                        immediate = not is_content(event)
                         observer.on_next([event])
                         return
                     buffer.append(event)

@@ -38,13 +38,8 @@ from pipeline.errors import (
 from pipeline.events import (
     ErrorKind,
     Event,
-    EventBase,
-    ReasoningDelta,
-    RefusalDelta,
     StreamError,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallStarted,
+    is_content,
     is_terminal,
 )
 
@@ -174,12 +169,6 @@ def classify(exc: BaseException) -> ErrorInfo:
     return info._replace(message=scrub(info.message))
 
 
-def _is_content(event: EventBase) -> bool:
-    if isinstance(event, TextDelta | ReasoningDelta | RefusalDelta):
-        return bool(event.text)
-    return isinstance(event, ToolCallStarted | ToolCallDelta)
-
-
 def map_errors(
     stream_id: str | None = None, *, scheduler: abc.SchedulerBase | None = None
 ) -> Callable[[Observable[Event]], Observable[Event]]:
@@ -229,7 +218,7 @@ def map_errors(
                         )
                     return
                 last = event
-                content = content or _is_content(event)
+                content = content or is_content(event)
                 if is_terminal(event):
                     terminal = event
                 observer.on_next(event)

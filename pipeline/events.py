@@ -52,6 +52,7 @@ __all__ = [
     "ToolCallStarted",
     "UsageReport",
     "dump_event",
+    "is_content",
     "is_terminal",
     "load_event",
 ]
@@ -216,6 +217,16 @@ Event: TypeAlias = Annotated[
 TERMINAL_TYPES: frozenset[str] = frozenset({"finished", "error", "cancelled"})
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def is_content(event: EventBase) -> bool:
+    """Return whether ``event`` carries content: a token has been sent once one did.
+
+    Non-empty text, reasoning and refusal deltas, and tool-call starts and deltas.
+    """
+    if isinstance(event, TextDelta | ReasoningDelta | RefusalDelta):
+        return bool(event.text)
+    return isinstance(event, ToolCallStarted | ToolCallDelta)
 
 
 def is_terminal(event: EventBase) -> bool:

@@ -1,7 +1,7 @@
 """The Chat Completions wire format: ``chat.completion.chunk`` frames and ``chat.completion``.
 
 A stream is: per choice a first chunk with ``delta: {"role": "assistant",
-"content": ""}``, then reasoning (``delta.reasoning_content``), text
+"content": ""}`` (``null`` if only tools are called), then reasoning (``delta.reasoning_content``), text
 (``delta.content``) and tool calls (a first chunk with ``id``, ``type`` and
 ``function.name``, then ``function.arguments`` fragments), then a chunk with
 the ``finish_reason``. With ``n`` > 1 the choices' chunks interleave. With
@@ -65,7 +65,8 @@ class ChatWriter:
 
     def _steps(self, choice: int) -> Iterator[_Step]:
         answer = self.answer
-        yield {"role": "assistant", "content": "", "refusal": None}, None, False
+        content = "" if answer.text is not None else None  # null when only tools are called
+        yield {"role": "assistant", "content": content, "refusal": None}, None, False
         for piece in answer.reasoning:
             yield {"reasoning_content": piece}, None, True
         for piece in answer.text or ():
