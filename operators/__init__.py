@@ -1,0 +1,23 @@
+"""Pipeable operators over rxllm events, one per module, used with ``.pipe()``.
+
+    events = source.pipe(extract_deltas(), assemble_tool_calls(tools), map_errors())
+"""
+
+from operators.accumulate import Accumulator, ChoiceResult, Result, ToolCallResult, accumulate
+from operators.assemble_tool_calls import assemble_tool_calls
+from operators.batch_flush import batch_flush
+from operators.extract_deltas import extract_deltas
+from operators.map_errors import classify, map_errors
+
+__all__ = [
+    "Accumulator",
+    "ChoiceResult",
+    "Result",
+    "ToolCallResult",
+    "accumulate",
+    "assemble_tool_calls",
+    "batch_flush",
+    "classify",
+    "extract_deltas",
+    "map_errors",
+]

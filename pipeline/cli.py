@@ -47,9 +47,10 @@ async def _chat(args: argparse.Namespace, out: TextIO) -> int:
     if base_url or api_key:
         client = AsyncOpenAI()
         return await render_chat(client, args.prompt, args.model, args.responses, out)
-    from pipeline.mock import MockServer
+    from pipeline.mock import MockScript, MockServer
 
-    async with MockServer(token_rate=args.mock_rate) as server:
+    script = MockScript(interval=1.0 / args.mock_rate if args.mock_rate > 0 else 0.0)
+    async with MockServer(script) as server:
         client = AsyncOpenAI(base_url=server.base_url, api_key="no-key-needed")
         return await render_chat(client, args.prompt, args.model, args.responses, out)
 
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     mock = commands.add_parser("mock", help="run the built-in OpenAI-compatible model")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8001)
-    mock.add_argument("--token-rate", type=float, default=40.0, help="tokens per second")
+    mock.add_argument("--token-rate", type=float, default=30.0, help="tokens per second")
     return parser
 
 
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "mock":
         from pipeline.mock import serve
 
-        serve(host=args.host, port=args.port, token_rate=args.token_rate)
+        serve(host=args.host, port=args.port, tokens_per_second=args.token_rate)
         return 0
     raise AssertionError(args.command)
 

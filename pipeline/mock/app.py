@@ -35,7 +35,7 @@ from pipeline.mock.recording import REQUEST_KEY, Recorder, RecordingMiddleware, 
 from pipeline.mock.responses import ResponsesWriter, response_object
 from pipeline.mock.script import Answer, MockScript, count_words, prompt_text
 
-__all__ = ["DEFAULT_MODEL", "MockState", "create_app", "mock_state"]
+__all__ = ["DEFAULT_MODEL", "ConnectionDropped", "MockState", "create_app", "mock_state"]
 
 DEFAULT_MODEL = "mock-model"
 _DROP_WAIT = 5.0  # seconds to wait for a dropped connection's socket to close

@@ -1,10 +1,11 @@
 """The Chat Completions wire format: ``chat.completion.chunk`` frames and ``chat.completion``.
 
 A stream is: per choice a first chunk with ``delta: {"role": "assistant",
-"content": ""}`` (``null`` if only tools are called), then reasoning (``delta.reasoning_content``), text
-(``delta.content``) and tool calls (a first chunk with ``id``, ``type`` and
-``function.name``, then ``function.arguments`` fragments), then a chunk with
-the ``finish_reason``. With ``n`` > 1 the choices' chunks interleave. With
+"content": ""}`` (``null`` if only tools are called), then reasoning
+(``delta.reasoning_content``), text (``delta.content``) and tool calls (a
+first chunk with ``id``, ``type`` and ``function.name``, then
+``function.arguments`` fragments), then a chunk with the ``finish_reason``.
+With ``n`` > 1 the choices' chunks interleave. With
 ``stream_options.include_usage`` every chunk carries ``"usage": null`` and a
 last chunk has ``choices: []`` and the usage. The stream ends with
 ``data: [DONE]``. A mid-stream error is ``event: error`` with

@@ -177,7 +177,7 @@ def responses_usage(answer: Answer, meta: Meta) -> dict[str, Any]:
     output = answer.tokens_per_choice
     return {
         "input_tokens": meta.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": len(answer.reasoning)},
         "total_tokens": meta.prompt_tokens + output,

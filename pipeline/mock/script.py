@@ -139,6 +139,7 @@ class MockScript(BaseModel):
                 "error_after": None,
                 "malformed_after": None,
                 "stall": 0.0,
+                "fail_first": 0,
             }
         )
 

@@ -271,6 +271,12 @@ def serve(
     recorder = Recorder(max_records=1000)
     app = create_app(base.merged(fields), recorder=recorder)
     config = uvicorn.Config(
-        app, host=host, port=port, http=protocol_for(recorder), lifespan="off", log_level=log_level
+        app,
+        host=host,
+        port=port,
+        http=protocol_for(recorder),
+        lifespan="off",
+        log_level=log_level,
+        timeout_graceful_shutdown=1,  # a stalled demo stream must not block Ctrl+C
     )
     uvicorn.Server(config).run()

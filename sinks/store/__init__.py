@@ -1,0 +1,34 @@
+"""The transcript store: every stream with its request, events, final message and status.
+
+SQLAlchemy 2 async: SQLite through aiosqlite by default (a file, created on
+first use), PostgreSQL by URL (``postgresql+asyncpg://...``). Writes are
+batched off the hot path and retried; a stream is finalized exactly once,
+whatever ends it. See :class:`Store`.
+
+Modules: ``models`` (tables), ``writer`` (the batched writer), ``sink`` (the
+observer attached to a run), ``query`` (reading), ``store`` (:class:`Store`),
+``migrations`` (Alembic, run on ``open()``).
+"""
+
+from __future__ import annotations
+
+from sinks.store.models import STATUSES, Status
+from sinks.store.query import StreamSummary, Transcript
+from sinks.store.sink import TranscriptSink, scrub_request
+from sinks.store.store import DEFAULT_URL, ENV_URL, Store, create_engine, resolve_url
+from sinks.store.writer import StoreSettings
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_URL",
+    "STATUSES",
+    "Status",
+    "Store",
+    "StoreSettings",
+    "StreamSummary",
+    "Transcript",
+    "TranscriptSink",
+    "create_engine",
+    "resolve_url",
+    "scrub_request",
+]

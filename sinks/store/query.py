@@ -41,6 +41,7 @@ _SUMMARY_COLUMNS = [
 class StreamSummary(BaseModel):
     """One stored stream, without its request and message.
 
+    ``model`` is the requested model (else the one the provider reported);
     ``first_token_at`` (time to first token) and ``duration`` are seconds
     from the stream's start; ``event_count`` counts the events the sink saw.
     """
@@ -80,9 +81,11 @@ Executor = AsyncEngine | AsyncConnection
 
 async def _rows(executor: Executor, query: Select[Any]) -> Sequence[Row[Any]]:
     if isinstance(executor, AsyncConnection):
-        return (await executor.execute(query)).all()
+        rows: Sequence[Row[Any]] = (await executor.execute(query)).all()
+        return rows
     async with executor.connect() as conn:
-        return (await conn.execute(query)).all()
+        rows = (await conn.execute(query)).all()
+        return rows
 
 
 async def list_streams(

@@ -29,17 +29,17 @@ from ``open()`` (after retries) and from the query methods.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from reactivex import abc
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -48,7 +48,7 @@ from operators.accumulate import Accumulator
 from pipeline.events import Event
 from pipeline.runner import StreamRun
 from sinks.store import migrations
-from sinks.store.models import streams_table
+from sinks.store.models import Status, streams_table
 from sinks.store.query import (
     StreamSummary,
     Transcript,
@@ -238,9 +238,7 @@ class Store:
 
     # -- writing ----------------------------------------------------------------
 
-    def attach(
-        self, run: StreamRun, request: Mapping[str, Any] | None = None
-    ) -> TranscriptSink:
+    def attach(self, run: StreamRun, request: Mapping[str, Any] | None = None) -> TranscriptSink:
         """Store ``run``: subscribe a sink to it (call before ``run.start()``).
 
         ``request`` (model, messages, tools, parameters) is stored with the
@@ -282,8 +280,8 @@ class Store:
                     error={"kind": "interrupted", "message": "the process stopped mid-stream"},
                     duration=events[-1].t if events else None,
                 )
-                if values["model"] is None:
-                    del values["model"]
+                # The requested model stays; the reported one fills in for none.
+                values["model"] = func.coalesce(streams_table.c.model, values["model"])
                 await conn.execute(
                     update(streams_table)
                     .where(streams_table.c.id == stream_id, streams_table.c.status == "running")
@@ -301,7 +299,7 @@ class Store:
         since: datetime | None = None,
         until: datetime | None = None,
         model: str | None = None,
-        status: str | Sequence[str] | None = None,
+        status: Status | Sequence[Status] | None = None,
         text: str | None = None,
         limit: int = 100,
         offset: int = 0,
@@ -312,7 +310,7 @@ class Store:
             since=since,
             until=until,
             model=model,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             text=text,
             limit=limit,
             offset=offset,
@@ -322,7 +320,7 @@ class Store:
         """The transcript of ``stream_id`` with its final message (as last flushed)."""
         return await get_transcript(self.engine, stream_id)
 
-    async def events(self, stream_id: str, after_seq: int | None = None) -> list[Event]:
+    async def events(self, stream_id: str, after_seq: int | None = None) -> builtins.list[Event]:
         """The events of ``stream_id`` in ``seq`` order, after ``after_seq`` if given.
 
         Includes events still waiting in the buffer, so a stream that has
@@ -348,7 +346,7 @@ class Store:
             raise RuntimeError("the transcript store is not open: await store.open() first")
         return self._writer
 
-    async def _retrying(self, what: str, action: Any) -> None:
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[object]]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.close_timeout
         attempt = 0
@@ -377,7 +375,3 @@ class Store:
 async def _migrate(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(migrations.upgrade)
-
-
-def _unused(_: abc.DisposableBase) -> None:  # pragma: no cover - keeps the import honest
-    return None

@@ -77,15 +77,23 @@ class StoreSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    flush_interval: float = Field(0.25, gt=0, description="seconds between flushes")
-    batch_size: int = Field(500, ge=1, description="events per transaction; a full batch flushes")
-    max_buffer: int = Field(50_000, ge=1, description="events held in memory; more are dropped")
-    retry_initial: float = Field(0.05, gt=0, description="first backoff after a failed write")
-    retry_max: float = Field(5.0, gt=0, description="cap of the exponential backoff")
-    lock_timeout: float = Field(
-        5.0, gt=0, description="seconds a write waits for a lock (SQLite busy timeout, PG)"
+    flush_interval: float = Field(default=0.25, gt=0, description="seconds between flushes")
+    batch_size: int = Field(
+        default=500, ge=1, description="events per transaction; a full batch flushes"
     )
-    close_timeout: float = Field(30.0, ge=0, description="seconds close() waits for the flush")
+    max_buffer: int = Field(
+        default=50_000, ge=1, description="events held in memory; more are dropped"
+    )
+    retry_initial: float = Field(
+        default=0.05, gt=0, description="first backoff after a failed write"
+    )
+    retry_max: float = Field(default=5.0, gt=0, description="cap of the exponential backoff")
+    lock_timeout: float = Field(
+        default=5.0, gt=0, description="seconds a write waits for a lock (SQLite busy timeout, PG)"
+    )
+    close_timeout: float = Field(
+        default=30.0, ge=0, description="seconds close() waits for the flush"
+    )
     owner: str = Field(
         default_factory=socket.gethostname,
         description="who writes: open() marks this owner's running streams interrupted",
@@ -282,7 +290,7 @@ class BatchWriter:
             index_elements=["id"],
             set_={
                 "status": excluded.status,
-                "model": func.coalesce(excluded.model, streams_table.c.model),
+                "model": func.coalesce(streams_table.c.model, excluded.model),
                 "finish_reason": excluded.finish_reason,
                 "choices": excluded.choices,
                 "content": excluded.content,
@@ -374,20 +382,20 @@ class BatchWriter:
         self._wakeup.set()
         await future
 
-    async def close(self, timeout: float) -> None:
-        """Flush (for at most ``timeout`` seconds), then cancel the task and await it."""
+    async def close(self, grace: float) -> None:
+        """Flush (for at most ``grace`` seconds), then cancel the task and await it."""
         task = self._task
         if task is None or self._closed:
             self._closed = True
             return
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(grace):
                 await self.flush()
         except TimeoutError:
             log.error(
                 "the transcript store could not write within %.1f s; %d events and "
                 "%d stream updates are lost",
-                timeout,
+                grace,
                 len(self._events),
                 len(self._controls),
             )
@@ -446,10 +454,9 @@ class BatchWriter:
     def _take(self) -> _Batch:
         size = self._settings.batch_size
         events = [self._events[i] for i in range(min(size, len(self._events)))]
-        if len(self._events) > len(events):
-            boundary = self._events[len(events)][0] - 1
-        else:
-            boundary = self._n
+        # Control records up to the first event left out belong to this batch.
+        more = len(self._events) > len(events)
+        boundary = self._events[len(events)][0] - 1 if more else self._n
         opens: list[StreamOpen] = []
         closes: list[StreamClose] = []
         for record in self._controls:
