@@ -23,7 +23,7 @@ from pipeline.events import (
 from pipeline.runner import StreamRun
 from pipeline.stream import llm_stream
 
-__all__ = ["render_chat"]
+__all__ = ["render_chat", "summary_line"]
 
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = ["main"]
@@ -23,6 +24,7 @@ def _assemble(path: str, events: bool, out: TextIO) -> int:
     from pipeline.sources import sse_body
     from pipeline.stream import llm_stream
 
+    body = Path(path).read_bytes()
     acc = Accumulator()
 
     def on_next(event: Any) -> None:
@@ -30,7 +32,7 @@ def _assemble(path: str, events: bool, out: TextIO) -> int:
             out.write(event.model_dump_json() + "\n")
         acc.add(event)
 
-    llm_stream(sse_body(path)).subscribe(on_next)
+    llm_stream(sse_body(body)).subscribe(on_next)
     if not events:
         json.dump(acc.result().assembled(), out, indent=2, ensure_ascii=False)
         out.write("\n")

@@ -29,7 +29,7 @@ from reactivex.disposable import Disposable
 from pipeline.aio import from_async_iterable
 from pipeline.sse import SSEDecoder, SSEMessage
 
-__all__ = ["chat_completions", "responses", "sse_body"]
+__all__ = ["chat_completions", "decode_sse", "responses", "sse_body"]
 
 
 async def decode_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEMessage]:

@@ -60,8 +60,10 @@ __all__ = [
     "StoreSettings",
     "StreamClose",
     "StreamOpen",
+    "event_row",
     "final_values",
     "is_retryable",
+    "now",
 ]
 
 log = logging.getLogger(__name__)
