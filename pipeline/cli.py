@@ -83,6 +83,31 @@ def _parser() -> argparse.ArgumentParser:
     assemble.add_argument("file")
     assemble.add_argument("--events", action="store_true", help="print the events instead")
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve the pipeline over HTTP",
+        description="An OpenAI-compatible processing layer in front of an upstream: SSE out, "
+        "transcripts stored, metrics at /metrics, a chat page at /. With no --upstream "
+        "it runs the built-in model, so it needs no API key.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--upstream", help="OpenAI-compatible base URL (env RXLLM_UPSTREAM)")
+    serve.add_argument(
+        "--api-key", help="the upstream's API key (env RXLLM_UPSTREAM_API_KEY or OPENAI_API_KEY)"
+    )
+    serve.add_argument(
+        "--auth-token", help="require 'Authorization: Bearer TOKEN' (env RXLLM_AUTH_TOKEN)"
+    )
+    serve.add_argument(
+        "--cors-origin", action="append", dest="cors_origins", help="allow this origin (repeat)"
+    )
+    serve.add_argument("--db", dest="db_url", help="transcript store URL (env RXLLM_DB_URL)")
+    serve.add_argument("--no-store", action="store_true", help="keep no transcripts")
+    serve.add_argument("--heartbeat", type=float, help="seconds of idle before a ': ping'")
+    serve.add_argument("--mock-rate", type=float, help="built-in model: tokens per second")
+    serve.add_argument("--log-level", default="info")
+
     mock = commands.add_parser("mock", help="run the built-in OpenAI-compatible model")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8001)
@@ -101,6 +126,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "chat":
         return asyncio.run(_chat(args, sys.stdout))
+    if args.command == "serve":
+        from pipeline.server.run import serve as run_server
+        from pipeline.server.settings import ServerSettings
+
+        settings = ServerSettings.from_env(
+            host=args.host,
+            port=args.port,
+            upstream=args.upstream,
+            api_key=args.api_key,
+            auth_token=args.auth_token,
+            cors_origins=tuple(args.cors_origins) if args.cors_origins else None,
+            db_url=args.db_url,
+            store=False if args.no_store else None,
+            heartbeat=args.heartbeat,
+            mock_tokens_per_second=args.mock_rate,
+        )
+        run_server(settings, log_level=args.log_level)
+        return 0
     if args.command == "mock":
         from pipeline.mock import serve
 

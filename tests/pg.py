@@ -66,6 +66,15 @@ def find_pg_bin() -> Path | None:
     return None
 
 
+def _major_version(bin_dir: Path) -> int:
+    """The major version of the server in ``bin_dir`` (``postgres --version``)."""
+    done = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    found = re.search(r"(\d+)(?:\.\d+)?", done.stdout)
+    return int(found.group(1)) if found else 0
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -90,6 +99,7 @@ class PostgresServer:
         self.data = self.base / "data"
         self.log = self.base / "server.log"
         self.port = 0
+        self.version = _major_version(bin_dir)
         self.user: str | None = None
         self._running = False
         if os.geteuid() == 0:
@@ -136,42 +146,38 @@ class PostgresServer:
         error: Exception | None = None
         for _ in range(3):
             self.port = _free_port()
-            options = (
-                f"-F -p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-            )
             try:
-                self._run(
-                    [
-                        str(bin_ / "pg_ctl"),
-                        "-D",
-                        str(self.data),
-                        "-l",
-                        str(self.log),
-                        "-o",
-                        options,
-                        "-w",
-                        "-t",
-                        "60",
-                        "start",
-                    ]
-                )
+                self.start_server()
             except RuntimeError as exc:
                 error = exc
                 continue
-            self._running = True
             atexit.register(self.stop)
             return
         raise RuntimeError(f"could not start PostgreSQL: {error}")
 
-    def stop(self) -> None:
-        """Stop the server and remove its directory."""
+    def start_server(self) -> None:
+        """Start the server (already initialized) on ``self.port``; wait until it is up."""
+        options = (
+            f"-F -p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100 "
+            "-c wal_level=minimal -c max_wal_senders=0"
+        )
+        pg_ctl = str(self.bin_dir / "pg_ctl")
+        data, log = str(self.data), str(self.log)
+        self._run([pg_ctl, "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"])
+        self._running = True
+
+    def stop_server(self) -> None:
+        """Stop the server, keeping its data (``start_server`` brings it back)."""
         if self._running:
             self._running = False
-            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                self._run(
-                    [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
-                )
+            pg_ctl = str(self.bin_dir / "pg_ctl")
+            self._run([pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self.stop_server()
         shutil.rmtree(self.base, ignore_errors=True)
 
     def url(self, database: str = "postgres", driver: str = "asyncpg") -> str:
@@ -181,22 +187,12 @@ class PostgresServer:
     def create_database(self) -> str:
         """Create a fresh, empty database; return its ``postgresql+asyncpg://`` URL."""
         name = f"t_{uuid.uuid4().hex[:16]}"
-        self._run(
-            [
-                str(self.bin_dir / "createdb")
-                if (self.bin_dir / "createdb").exists()
-                else "createdb",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                SUPERUSER,
-                name,
-            ],
-            as_server=False,
-            timeout=60,
-        )
+        createdb = self.bin_dir / "createdb"
+        command = [str(createdb) if createdb.exists() else "createdb"]
+        command += ["-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER]
+        if self.version >= 15:  # a plain file copy: 4x faster for a small template
+            command += ["-S", "file_copy"]
+        self._run([*command, name], as_server=False, timeout=60)
         return self.url(name)
 
 

@@ -47,7 +47,8 @@ from pipeline.stream import llm_stream
 from sinks.store import Store, StoreSettings, scrub_request
 from sinks.store import migrations as store_migrations
 from sinks.store.models import events_table, metadata, streams_table
-from tests.fixtures import TEXT_STREAM, chunk, sse
+from sinks.store.writer import BatchWriter, StreamClose, StreamOpen
+from tests.fixtures import TEXT_STREAM
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,7 +79,9 @@ class Upstream:
         self.seq = 0
 
     def emit(self, make: Any, **fields: Any) -> None:
-        self.subject.on_next(make(stream_id=self.stream_id, seq=self.seq, t=self.seq * 0.01, **fields))
+        self.subject.on_next(
+            make(stream_id=self.stream_id, seq=self.seq, t=self.seq * 0.01, **fields)
+        )
         self.seq += 1
 
     def start(self, model: str = "reported-model") -> None:
@@ -189,7 +192,9 @@ async def test_a_stream_that_ends_without_a_terminal_event_is_finalized_once(
     transcript = await store.get("raw-1")
     assert transcript is not None
     assert transcript.status == "error"
-    assert transcript.error is not None and "without a terminal event" in transcript.error["message"]
+    assert (
+        transcript.error is not None and "without a terminal event" in transcript.error["message"]
+    )
 
 
 async def test_tool_calls_and_several_choices_are_assembled(store: Store) -> None:
@@ -202,8 +207,13 @@ async def test_tool_calls_and_several_choices_are_assembled(store: Store) -> Non
         ToolCallDelta(stream_id="tc", seq=4, index=0, arguments='{"q": '),
         ToolCallDelta(stream_id="tc", seq=5, index=0, arguments="1}"),
         ToolCallCompleted(
-            stream_id="tc", seq=6, index=0, id="call_1", name="lookup",
-            arguments='{"q": 1}', parsed={"q": 1},
+            stream_id="tc",
+            seq=6,
+            index=0,
+            id="call_1",
+            name="lookup",
+            arguments='{"q": 1}',
+            parsed={"q": 1},
         ),
         ChoiceFinished(stream_id="tc", seq=7, finish_reason="tool_calls"),
         UsageReport(stream_id="tc", seq=8, usage={"total_tokens": 9}),
@@ -216,7 +226,12 @@ async def test_tool_calls_and_several_choices_are_assembled(store: Store) -> Non
     assert transcript is not None
     assert [c.content for c in transcript.choices] == ["zero", "one"]
     call = transcript.choices[0].tool_calls[0]
-    assert (call.id, call.name, call.arguments, call.parsed) == ("call_1", "lookup", '{"q": 1}', {"q": 1})
+    assert (call.id, call.name, call.arguments, call.parsed) == (
+        "call_1",
+        "lookup",
+        '{"q": 1}',
+        {"q": 1},
+    )
     assert transcript.finish_reason == "tool_calls"
     assert transcript.usage == {"total_tokens": 9}
 
@@ -248,8 +263,47 @@ async def test_the_same_events_written_twice_are_stored_once(store: Store) -> No
             sink.on_next(event)
         await store.flush()
     assert await stored_rows(store, "dup") == [(0, "started"), (1, "text"), (2, "finished")]
+    assert store.failed == 0  # no conflict reached the database as an error
     listed = await store.list()
     assert [s.id for s in listed] == ["dup"]
+
+
+async def test_final_update_is_written_once_and_after_the_streams_events(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[tuple[str, str, int]] = []  # (what, stream id, seq) in commit order
+    original = BatchWriter._write
+
+    async def recording(
+        self: BatchWriter,
+        conn: Any,
+        opens: list[StreamOpen],
+        events: list[tuple[int, str, Event]],
+        closes: list[StreamClose],
+    ) -> None:
+        await original(self, conn, opens, events, closes)
+        writes.extend(("open", o.stream_id, -1) for o in opens)
+        writes.extend(("event", sid, e.seq) for _, sid, e in events)
+        writes.extend(("final", c.stream_id, -1) for c in closes)
+
+    monkeypatch.setattr(BatchWriter, "_write", recording)
+    async with Store(db_url, settings=settings(batch_size=3)) as store:
+        ups = [Upstream(store, f"o{i}") for i in range(3)]
+        for up in ups:
+            up.start()
+        for word in ["one", "two", "three", "four", "five", "six", "seven"]:
+            for up in ups:
+                up.say(word)
+        ups[1].finish()
+        ups[0].run.cancel()
+        ups[2].subject.on_error(RuntimeError("boom"))
+        await store.flush()
+    for up in ups:
+        mine = [(what, seq) for what, sid, seq in writes if sid == up.stream_id]
+        assert mine[0] == ("open", -1)
+        assert mine[-1] == ("final", -1)
+        assert [what for what, _ in mine].count("final") == 1
+        assert [seq for what, seq in mine if what == "event"] == [e.seq for e in up.seen]
 
 
 # -- the request ---------------------------------------------------------------------

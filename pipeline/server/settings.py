@@ -1,0 +1,49 @@
+"""Settings of ``rxllm serve``: from command-line flags, with environment fallbacks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["ServerSettings"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the server needs; secrets are kept out of ``repr``.
+
+    ``upstream`` is an OpenAI-compatible base URL (``None``: the built-in
+    model, started in-process, so the server runs with no key).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upstream: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    auth_token: str | None = field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
+    db_url: str | None = None
+    store: bool = True
+    heartbeat: float = 15.0
+    send_timeout: float = 10.0
+    flush_interval: float = 0.0
+    replay_size: int = 4096
+    max_body: int = 4 * 1024 * 1024
+    orphan_timeout: float = 15.0
+    mock_tokens_per_second: float = 30.0
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerSettings:
+        """Defaults, then ``RXLLM_*`` / ``OPENAI_*`` variables, then ``overrides`` (not None)."""
+        env = os.environ
+        values: dict[str, object] = {
+            "upstream": env.get("RXLLM_UPSTREAM") or env.get("OPENAI_BASE_URL"),
+            "api_key": env.get("RXLLM_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY"),
+            "auth_token": env.get("RXLLM_AUTH_TOKEN"),
+            "db_url": env.get("RXLLM_DB_URL"),
+        }
+        origins = env.get("RXLLM_CORS_ORIGINS")
+        if origins:
+            values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
