@@ -23,7 +23,6 @@ from pipeline.events import (
     ReasoningDelta,
     RefusalDelta,
     TextDelta,
-    ToolCallDelta,
     ToolCallStarted,
     UsageReport,
 )
@@ -110,20 +109,21 @@ class ChatNormalizer:
             state = self.choices[index] = _Choice()
         delta = c.get("delta")
         if delta:
-            reasoning = delta.get("reasoning")
+            get = delta.get
+            reasoning = get("reasoning")
             if reasoning is None:
-                reasoning = delta.get("reasoning_content")
+                reasoning = get("reasoning_content")
             if reasoning and isinstance(reasoning, str):
-                out.append(emit(ReasoningDelta, index, t, text=reasoning))
-            content = delta.get("content")
+                out.append(emit.text(ReasoningDelta, index, t, reasoning))
+            content = get("content")
             if isinstance(content, str) and (content or not state.seen_content):
                 state.seen_content = True
-                out.append(emit(TextDelta, index, t, text=content))
-            refusal = delta.get("refusal")
+                out.append(emit.text(TextDelta, index, t, content))
+            refusal = get("refusal")
             if isinstance(refusal, str) and (refusal or not state.seen_refusal):
                 state.seen_refusal = True
-                out.append(emit(RefusalDelta, index, t, text=refusal))
-            calls = delta.get("tool_calls")
+                out.append(emit.text(RefusalDelta, index, t, refusal))
+            calls = get("tool_calls")
             if calls:
                 for call in calls:
                     self._tool_call(state, index, call, t, out, emit)
@@ -163,4 +163,4 @@ class ChatNormalizer:
             call.started = True
             out.append(emit(ToolCallStarted, choice, t, index=index, id=call.id, name=call.name))
         if args:
-            out.append(emit(ToolCallDelta, choice, t, index=index, arguments=args))
+            out.append(emit.tool_delta(choice, t, index, args))

@@ -18,7 +18,6 @@ from pipeline.events import (
     ReasoningDelta,
     RefusalDelta,
     TextDelta,
-    ToolCallDelta,
     ToolCallStarted,
     UsageReport,
 )
@@ -52,14 +51,14 @@ class ResponsesNormalizer:
         if cls is not None:
             text = data.get("delta")
             if isinstance(text, str) and text:
-                out.append(emit(cls, 0, t, text=text))
+                out.append(emit.text(cls, 0, t, text))
             return
         if kind == "response.function_call_arguments.delta":
             call = self._calls.get(data.get("output_index", -1))
             delta = data.get("delta")
             if call is not None and isinstance(delta, str) and delta:
                 call[1] = True
-                out.append(emit(ToolCallDelta, 0, t, index=call[0], arguments=delta))
+                out.append(emit.tool_delta(0, t, call[0], delta))
         elif kind == "response.output_item.added":
             item = data.get("item") or {}
             if item.get("type") == "function_call":
@@ -70,14 +69,14 @@ class ResponsesNormalizer:
                 out.append(emit(ToolCallStarted, 0, t, index=index, id=call_id, name=name))
                 if item.get("arguments"):
                     self._calls[data.get("output_index", index)][1] = True
-                    out.append(emit(ToolCallDelta, 0, t, index=index, arguments=item["arguments"]))
+                    out.append(emit.tool_delta(0, t, index, item["arguments"]))
         elif kind == "response.function_call_arguments.done":
             # Arguments sent whole, with no delta before: emit them as one delta.
             call = self._calls.get(data.get("output_index", -1))
             args = data.get("arguments")
             if call is not None and not call[1] and isinstance(args, str) and args:
                 call[1] = True
-                out.append(emit(ToolCallDelta, 0, t, index=call[0], arguments=args))
+                out.append(emit.tool_delta(0, t, call[0], args))
         elif kind in ("response.completed", "response.incomplete"):
             response = data.get("response") or {}
             usage = response.get("usage")

@@ -63,15 +63,21 @@ import jiter
 from pydantic import BaseModel, ValidationError
 from reactivex import Observable, abc
 
+from operators._stamp import replace
 from pipeline.events import (
     ChoiceFinished,
     Event,
     Finished,
+    ReasoningDelta,
+    RefusalDelta,
+    Started,
     StreamError,
+    TextDelta,
     ToolCallCompleted,
     ToolCallDelta,
     ToolCallInvalid,
     ToolCallStarted,
+    UsageReport,
     is_terminal,
 )
 
@@ -84,6 +90,12 @@ Tools: TypeAlias = Sequence[Mapping[str, Any]] | Mapping[str, ToolSchema]
 """The request's ``tools`` list (Chat Completions or Responses shape), or name -> schema."""
 
 _Check: TypeAlias = Callable[[bytes, Any], Any]
+
+# Kinds that pass through untouched while no event has been inserted (exact types:
+# a subclass takes the general path).
+_UNTOUCHED: frozenset[type] = frozenset(
+    {TextDelta, ReasoningDelta, RefusalDelta, UsageReport, Started}
+)
 
 
 class _Invalid(Exception):
@@ -212,7 +224,7 @@ class _Assembler:
         return call
 
     def _renumber(self, event: Event) -> Event:
-        return event.model_copy(update={"seq": event.seq + self.offset}) if self.offset else event
+        return replace(event, {"seq": event.seq + self.offset}) if self.offset else event
 
     def feed(self, event: Event) -> list[Event]:
         self.last = event
@@ -224,8 +236,7 @@ class _Assembler:
                 return [self._renumber(event)]
             if size <= self.eager or size - call.parsed_size >= call.parsed_size * self.growth:
                 self._reparse(call)
-            update = {"partial": call.partial, "seq": event.seq + self.offset}
-            return [event.model_copy(update=update)]
+            return [replace(event, {"partial": call.partial, "seq": event.seq + self.offset})]
         if isinstance(event, ToolCallStarted):
             call = self._call(event.choice, event.index)
             call.id = call.id or event.id
@@ -351,6 +362,11 @@ def assemble_tool_calls(
             state = _Assembler(checks, partial, eager_chars, growth)
 
             def on_next(event: Event) -> None:
+                if not state.offset and type(event) in _UNTOUCHED:
+                    # Nothing to do for it (what ``feed`` does, without its checks).
+                    state.last = event
+                    observer.on_next(event)
+                    return
                 try:
                     events = state.feed(event)
                 except Exception as exc:

@@ -65,7 +65,9 @@ class Extractor:
                 self._done = True
                 return
             try:
-                chunk = jiter.from_json(data.encode())
+                # Only keys are cached: chunk values are rarely repeated, and caching
+                # them costs more than it saves (the parsed values are the same).
+                chunk = jiter.from_json(data.encode(), cache_mode="keys")
             except ValueError as exc:
                 raise MalformedChunkError(f"chunk is not valid JSON ({exc})", data) from None
             if item.event == "error":

@@ -219,19 +219,48 @@ TERMINAL_TYPES: frozenset[str] = frozenset({"finished", "error", "cancelled"})
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+_TEXT_CLASSES = (TextDelta, ReasoningDelta, RefusalDelta)
+_TOOL_CLASSES = (ToolCallStarted, ToolCallDelta)
+_TERMINAL_CLASSES = (Finished, StreamError, Cancelled)
+_ALL_CLASSES = (
+    Started,
+    *_TEXT_CLASSES,
+    *_TOOL_CLASSES,
+    ToolCallCompleted,
+    ToolCallInvalid,
+    UsageReport,
+    ChoiceFinished,
+    *_TERMINAL_CLASSES,
+)
+# Answers for the exact classes, looked up by type (these run on every event);
+# anything else (a subclass) falls back to isinstance.
+_CONTENT_BY_CLASS: dict[type, int] = {
+    cls: 1 if cls in _TEXT_CLASSES else 2 if cls in _TOOL_CLASSES else 0 for cls in _ALL_CLASSES
+}
+_TERMINAL_BY_CLASS: dict[type, bool] = {cls: cls in _TERMINAL_CLASSES for cls in _ALL_CLASSES}
+
+
 def is_content(event: EventBase) -> bool:
     """Return whether ``event`` carries content: a token has been sent once one did.
 
     Non-empty text, reasoning and refusal deltas, and tool-call starts and deltas.
     """
-    if isinstance(event, TextDelta | ReasoningDelta | RefusalDelta):
-        return bool(event.text)
-    return isinstance(event, ToolCallStarted | ToolCallDelta)
+    kind = _CONTENT_BY_CLASS.get(type(event))
+    if kind is None:
+        kind = (
+            1 if isinstance(event, _TEXT_CLASSES) else 2 if isinstance(event, _TOOL_CLASSES) else 0
+        )
+    if kind == 1:
+        return bool(event.text)  # type: ignore[attr-defined]
+    return kind == 2
 
 
 def is_terminal(event: EventBase) -> bool:
     """Return whether ``event`` ends its stream."""
-    return isinstance(event, Finished | StreamError | Cancelled)
+    terminal = _TERMINAL_BY_CLASS.get(type(event))
+    if terminal is None:
+        return isinstance(event, _TERMINAL_CLASSES)
+    return terminal
 
 
 def dump_event(event: EventBase) -> str:

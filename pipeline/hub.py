@@ -269,6 +269,8 @@ async def _read(
                 if event.seq > last:
                     last = event.seq
                     yield event
+                    if is_terminal(event):
+                        break
     finally:
         if subscription is not None:
             subscription.dispose()

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
+from reactivex.disposable import Disposable, SerialDisposable
 from reactivex.scheduler import TimeoutScheduler, VirtualTimeScheduler
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
@@ -261,7 +261,7 @@ def replay(
                 schedule_next()
             else:
                 timer.disposable = _scheduler.schedule(complete)
-        return CompositeDisposable(timer, Disposable(dispose))
+        return Disposable(dispose)
 
     return Observable(subscribe)
 

@@ -17,6 +17,7 @@ Pipe a source into :func:`operators.extract_deltas` to get events, or use
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
@@ -85,6 +86,19 @@ def sse_body(body: bytes | str | os.PathLike[str] | AsyncIterable[bytes]) -> Obs
     return Observable(subscribe)
 
 
+def _split_params(create: Callable[..., Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Move parameters the SDK method does not know into ``extra_body``.
+
+    OpenAI-compatible servers take vendor parameters (``top_k``, ``mock``, ...)
+    that the SDK's typed signature refuses; they travel in the JSON body.
+    """
+    known = inspect.signature(create).parameters
+    extra = {k: params.pop(k) for k in [k for k in params if k not in known]}
+    if extra:
+        params["extra_body"] = {**extra, **(params.get("extra_body") or {})}
+    return params
+
+
 def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
     async def read() -> AsyncIterator[SSEMessage]:
         async with open_response() as response:
@@ -97,18 +111,19 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
 def chat_completions(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessage]:
     """Stream ``POST /chat/completions`` with ``params`` (``stream=True`` is added).
 
-    Works with any OpenAI-compatible base URL. Errors: ``openai.APIStatusError``
+    Works with any OpenAI-compatible base URL; parameters the SDK does not
+    know are sent in the JSON body (``extra_body``). Errors: ``openai.APIStatusError``
     for an HTTP error status, ``openai.APIConnectionError`` /
     ``APITimeoutError`` when the request fails, the HTTP library's transport
     errors when the connection drops mid-stream.
     """
-    params["stream"] = True
     create = client.chat.completions.with_streaming_response.create
+    params = _split_params(client.chat.completions.create, {**params, "stream": True})
     return _from_request(lambda: create(**params))
 
 
 def responses(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessage]:
     """Stream ``POST /responses`` (the Responses API); see :func:`chat_completions`."""
-    params["stream"] = True
     create = client.responses.with_streaming_response.create
+    params = _split_params(client.responses.create, {**params, "stream": True})
     return _from_request(lambda: create(**params))

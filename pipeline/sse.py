@@ -46,18 +46,45 @@ class SSEDecoder:
         buf = self._buf + chunk if self._buf else chunk
         if not buf:
             return []
-        lines = buf.splitlines(keepends=True)
-        last = lines[-1]
-        # An unterminated last line, or one ending in "\r" that may be the first
-        # half of a "\r\n", waits for more input.
-        if last[-1:] == b"\r" or last[-1:] != b"\n":
-            self._buf = last
-            lines.pop()
-        else:
+        if b"\r" in buf:
+            lines = buf.splitlines(keepends=True)
+            last = lines[-1]
+            # An unterminated last line, or one ending in "\r" that may be the first
+            # half of a "\r\n", waits for more input.
+            if last[-1:] == b"\r" or last[-1:] != b"\n":
+                self._buf = last
+                lines.pop()
+            else:
+                self._buf = b""
+            out: list[SSEMessage] = []
+            for raw in lines:
+                self._line(raw.rstrip(b"\r\n"), t, out)
+            return out
+        # Only "\n" line breaks (the usual case): the text after the last one waits.
+        if (
+            buf[-2:] == b"\n\n"
+            and buf[:6] == b"data: "
+            and buf.find(b"\n") == len(buf) - 2
+            and not self._data
+            and self._event is None
+        ):
+            # The commonest frame, "data: <payload>\n\n", alone: one message.
             self._buf = b""
-        out: list[SSEMessage] = []
+            return [SSEMessage(buf[6:-2].decode("utf-8", "replace"), None, self._id, t)]
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        out = []
+        data = self._data
         for raw in lines:
-            self._line(raw.rstrip(b"\r\n"), t, out)
+            if not raw:
+                if data:
+                    out.append(SSEMessage("\n".join(data), self._event, self._id, t))
+                    data.clear()
+                self._event = None
+            elif raw[:6] == b"data: ":
+                data.append(raw[6:].decode("utf-8", "replace"))
+            else:
+                self._line(raw, t, out)
         return out
 
     def flush(self, t: float = 0.0) -> list[SSEMessage]:
@@ -73,7 +100,7 @@ class SSEDecoder:
         if not raw:
             if self._data:
                 out.append(SSEMessage("\n".join(self._data), self._event, self._id, t))
-                self._data = []
+                self._data.clear()
             self._event = None
             return
         if raw[0] == 0x3A:  # ":" -- a comment (heartbeat)

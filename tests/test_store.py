@@ -429,6 +429,8 @@ async def test_close_finalizes_streams_still_attached_as_interrupted(db_url: str
         up.start()
         up.say("unfinished")
     assert up.run.terminal is None  # the stream itself goes on; the store let go
+    writers = [t for t in asyncio.all_tasks() if t.get_name() == "rxllm-store-writer"]
+    assert writers == []  # close() cancelled and awaited its task
     async with Store(db_url, settings=settings()) as store:
         transcript = await store.get("open-at-close")
         assert transcript is not None

@@ -48,10 +48,17 @@ class MockState:
     request uses the new one.
     """
 
-    def __init__(self, script: MockScript, recorder: Recorder, models: Sequence[str]) -> None:
+    def __init__(
+        self,
+        script: MockScript,
+        recorder: Recorder,
+        models: Sequence[str],
+        strict_models: bool = False,
+    ) -> None:
         self.script = script
         self.recorder = recorder
         self.models = tuple(models)
+        self.strict_models = strict_models
         self._seen: dict[str, int] = {}
         self._ids = itertools.count(1)
 
@@ -73,9 +80,14 @@ def create_app(
     *,
     recorder: Recorder | None = None,
     models: Sequence[str] = (DEFAULT_MODEL,),
+    strict_models: bool = False,
 ) -> Starlette:
-    """Return the mock's ASGI app, playing ``script`` unless a request says otherwise."""
-    state = MockState(script or MockScript(), recorder or Recorder(), models)
+    """Return the mock's ASGI app, playing ``script`` unless a request says otherwise.
+
+    With ``strict_models``, a model not in ``models`` gets a 404
+    ``model_not_found``, as the real API answers; otherwise any name is echoed.
+    """
+    state = MockState(script or MockScript(), recorder or Recorder(), models, strict_models)
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", _chat, methods=["POST"]),
@@ -129,6 +141,10 @@ async def _answer(
     if required not in body:
         message = f"Missing required parameter: '{required}'."
         return _error(400, message, "missing_required_parameter")
+    model = body.get("model")
+    if state.strict_models and model not in state.models:
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return _error(404, message, "model_not_found")
     try:
         script = state.script.merged(body.get("mock") or {})
     except (ValidationError, TypeError) as exc:

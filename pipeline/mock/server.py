@@ -147,12 +147,15 @@ class MockServer:
         script: MockScript | None = None,
         *,
         models: Sequence[str] = (DEFAULT_MODEL,),
+        strict_models: bool = False,
         max_records: int | None = None,
         shutdown_grace: float = 0.5,
         startup_timeout: float = 10.0,
     ) -> None:
         self.recorder = Recorder(max_records)
-        self.app = create_app(script, recorder=self.recorder, models=models)
+        self.app = create_app(
+            script, recorder=self.recorder, models=models, strict_models=strict_models
+        )
         self.shutdown_grace = shutdown_grace
         self.startup_timeout = startup_timeout
         self._server: _ThreadServer | None = None

@@ -37,7 +37,8 @@ class BearerAuth:
         body = json.dumps(
             {
                 "error": {
-                    "message": "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                    "message": "missing or wrong bearer token: "
+                    "send 'Authorization: Bearer <token>'",
                     "type": "authentication_error",
                     "code": "unauthorized",
                     "param": None,

@@ -50,7 +50,7 @@ from sinks.dialects._base import Dialect, data_frame
 
 __all__ = ["OpenAIDialect", "chat_usage"]
 
-_ROLE = {"role": "assistant", "content": ""}
+_ROLE = {"role": "assistant"}
 
 
 def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +110,8 @@ class OpenAIDialect(Dialect):
             self.completion_id = f"chatcmpl-{event.stream_id}"
         seq, choice = event.seq, event.choice
         if isinstance(event, TextDelta):
-            return self._delta(seq, choice, {"content": event.text}) if event.text else b""
+            # An explicit "" is sent through: the client then sees "" rather than null.
+            return self._delta(seq, choice, {"content": event.text})
         if isinstance(event, ToolCallDelta):
             call = {"index": event.index, "function": {"arguments": event.arguments}}
             return self._delta(seq, choice, {"tool_calls": [call]})
@@ -132,7 +133,7 @@ class OpenAIDialect(Dialect):
             if self.model is None:
                 self.model = event.model
                 self._prefix = None
-            return self._role(seq, choice)
+            return b""
         if isinstance(event, ChoiceFinished):
             return self._finish(seq, choice, event.finish_reason)
         if isinstance(event, UsageReport):
@@ -154,8 +155,10 @@ class OpenAIDialect(Dialect):
         return b""
 
     def _delta(self, seq: int, choice: int, delta: dict[str, Any]) -> bytes:
-        out = self._role(seq, choice) if choice not in self._roles else b""
-        return out + self._chunk(seq, [_choice(choice, delta, None)])
+        if choice not in self._roles:  # the role travels with a choice's first delta
+            self._roles.add(choice)
+            delta = {**_ROLE, **delta}
+        return self._chunk(seq, [_choice(choice, delta, None)])
 
     def _role(self, seq: int, choice: int) -> bytes:
         if choice in self._roles:

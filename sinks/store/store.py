@@ -93,7 +93,10 @@ def create_engine(url: str, settings: StoreSettings | None = None) -> AsyncEngin
         memory = database in ("", ":memory:") or "mode=memory" in str(parsed.query)
         if not memory and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        options: dict[str, Any] = {"connect_args": {"timeout": settings.lock_timeout}}
+        options: dict[str, Any] = {
+            "connect_args": {"timeout": settings.lock_timeout},
+            "hide_parameters": True,  # errors must not copy transcripts into the logs
+        }
         if memory:
             options["poolclass"] = StaticPool
         engine = create_async_engine(parsed, **options)
@@ -118,7 +121,9 @@ def create_engine(url: str, settings: StoreSettings | None = None) -> AsyncEngin
             }
         else:
             connect_args = {"options": f"-c lock_timeout={timeout_ms}"}
-        return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        return create_async_engine(
+            parsed, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args
+        )
     raise ValueError(
         f"the transcript store supports SQLite and PostgreSQL, not {backend!r}: "
         "use a sqlite+aiosqlite:///path.db or postgresql+asyncpg://... URL"

@@ -515,9 +515,10 @@ class BatchWriter:
         except Exception as error:
             if is_retryable(error):
                 raise
-            log.exception(
-                "the database refused a batch of %d records; writing them one at a time",
+            log.error(
+                "the database refused a batch of %d records (%s); writing them one at a time",
                 len(batch),
+                _first_line(error),
             )
             await self._write_each(batch)
 
@@ -531,8 +532,13 @@ class BatchWriter:
                 if is_retryable(error):
                     raise
                 self.failed += 1
-                what = opens or events or closes
-                log.exception("the database refused %r; it is not stored", what[0])
+                if opens:
+                    what = f"the row of stream {opens[0].stream_id}"
+                elif events:
+                    what = f"event {events[0][2].seq} of stream {events[0][1]}"
+                else:
+                    what = f"the final update of stream {closes[0].stream_id}"
+                log.error("the database refused %s; it is not stored: %s", what, _first_line(error))
 
     async def _write(
         self,
