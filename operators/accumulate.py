@@ -132,6 +132,11 @@ class Accumulator:
     def __init__(self) -> None:
         self._choices: dict[int, _Choice] = {}
         self._result = Result()
+        # Counted here, not on the pydantic model (its ``__setattr__`` costs more
+        # than the rest of ``add``), and written into the result by ``result()``.
+        self._events = 0
+        self._content_events = 0
+        self._first_token_at: float | None = None
 
     def _choice(self, index: int) -> _Choice:
         choice = self._choices.get(index)
@@ -141,12 +146,24 @@ class Accumulator:
 
     def add(self, event: EventBase) -> None:
         """Take one event into account."""
+        self._events += 1
+        if type(event) is TextDelta:  # the commonest event, first
+            if event.text:
+                self._content_events += 1
+                if self._first_token_at is None:
+                    self._first_token_at = event.t
+            c = self._choices.get(event.choice) or self._choice(event.choice)
+            if c.content is None:
+                c.content = []
+            c.content.append(event.text)
+            if self._result.stream_id is None:
+                self._result.stream_id = event.stream_id
+            return
         r = self._result
-        r.events += 1
         if is_content(event):
-            r.content_events += 1
-            if r.first_token_at is None:
-                r.first_token_at = event.t
+            self._content_events += 1
+            if self._first_token_at is None:
+                self._first_token_at = event.t
         if isinstance(event, TextDelta):
             c = self._choice(event.choice)
             if c.content is None:
@@ -177,7 +194,8 @@ class Accumulator:
             call = calls.get(event.index)
             if call is None:
                 call = calls[event.index] = _Call(event.index, event.id, event.name)
-                call.parts.append(event.arguments)
+            if not call.parts and event.arguments:
+                call.parts.append(event.arguments)  # completed without streamed fragments
             if isinstance(event, ToolCallCompleted):
                 call.parsed = event.parsed
             else:
@@ -224,7 +242,15 @@ class Accumulator:
             )
             for index, c in sorted(self._choices.items())
         ]
-        return self._result.model_copy(update={"choices": choices})
+        update: dict[str, Any] = {"choices": choices}
+        # Only what was counted, as when the counters were set on the model itself
+        # (its ``model_fields_set`` stays the same).
+        if self._events:
+            update["events"] = self._events
+        if self._content_events:
+            update["content_events"] = self._content_events
+            update["first_token_at"] = self._first_token_at
+        return self._result.model_copy(update=update)
 
 
 def accumulate() -> Callable[[Observable[Event]], Observable[Result]]:

@@ -23,11 +23,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from openai import AsyncOpenAI
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from pipeline.aio import from_async_iterable
+from pipeline.aio import _loop_for, from_async_iterable
 from pipeline.sse import SSEDecoder, SSEMessage
 
 __all__ = ["chat_completions", "decode_sse", "responses", "sse_body"]
@@ -99,13 +100,57 @@ def _split_params(create: Callable[..., Any], params: dict[str, Any]) -> dict[st
     return params
 
 
-def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
-    async def read() -> AsyncIterator[SSEMessage]:
-        async with open_response() as response:
-            async for message in decode_sse(response.iter_bytes()):
-                yield message
+def _body_chunks(response: Any) -> AsyncIterator[bytes]:
+    """The response body's bytes: raw when it has no content encoding (nothing to decode)."""
+    http = getattr(response, "http_response", None)
+    if isinstance(http, httpx2.Response) and "content-encoding" not in http.headers:
+        # What ``iter_bytes`` yields here, with two generator layers less per chunk.
+        return http.aiter_raw()
+    chunks: AsyncIterator[bytes] = response.iter_bytes()
+    return chunks
 
-    return from_async_iterable(read)
+
+def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
+    """A cold observable of the messages of one streamed request per subscription.
+
+    What ``from_async_iterable`` over :func:`decode_sse` does, in one task with
+    no async generator between the HTTP body and the observer (this runs for
+    every chunk): disposing cancels the task, which closes the response.
+    """
+
+    def subscribe(
+        observer: abc.ObserverBase[SSEMessage], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        loop = _loop_for(scheduler)
+
+        async def pump() -> None:
+            on_next = observer.on_next
+            try:
+                async with open_response() as response:
+                    chunks = _body_chunks(response)
+                    async with contextlib.aclosing(chunks):
+                        running = asyncio.get_running_loop()
+                        start = running.time()
+                        decoder = SSEDecoder()
+                        decode = decoder.decode
+                        t = 0.0
+                        async for chunk in chunks:
+                            t = running.time() - start
+                            for message in decode(chunk, t):
+                                on_next(message)
+                        for message in decoder.flush(t):
+                            on_next(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                observer.on_error(exc)
+                return
+            observer.on_completed()
+
+        task = loop.create_task(pump())
+        return Disposable(task.cancel)
+
+    return Observable(subscribe)
 
 
 def chat_completions(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessage]:

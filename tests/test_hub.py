@@ -156,7 +156,7 @@ def test_finished_streams_are_dropped_after_a_time_and_beyond_a_count() -> None:
         for event in make_events(1, name):
             source.on_next(event)
         now[0] += 1
-    _, live = driven(hub, "live")
+    driven(hub, "live")
     assert "a" not in hub  # the oldest of three finished streams, with two kept
     assert hub.get("b") is not None and list(hub) == ["b", "c", "live"]
     now[0] = 11.5  # b finished at 1, c at 2

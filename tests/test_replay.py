@@ -102,6 +102,11 @@ def expected(events: list[Event], speed: float) -> list[Recorded[Any]]:
     return [*messages, on_completed(SUBSCRIBED + events[-1].t / speed)]
 
 
+def values(messages: list[Recorded[Any]]) -> list[Any]:
+    """The values of the on_next notifications."""
+    return [cast(Any, m.value).value for m in messages if cast(Any, m.value).kind == "N"]
+
+
 def assert_messages(got: list[Recorded[Any]], want: list[Recorded[Any]]) -> None:
     assert [m.value for m in got] == [m.value for m in want]
     assert [m.time for m in got] == pytest.approx([m.time for m in want], abs=1e-9)
@@ -151,7 +156,7 @@ def test_order_is_kept_where_times_are_equal_or_go_back() -> None:
     events = stream(0.1, 0.1, 0.05, 0.2)  # the 0.05 comes after a 0.1: it waits for nobody
     scheduler = TestScheduler()
     observer = scheduler.start(lambda: replay(events, scheduler=scheduler))
-    assert [m.value.value for m in observer.messages[:-1]] == events
+    assert values(observer.messages) == events
     times = [m.time for m in observer.messages]
     assert times == sorted(times)
     assert times[3] == pytest.approx(SUBSCRIBED + 0.1)  # emitted at once after the 0.1s
@@ -170,7 +175,7 @@ def test_dispose_cancels_the_pending_emissions() -> None:
     observer = scheduler.start(
         lambda: replay(RECORDING, scheduler=scheduler), disposed=SUBSCRIBED + 0.07
     )
-    assert [m.value.value for m in observer.messages] == RECORDING[:2]
+    assert values(observer.messages) == RECORDING[:2]
     assert scheduler.pending == 1  # the disposed timer never fired
 
 
@@ -193,7 +198,7 @@ def test_an_empty_recording_completes() -> None:
     scheduler = TestScheduler()
     observer = scheduler.start(lambda: replay([], scheduler=scheduler))
     assert [m.time for m in observer.messages] == [SUBSCRIBED]
-    assert observer.messages[0].value.kind == "C"
+    assert cast(Any, observer.messages[0].value).kind == "C"
 
 
 def test_stream_id_is_restamped_and_seq_and_t_are_kept() -> None:
@@ -242,12 +247,30 @@ def test_without_a_loop_the_timeout_scheduler_replays_in_order() -> None:
 
 async def test_dispose_on_the_loop_stops_the_replay() -> None:
     got: list[Event] = []
-    subscription = replay(stream(0.0, 0.05, 0.1)).subscribe(got.append)
-    while not got:
-        await asyncio.sleep(0.005)
+    first = asyncio.Event()
+
+    def on_next_(event: Event) -> None:
+        got.append(event)
+        first.set()
+
+    subscription = replay(stream(0.0, 0.05, 0.1)).subscribe(on_next_)
+    await asyncio.wait_for(first.wait(), 5)
     subscription.dispose()
     await asyncio.sleep(0.15)
     assert len(got) <= 2 and got == stream(0.0, 0.05, 0.1)[: len(got)]
+
+
+async def lateness_on_the_loop(events: list[Event], speed: float = 1.0) -> list[float]:
+    """Replay ``events`` on the running loop: how late each came (s), by the loop's clock."""
+    loop = asyncio.get_running_loop()
+    arrivals: list[float] = []
+    done = asyncio.Event()
+    start = loop.time()
+    replay(events, speed=speed).subscribe(
+        lambda _e: arrivals.append(loop.time()), on_completed=done.set
+    )
+    await asyncio.wait_for(done.wait(), 5)
+    return [arrival - start - e.t / speed for arrival, e in zip(arrivals, events, strict=True)]
 
 
 async def test_original_timing_on_the_asyncio_loop_within_10_ms() -> None:
@@ -257,22 +280,22 @@ async def test_original_timing_on_the_asyncio_loop_within_10_ms() -> None:
     then, so the lateness bound may take up to three tries; early emission is
     checked on every try.
     """
-    loop = asyncio.get_running_loop()
     times = [0.0, 0.0, *[round(0.02 * i, 3) for i in range(1, 16)]]  # a 0.3 s stream
     events = stream(*times)
     worst: list[float] = []
     for _ in range(3):
-        arrivals: list[float] = []
-        done = asyncio.Event()
-        start = loop.time()
-        replay(events).subscribe(lambda _e: arrivals.append(loop.time()), on_completed=done.set)
-        await asyncio.wait_for(done.wait(), 5)
-        lateness = [arrival - start - e.t for arrival, e in zip(arrivals, events, strict=True)]
+        lateness = await lateness_on_the_loop(events)
         assert min(lateness) >= 0.0, f"an event came {-min(lateness) * 1000:.3f} ms early"
         worst.append(max(lateness))
         if max(lateness) <= 0.010:
             break
     assert min(worst) <= 0.010, f"max lateness per try (s): {worst}"
+
+
+async def test_speed_on_the_asyncio_loop_is_never_early() -> None:
+    lateness = await lateness_on_the_loop(stream(0.05, 0.1, 0.15, 0.2), speed=2.0)
+    assert min(lateness) >= 0.0
+    assert max(lateness) < 0.05  # it did go twice as fast, give or take a busy machine
 
 
 async def test_stream_run_over_a_replay_ends_with_its_terminal_event() -> None:
@@ -505,7 +528,7 @@ async def test_a_stored_stream_replayed_as_fast_as_possible_matches_the_live_one
 async def test_export_then_import_round_trip(
     client: AsyncOpenAI, store: Store, tmp_path: Path
 ) -> None:
-    run, seen, live = await live_stream(client, store=store)
+    run, seen, _ = await live_stream(client, store=store)
     assert run.stream_id is not None
     await store.flush()
     path = tmp_path / "exported.jsonl"

@@ -17,13 +17,14 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 from openai import AsyncOpenAI, NotFoundError, RateLimitError
+from openai.types.chat import ChatCompletionMessageParam
 
 from pipeline.mock import MockScript, MockServer
 from tests.serving import ServeProcess
 
 UPSTREAM_KEY = "sk-upstream-SECRET-4f1c9e0b7a"
 AUTH_TOKEN = "serve-token-8d2e"
-MESSAGES = [{"role": "user", "content": "Say hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 TOOL_CALLS = [
     {"name": "get_weather", "arguments": json.dumps({"city": "Paris", "unit": "c"})},
     {"name": "get_time", "arguments": json.dumps({"tz": "Europe/Paris"})},
@@ -62,7 +63,7 @@ async def direct(upstream: MockServer) -> AsyncIterator[AsyncOpenAI]:
 async def final(client: AsyncOpenAI, mock: dict[str, Any]) -> Any:
     async with client.chat.completions.stream(
         model="mock-model",
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         stream_options={"include_usage": True},
         extra_body={"mock": mock},
     ) as stream:
@@ -85,8 +86,8 @@ async def test_openai_sdk_gets_the_same_message_through_serve(
     a, b = through.choices[0], straight.choices[0]
     assert a.message.content == b.message.content
     assert a.finish_reason == b.finish_reason
-    calls_a = [(t.function.name, t.function.arguments) for t in a.message.tool_calls or []]  # type: ignore[union-attr]
-    calls_b = [(t.function.name, t.function.arguments) for t in b.message.tool_calls or []]  # type: ignore[union-attr]
+    calls_a = [(t.function.name, t.function.arguments) for t in a.message.tool_calls or []]
+    calls_b = [(t.function.name, t.function.arguments) for t in b.message.tool_calls or []]
     assert calls_a == calls_b
     assert through.usage is not None and straight.usage is not None
     assert through.usage.completion_tokens == straight.usage.completion_tokens
@@ -96,7 +97,7 @@ async def test_non_streaming_request(client: AsyncOpenAI) -> None:
     completion = await client.chat.completions.create(
         model="mock-model",
         messages=MESSAGES,
-        extra_body={"mock": {"text": "Plain answer."}},  # type: ignore[arg-type]
+        extra_body={"mock": {"text": "Plain answer."}},
     )
     assert completion.choices[0].message.content == "Plain answer."
     assert completion.choices[0].finish_reason == "stop"
@@ -181,11 +182,11 @@ async def test_upstream_error_before_first_token_keeps_its_status(client: AsyncO
         await client.chat.completions.create(
             model="mock-model",
             messages=MESSAGES,
-            stream=True,  # type: ignore[arg-type]
+            stream=True,
             extra_body={"mock": {"status": 429, "retry_after": 0.01}},
         )
     with pytest.raises(NotFoundError, match="does not exist"):
-        await client.chat.completions.create(model="no-such-model", messages=MESSAGES)  # type: ignore[arg-type]
+        await client.chat.completions.create(model="no-such-model", messages=MESSAGES)
 
 
 async def test_error_after_first_token_is_an_event_with_the_partial_kept(
@@ -251,7 +252,7 @@ async def test_malformed_requests_get_a_clear_4xx_and_the_server_keeps_serving(
     ok = await client.chat.completions.create(
         model="mock-model",
         messages=MESSAGES,
-        extra_body={"mock": {"text": "still here"}},  # type: ignore[arg-type]
+        extra_body={"mock": {"text": "still here"}},
     )
     assert ok.choices[0].message.content == "still here"
 

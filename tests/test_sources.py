@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from operators.accumulate import Accumulator, Result
 from pipeline import sources
@@ -18,7 +19,7 @@ from pipeline.mock import MockServer
 from pipeline.runner import StreamRun
 from pipeline.stream import llm_stream
 
-MESSAGES = [{"role": "user", "content": "Say hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+from typing import Any
 
 import httpx
 import httpx_sse
@@ -51,7 +53,7 @@ field = st.one_of(st.none(), token)
 def parse(body: bytes, splits: list[int] | None = None) -> list[httpx_sse.ServerSentEvent]:
     """Parse ``body`` with httpx-sse, fed in chunks cut at ``splits``."""
     cuts = sorted({0, len(body), *(s % (len(body) + 1) for s in splits or [])})
-    chunks = [body[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    chunks = [body[a:b] for a, b in itertools.pairwise(cuts)]
     response = httpx.Response(
         200, headers={"content-type": "text/event-stream"}, content=iter(chunks)
     )
@@ -76,9 +78,7 @@ def stripped(text: str) -> str:
 def test_tokens_survive_an_independent_parser(
     items: list[tuple[str, str | None, str | None]], splits: list[int]
 ) -> None:
-    body = b"".join(
-        encode_event(data, event=event, id=id) + HEARTBEAT for data, event, id in items
-    )
+    body = b"".join(encode_event(data, event=event, id=id) + HEARTBEAT for data, event, id in items)
     parsed = parse(body, splits)
     assert [e.data for e in parsed] == [normalized(data) for data, _, _ in items]
     assert [e.event for e in parsed] == [
@@ -108,7 +108,10 @@ def test_comment_is_ignored_by_parsers() -> None:
     assert encode_comment() == HEARTBEAT == b": ping\n"
     assert encode_comment("a\nb") == b": a\n: b\n"
     body = encode_comment("x\ndata: no") + encode_event("yes") + HEARTBEAT + encode_event("no")
-    assert [(e.event, e.data, e.id) for e in parse(body)] == [("message", "yes", ""), ("message", "no", "")]
+    assert [(e.event, e.data, e.id) for e in parse(body)] == [
+        ("message", "yes", ""),
+        ("message", "no", ""),
+    ]
 
 
 def test_heartbeat_after_an_id_dispatches_nothing() -> None:
@@ -127,7 +130,9 @@ def test_last_event_id() -> None:
 @given(st.lists(token, min_size=1, max_size=6))
 def test_rxllm_dialect_carries_text_exactly(tokens: list[str]) -> None:
     dialect = RxllmDialect()
-    events: list[EventBase] = [TextDelta(stream_id="s", seq=i, text=t) for i, t in enumerate(tokens)]
+    events: list[EventBase] = [
+        TextDelta(stream_id="s", seq=i, text=t) for i, t in enumerate(tokens)
+    ]
     events.append(Finished(stream_id="s", seq=len(tokens)))
     parsed = parse(b"".join(dialect.encode(e) for e in events))
     assert [load_event(e.data) for e in parsed] == events
@@ -137,7 +142,7 @@ def test_rxllm_dialect_carries_text_exactly(tokens: list[str]) -> None:
     assert dialect.encode(TextDelta(stream_id="s", seq=99, text="late")) == b""
 
 
-def s(seq: int, **kw: object) -> dict[str, object]:
+def s(seq: int, **kw: Any) -> dict[str, Any]:
     return {"stream_id": "abc", "seq": seq, **kw}
 
 
@@ -148,7 +153,9 @@ TOOL_STREAM: list[EventBase] = [
     ToolCallStarted(**s(3, index=0, id="call_1", name="get")),
     ToolCallDelta(**s(4, index=0, arguments='{"a":')),
     ToolCallDelta(**s(5, index=0, arguments="1}")),
-    ToolCallCompleted(**s(6, index=0, id="call_1", name="get", arguments='{"a":1}', parsed={"a": 1})),
+    ToolCallCompleted(
+        **s(6, index=0, id="call_1", name="get", arguments='{"a":1}', parsed={"a": 1})
+    ),
     ChoiceFinished(**s(7, finish_reason="tool_calls")),
     UsageReport(**s(8, usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})),
     Finished(**s(9, finish_reason="tool_calls")),
@@ -172,7 +179,12 @@ def test_openai_chunks() -> None:
     assert deltas[1] == {"reasoning_content": "think"}
     assert deltas[2] == {"content": "Hi"}
     assert deltas[3]["tool_calls"] == [
-        {"index": 0, "type": "function", "id": "call_1", "function": {"name": "get", "arguments": ""}}
+        {
+            "index": 0,
+            "type": "function",
+            "id": "call_1",
+            "function": {"name": "get", "arguments": ""},
+        }
     ]
     assert [d["tool_calls"][0]["function"]["arguments"] for d in deltas[4:6]] == ['{"a":', "1}"]
     assert len(deltas) == 7  # the completed call is not sent again
@@ -186,7 +198,9 @@ def test_openai_usage_only_when_asked_and_terminal_frames() -> None:
     assert all("usage" not in c for c in without)
     error = StreamError(**s(3, kind="upstream", message="boom", code="x"))
     parsed = frames(OpenAIDialect(), [*TOOL_STREAM[:3], error])
-    assert json.loads(parsed[-1].data) == {"error": {"message": "boom", "type": "upstream", "code": "x"}}
+    assert json.loads(parsed[-1].data) == {
+        "error": {"message": "boom", "type": "upstream", "code": "x"}
+    }
     cancelled = frames(OpenAIDialect(), [*TOOL_STREAM[:3], Cancelled(**s(3))])
     assert cancelled[-1].data != "[DONE]" and len(cancelled) == 3
     # Finished with a reason and no choice.finished before it: the reason is sent.
@@ -277,7 +291,10 @@ def test_vercel_parts() -> None:
 def test_vercel_error_cancel_invalid_and_unterminated() -> None:
     error = StreamError(**s(3, kind="upstream", message="boom"))
     parts = vercel_parts(frames(VercelDialect(), [*TOOL_STREAM[:3], error]))
-    assert parts[-2:] == [{"type": "text-end", "id": parts[-3]["id"]}, {"type": "error", "errorText": "boom"}]
+    assert parts[-2:] == [
+        {"type": "text-end", "id": parts[-3]["id"]},
+        {"type": "error", "errorText": "boom"},
+    ]
     parts = vercel_parts(frames(VercelDialect(), [*TOOL_STREAM[:3], Cancelled(**s(3))]))
     assert parts[-1] == {"type": "abort"}
     invalid = ToolCallInvalid(**s(1, index=0, id="c", name="f", arguments="{", error="bad"))
@@ -289,7 +306,9 @@ def test_vercel_error_cancel_invalid_and_unterminated() -> None:
     # Refusals are text; other choices are dropped.
     refusal = RefusalDelta(**s(1, text="no"))
     other = TextDelta(**s(2, text="x", choice=1))
-    parts = vercel_parts(frames(VercelDialect(), [TOOL_STREAM[0], refusal, other, Finished(**s(3))]))
+    parts = vercel_parts(
+        frames(VercelDialect(), [TOOL_STREAM[0], refusal, other, Finished(**s(3))])
+    )
     assert [p.get("delta") for p in parts if p["type"] == "text-delta"] == ["no"]
 
 
