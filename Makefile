@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint venv bench
+.PHONY: demo serve test lint venv deps bench
 
 $(BIN)/rxllm: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,13 +13,21 @@ $(BIN)/rxllm: pyproject.toml
 
 venv: $(BIN)/rxllm
 
+serve: venv
+	$(BIN)/rxllm serve
+
 demo: venv
 	$(BIN)/rxllm chat "Explain in two sentences why streaming makes an LLM app feel fast."
+
+# Servers and browsers the tests start themselves (PostgreSQL, Redis, nginx, Chromium, node packages).
+deps:
+	./scripts/install-services.sh
+	@if [ -x scripts/install-test-deps.sh ]; then ./scripts/install-test-deps.sh; fi
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint deps
 	$(BIN)/pytest

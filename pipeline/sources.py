@@ -17,9 +17,10 @@ Pipe a source into :func:`operators.extract_deltas` to get events, or use
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +101,13 @@ def _split_params(create: Callable[..., Any], params: dict[str, Any]) -> dict[st
     return params
 
 
-def _body_chunks(response: Any) -> AsyncIterator[bytes]:
+def _body_chunks(response: Any) -> AsyncGenerator[bytes, None]:
     """The response body's bytes: raw when it has no content encoding (nothing to decode)."""
     http = getattr(response, "http_response", None)
     if isinstance(http, httpx2.Response) and "content-encoding" not in http.headers:
         # What ``iter_bytes`` yields here, with two generator layers less per chunk.
         return http.aiter_raw()
-    chunks: AsyncIterator[bytes] = response.iter_bytes()
+    chunks: AsyncGenerator[bytes, None] = response.iter_bytes()  # an async generator
     return chunks
 
 
@@ -148,7 +149,11 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
             observer.on_completed()
 
         task = loop.create_task(pump())
-        return Disposable(task.cancel)
+
+        def cancel() -> None:
+            task.cancel()
+
+        return Disposable(cancel)
 
     return Observable(subscribe)
 

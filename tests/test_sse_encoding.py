@@ -175,10 +175,10 @@ def test_openai_chunks() -> None:
     assert {c["created"] for c in chunks} == {7}
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
-    assert deltas[0] == {"role": "assistant", "content": ""}
-    assert deltas[1] == {"reasoning_content": "think"}
-    assert deltas[2] == {"content": "Hi"}
-    assert deltas[3]["tool_calls"] == [
+    # The role travels with the choice's first delta (``started`` writes nothing).
+    assert deltas[0] == {"role": "assistant", "reasoning_content": "think"}
+    assert deltas[1] == {"content": "Hi"}
+    assert deltas[2]["tool_calls"] == [
         {
             "index": 0,
             "type": "function",
@@ -186,11 +186,18 @@ def test_openai_chunks() -> None:
             "function": {"name": "get", "arguments": ""},
         }
     ]
-    assert [d["tool_calls"][0]["function"]["arguments"] for d in deltas[4:6]] == ['{"a":', "1}"]
-    assert len(deltas) == 7  # the completed call is not sent again
+    assert [d["tool_calls"][0]["function"]["arguments"] for d in deltas[3:5]] == ['{"a":', "1}"]
+    assert len(deltas) == 6  # the completed call is not sent again
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 3
-    assert [e.id for e in parsed] == ["0", "1", "2", "3", "4", "5", "7", "8", "9"]
+    assert [e.id for e in parsed] == ["1", "2", "3", "4", "5", "7", "8", "9"]
+
+
+def test_openai_first_delta_is_role_and_empty_content() -> None:
+    events = [TOOL_STREAM[0], TextDelta(**s(1, text="")), TextDelta(**s(2, text="Hi"))]
+    parsed = frames(OpenAIDialect(), events)
+    deltas = [json.loads(e.data)["choices"][0]["delta"] for e in parsed]
+    assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hi"}]
 
 
 def test_openai_usage_only_when_asked_and_terminal_frames() -> None:
@@ -202,7 +209,7 @@ def test_openai_usage_only_when_asked_and_terminal_frames() -> None:
         "error": {"message": "boom", "type": "upstream", "code": "x"}
     }
     cancelled = frames(OpenAIDialect(), [*TOOL_STREAM[:3], Cancelled(**s(3))])
-    assert cancelled[-1].data != "[DONE]" and len(cancelled) == 3
+    assert cancelled[-1].data != "[DONE]" and len(cancelled) == 2
     # Finished with a reason and no choice.finished before it: the reason is sent.
     done = frames(OpenAIDialect(), [TOOL_STREAM[0], Finished(**s(1, finish_reason="stop"))])
     assert json.loads(done[-2].data)["choices"][0]["finish_reason"] == "stop"

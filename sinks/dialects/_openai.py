@@ -3,7 +3,10 @@
 Any OpenAI client reads a processed stream as if it came from
 ``POST /chat/completions`` with ``stream=True``:
 
-* the first chunk of a choice has ``delta: {"role": "assistant", "content": ""}``;
+* a choice's first delta also carries ``"role": "assistant"`` (the ``started``
+  event writes nothing); an upstream's opening ``content: ""`` passes through,
+  so the first chunk is ``delta: {"role": "assistant", "content": ""}`` as the
+  API sends it;
 * text, reasoning and refusal deltas become ``delta.content``,
   ``delta.reasoning_content`` and ``delta.refusal``;
 * a tool call's start becomes ``delta.tool_calls[{index, id, type: "function",
