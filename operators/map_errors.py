@@ -18,9 +18,12 @@ keys and ``Authorization`` values.
 
 from __future__ import annotations
 
+import email.utils
 import importlib
 import logging
+import math
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -90,6 +93,7 @@ class ErrorInfo(NamedTuple):
     status: int | None = None
     code: str | None = None
     retryable: bool = False
+    retry_after: float | None = None  # seconds the upstream asked to wait (Retry-After)
 
 
 def scrub(message: str) -> str:
@@ -122,7 +126,28 @@ def _status_info(exc: openai.APIStatusError) -> ErrorInfo:
         status,
         None if code is None else str(code),
         retryable,
+        _retry_after(exc.response.headers),
     )
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            value = float(ms) / 1000
+            return value if math.isfinite(value) and value >= 0 else None
+        raw = headers.get("retry-after")
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(raw)
+            value = max(0.0, when.timestamp() - time.time())
+        return value if math.isfinite(value) and value >= 0 else None
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def _upstream_info(exc: UpstreamStreamError | openai.APIError) -> ErrorInfo:
@@ -203,6 +228,7 @@ def map_errors(
                     code=info.code,
                     retryable=info.retryable,
                     after_first_token=content,
+                    retry_after=info.retry_after,
                 )
 
             def on_next(event: Event) -> None:

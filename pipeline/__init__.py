@@ -42,6 +42,9 @@ _EXPORTS = {
     "from_async_iterable": "pipeline.aio",
     "from_observable": "pipeline.aio",
     "StreamRun": "pipeline.runner",
+    "StreamHub": "pipeline.hub",
+    "ResumeGapError": "pipeline.hub",
+    "StreamNotFoundError": "pipeline.hub",
     "llm_stream": "pipeline.stream",
 }
 

@@ -7,7 +7,9 @@ The tree::
     │   ├── UpstreamStreamError  an error payload arrived mid-stream (``event: error``
     │   │                        or a top-level ``error`` object in a chunk)
     │   └── MalformedChunkError  a chunk could not be parsed or understood
-    └── StreamTimeoutError       a first-token, idle or total timeout expired
+    ├── StreamTimeoutError       a first-token, idle or total timeout expired
+    ├── ResumeGapError           (pipeline.hub) a resume asked for events no longer buffered
+    └── StreamNotFoundError      (pipeline.hub) no stream with that id in this process
 
 Exceptions of the ``openai`` SDK (``APIStatusError``, ``APIConnectionError``,
 ``APITimeoutError``) pass through unchanged; the error-to-event operator

@@ -24,6 +24,8 @@ Kinds::
     tool_call.invalid             ToolCallInvalid    (raw arguments kept, the error said)
     usage                         UsageReport
     choice.finished               ChoiceFinished     (a choice's finish reason)
+    failover                      Failover           (an attempt failed before the first token;
+                                                      the next one is made: not terminal)
     finished | error | cancelled  Finished | StreamError | Cancelled   (terminal)
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "ErrorKind",
     "Event",
     "EventBase",
+    "Failover",
     "Finished",
     "ReasoningDelta",
     "RefusalDelta",
@@ -188,6 +191,27 @@ class StreamError(EventBase):
     code: str | None = None
     retryable: bool = False
     after_first_token: bool = False
+    retry_after: float | None = None  # seconds, from the upstream's Retry-After headers
+
+
+class Failover(EventBase):
+    """An attempt failed before the first token; another is made (not terminal).
+
+    ``to_upstream`` is ``from_upstream`` for a retry of the same upstream.
+    ``attempt`` numbers the attempt about to be made (the first one is 1),
+    ``delay`` the seconds waited before it; ``reason`` is the failed
+    attempt's (scrubbed) error message, ``kind`` and ``status`` its kind and
+    HTTP status. The failed attempt's own events are never sent.
+    """
+
+    type: Literal["failover"] = "failover"
+    from_upstream: str
+    to_upstream: str
+    attempt: int
+    reason: str
+    kind: ErrorKind | None = None
+    status: int | None = None
+    delay: float = 0.0
 
 
 class Cancelled(EventBase):
@@ -208,6 +232,7 @@ Event: TypeAlias = Annotated[
     | ToolCallInvalid
     | UsageReport
     | ChoiceFinished
+    | Failover
     | Finished
     | StreamError
     | Cancelled,
@@ -230,6 +255,7 @@ _ALL_CLASSES = (
     ToolCallInvalid,
     UsageReport,
     ChoiceFinished,
+    Failover,
     *_TERMINAL_CLASSES,
 )
 # Answers for the exact classes, looked up by type (these run on every event);

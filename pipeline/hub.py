@@ -98,7 +98,8 @@ class StreamHub:
 
     ``replay_size`` is each stream's default buffer length (events);
     ``keep_finished`` (seconds) and ``max_finished`` bound how long and how
-    many finished streams stay; ``clock`` (default ``time.monotonic``) is
+    many finished streams stay (memory: at most ``replay_size`` events per
+    live stream and per kept finished stream); ``clock`` (default ``time.monotonic``) is
     injectable for tests.
 
     Errors: ``ValueError`` if ``replay_size`` < 1, ``keep_finished`` < 0 or
@@ -110,7 +111,7 @@ class StreamHub:
         *,
         replay_size: int = 4096,
         keep_finished: float = 300.0,
-        max_finished: int = 1000,
+        max_finished: int = 128,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if replay_size < 1:

@@ -1,8 +1,40 @@
 """Sinks: where a stream's events go. One sink per module.
 
-* :mod:`sinks.metrics` -- Prometheus metrics (TTFT, inter-token latency, tokens/s, ...)
+* :mod:`sinks.sse` -- the SSE responder (an ASGI response), with
+  :mod:`sinks.dialects` for rxllm events, OpenAI chunks and the Vercel AI SDK
+  UI message stream;
+* :mod:`sinks.store` -- the SQL transcript store (SQLite, PostgreSQL);
+* :mod:`sinks.metrics` -- Prometheus metrics (TTFT, inter-token latency, tokens/s, ...).
+
+The store is imported on first use (it loads SQLAlchemy and Alembic).
 """
 
-from sinks.metrics import Metrics, StreamStats
+from __future__ import annotations
 
-__all__ = ["Metrics", "StreamStats"]
+from typing import TYPE_CHECKING, Any
+
+from sinks.dialects import Dialect, OpenAIDialect, RxllmDialect, VercelDialect
+from sinks.metrics import Metrics, StreamStats
+from sinks.sse import SSEResponse
+
+if TYPE_CHECKING:
+    from sinks.store import Store
+
+__all__ = [
+    "Dialect",
+    "Metrics",
+    "OpenAIDialect",
+    "RxllmDialect",
+    "SSEResponse",
+    "Store",
+    "StreamStats",
+    "VercelDialect",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from sinks.store import Store
+
+        return Store
+    raise AttributeError(f"module 'sinks' has no attribute {name!r}")

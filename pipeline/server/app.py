@@ -4,7 +4,8 @@ Routes (each also importable through :func:`routes`, to mount into an app):
 
 * ``POST /v1/chat/completions`` -- OpenAI-compatible, streaming and not; every
   stream runs through the pipeline; the response has ``x-rxllm-stream-id``.
-* ``POST /v1/streams`` -- start a stream for the chat page; returns its id.
+* ``POST /v1/streams`` -- start a stream for the chat page; returns its id
+  (the body's other fields pass upstream, as on ``/v1/chat/completions``).
 * ``GET /v1/streams/{id}/events`` -- rxllm's own events, live or recent,
   resumable with ``Last-Event-ID``; a finished stream is read from the store.
 * ``POST /v1/streams/{id}/cancel`` -- cancel a live stream.
@@ -169,8 +170,10 @@ class _Api:
         ui = validate(UIChatRequest, body)
         model = ui.model or "mock-model"
         self._check_model(model)
-        params = {"model": model, "messages": to_openai_messages(ui.messages)}
-        run = gw.open_stream(params)
+        # The body's other fields pass upstream, as on /v1/chat/completions.
+        messages = to_openai_messages(ui.messages)
+        req = validate(ChatRequest, {**body, "model": model, "messages": messages})
+        run = gw.open_stream(req.upstream_params(), tools=req.tools)
         run.start()
         stream_id = run.stream_id or ""
         gw.watch_orphan(stream_id)
