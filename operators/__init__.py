@@ -8,6 +8,7 @@ from operators.assemble_tool_calls import assemble_tool_calls
 from operators.batch_flush import batch_flush
 from operators.extract_deltas import extract_deltas
 from operators.map_errors import classify, map_errors
+from operators.timeouts import timeouts
 
 __all__ = [
     "Accumulator",
@@ -20,4 +21,5 @@ __all__ = [
     "classify",
     "extract_deltas",
     "map_errors",
+    "timeouts",
 ]

@@ -52,7 +52,7 @@ def test_assemble_events_prints_one_event_per_line(tmp_path: Path) -> None:
     out = io.StringIO()
     assert _assemble(str(path), True, out) == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["type"] for line in lines][0] == "started"
+    assert lines[0]["type"] == "started"
     assert lines[-1]["type"] == "finished"
     assert [line["seq"] for line in lines] == list(range(len(lines)))
 

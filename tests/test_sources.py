@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -71,7 +72,7 @@ async def test_chat_text_matches_the_sdk_own_iteration(client: AsyncOpenAI) -> N
     assert result.status == "finished"
     assert result.usage is not None and result.usage["completion_tokens"] > 0
     assert [e.seq for e in events] == list(range(len(events)))
-    assert all(later.t >= earlier.t for earlier, later in zip(events, events[1:], strict=False))
+    assert all(later.t >= earlier.t for earlier, later in itertools.pairwise(events))
 
 
 async def test_parallel_tool_calls_match_the_sdk_stream_helper(client: AsyncOpenAI) -> None:

@@ -168,7 +168,7 @@ class _Api:
         gw = self.gateway
         body = await read_json(request, gw.settings.max_body)
         ui = validate(UIChatRequest, body)
-        model = ui.model or "mock-model"
+        model = ui.model or gw.default_model()
         self._check_model(model)
         # The body's other fields pass upstream, as on /v1/chat/completions.
         messages = to_openai_messages(ui.messages)
@@ -229,7 +229,7 @@ class _Api:
     async def ui_chat(self, request: Request) -> Response:
         gw = self.gateway
         ui = validate(UIChatRequest, await read_json(request, gw.settings.max_body))
-        model = ui.model or next(iter(sorted(gw.models or {"mock-model"})))
+        model = ui.model or gw.default_model()
         self._check_model(model)
         params = {"model": model, "messages": to_openai_messages(ui.messages)}
         run = gw.open_stream(params)

@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 from pipeline import sources
 from pipeline.hub import StreamHub
 from pipeline.runner import StreamRun
+from pipeline.server.errors import ApiError
 from pipeline.server.settings import ServerSettings
 from pipeline.stream import llm_stream
 from sinks.metrics import Metrics
@@ -92,6 +93,19 @@ class Gateway:
             await self._client.close()
         if self._mock is not None:
             await self._mock.__aexit__(None, None, None)
+
+    def default_model(self) -> str:
+        """The model for requests that name none (the chat page, ``useChat``)."""
+        if self.settings.model:
+            return self.settings.model
+        if self.models:
+            return min(self.models)
+        raise ApiError(
+            400,
+            "this request names no model and the server has no default: "
+            "send 'model', or start rxllm serve with --model",
+            param="model",
+        )
 
     def open_stream(self, params: dict[str, Any], *, tools: Any = None) -> StreamRun:
         """A new, not yet started, stream for a Chat Completions request."""

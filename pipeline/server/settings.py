@@ -19,6 +19,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     upstream: str | None = None
+    model: str | None = None
     api_key: str | None = field(default=None, repr=False)
     auth_token: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
@@ -38,6 +39,7 @@ class ServerSettings:
         env = os.environ
         values: dict[str, object] = {
             "upstream": env.get("RXLLM_UPSTREAM") or env.get("OPENAI_BASE_URL"),
+            "model": env.get("RXLLM_MODEL"),
             "api_key": env.get("RXLLM_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY"),
             "auth_token": env.get("RXLLM_AUTH_TOKEN"),
             "db_url": env.get("RXLLM_DB_URL"),

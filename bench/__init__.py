@@ -1,0 +1,1 @@
+"""rxllm's benchmarks: ``python -m bench.run`` (see ``bench/README.md``)."""
