@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", dest="db_url", help="transcript store URL (env RXLLM_DB_URL)")
     serve.add_argument("--no-store", action="store_true", help="keep no transcripts")
     serve.add_argument("--heartbeat", type=float, help="seconds of idle before a ': ping'")
+    serve.add_argument(
+        "--replay-size", type=int, help="events kept per live stream for Last-Event-ID resume"
+    )
     serve.add_argument("--mock-rate", type=float, help="built-in model: tokens per second")
     serve.add_argument("--log-level", default="info")
 
@@ -142,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             db_url=args.db_url,
             store=False if args.no_store else None,
             heartbeat=args.heartbeat,
+            replay_size=args.replay_size,
             mock_tokens_per_second=args.mock_rate,
         )
         run_server(settings, log_level=args.log_level)

@@ -337,3 +337,25 @@ def test_every_route_requires_the_token_when_one_is_set(
             assert UPSTREAM_KEY not in ok.text
         assert UPSTREAM_KEY not in proc.log()
         assert AUTH_TOKEN not in proc.log()
+
+
+async def test_resume_older_than_the_replay_buffer_is_served_from_the_store(
+    upstream: MockServer, tmp_path: Path
+) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'small.db'}"
+    args = ["--upstream", upstream.base_url, "--db", db, "--replay-size", "4"]
+    text = " ".join(f"w{i}" for i in range(20))
+    body = {"model": "mock-model", "messages": MESSAGES, "stream": True, "mock": {"text": text}}
+    with ServeProcess(*args, log_path=tmp_path / "serve.log") as proc:
+        async with httpx.AsyncClient(base_url=proc.url, timeout=10) as http:
+            async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                stream_id = response.headers["x-rxllm-stream-id"]
+                _ = [line async for line in response.aiter_lines()]
+            resumed = await rxllm_events(http, stream_id, "2")
+    assert [e["seq"] for e in resumed] == list(range(3, 3 + len(resumed)))
+    assert resumed[-1]["type"] == "finished"
+    # seq 0 started, 1 the empty first content, 2 "w0": the rest follows, from the store,
+    # since the live buffer holds only the last 4 events
+    assert "".join(e["text"] for e in resumed if e["type"] == "text") == "".join(
+        f" w{i}" for i in range(1, 20)
+    )
