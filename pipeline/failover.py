@@ -8,7 +8,9 @@ event. An attempt that fails before that with a retryable error (connection
 refused or lost, a timeout including the first-token timeout, 408, 409, 429,
 5xx) is disposed, which cancels its request, and its held events are dropped;
 then the same upstream is tried again after an exponential backoff with
-jitter, at most ``retries`` times, and then the next upstream at once::
+jitter, at most ``retries`` times, and then the next upstream at once (after
+a timeout, the next upstream at once: a stalled upstream is retried only when
+it is the last one)::
 
     attempt 1 on A  -started-#503                (held back, dropped)
     failover        -failover(A->A, delay=0.25)
@@ -336,8 +338,8 @@ def failover(
     first attempt; backoff ``n`` waits ``min(max_backoff, backoff * 2**(n-1))``
     seconds less up to ``jitter`` of it (at random), and never less than the
     error's ``retry_after``. ``max_total`` (seconds from subscription) bounds
-    when an attempt may start. The timeouts are :func:`operators.timeouts`'
-    (an upstream's own win). ``conversation_id`` keeps the conversation on
+    when an attempt may start. The timeouts are :func:`operators.timeouts`',
+    applied to each attempt (an upstream's own win). ``conversation_id`` keeps the conversation on
     one key of a sticky pool. ``scheduler`` runs the backoff and timeout
     timers (default: the subscribe-time scheduler, else the running loop's).
     ``client_factory(upstream, key)`` and ``source_factory(client, params)``
@@ -533,15 +535,18 @@ class _Run:
         if not error.retryable or remaining <= 0:
             self.give_up(error)
             return
-        last = self.index + 1 == len(policy.upstreams)
-        if error.kind == "timeout" and not last:
-            pass  # a stalled upstream is not waited for twice: the next one goes now
-        elif self.tries <= policy.retries:
+        # A timed-out upstream is not waited for twice while another one is left.
+        stalled = error.kind == "timeout" and self.index + 1 < len(policy.upstreams)
+        if not stalled and self.tries <= policy.retries:
             delay = policy.delay(self.tries)
-            if error.status == 429 and pool is not None and pool.healthy() > 0:
-                delay = 0.0  # Retry-After was the key's: another key can go now
-            elif error.retry_after is not None:
+            if error.retry_after is not None:
                 delay = max(delay, error.retry_after)
+            if error.status == 429 and pool is not None:
+                wait = pool.wait_time()
+                if pool.healthy() > 0:
+                    delay = 0.0  # Retry-After was the key's: another key can go now
+                elif wait is not None:
+                    delay = max(delay, wait)  # the pool's own cooldown, without Retry-After
             if delay <= remaining:
                 self.move(self.index, error.message, error, delay)
                 return

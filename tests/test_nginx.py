@@ -109,13 +109,24 @@ class Nginx:
 
 
 @pytest.fixture(scope="module")
+def nginx_bin() -> str:
+    """nginx's path; checked before any server starts."""
+    binary = nginx_binary()
+    require("nginx", binary)
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture(scope="module")
 def upstream() -> Iterator[MockServer]:
     with MockServer(MockScript()) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def served(upstream: MockServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def served(
+    nginx_bin: str, upstream: MockServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("serve-nginx")
     args = ["--upstream", upstream.base_url, "--no-store"]
     with ServeProcess(*args, log_path=tmp / "serve.log") as proc:
@@ -123,10 +134,9 @@ def served(upstream: MockServer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="module")
-def nginx(served: ServeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    binary = nginx_binary()
-    require("nginx", binary)
-    assert binary is not None
+def nginx(
+    nginx_bin: str, served: ServeProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Nginx]:
     tmp = tmp_path_factory.mktemp("nginx")
     port = free_port()
     user = "user root;" if os.geteuid() == 0 else ""  # workers must reach tmp (mode 0700)
@@ -134,7 +144,7 @@ def nginx(served: ServeProcess, tmp_path_factory: pytest.TempPathFactory) -> Ite
     (tmp / "nginx.conf").write_text(config)
     server = Nginx(port, tmp)
     proc = subprocess.Popen(
-        [binary, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")],
+        [nginx_bin, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )

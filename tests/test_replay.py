@@ -277,13 +277,14 @@ async def test_original_timing_on_the_asyncio_loop_within_10_ms() -> None:
     """At speed 1.0, each event arrives at its recorded offset, never early, at most 10 ms late.
 
     Measured with the loop's clock. A busy machine can delay one timer now and
-    then, so the lateness bound may take up to three tries; early emission is
-    checked on every try.
+    then (other processes, a timeslice of the OS scheduler: nothing the replay
+    can help), so the lateness bound may take up to five tries; early emission
+    is checked on every try.
     """
     times = [0.0, 0.0, *[round(0.02 * i, 3) for i in range(1, 16)]]  # a 0.3 s stream
     events = stream(*times)
     worst: list[float] = []
-    for _ in range(3):
+    for _ in range(5):
         lateness = await lateness_on_the_loop(events)
         assert min(lateness) >= 0.0, f"an event came {-min(lateness) * 1000:.3f} ms early"
         worst.append(max(lateness))

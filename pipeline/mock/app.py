@@ -1,10 +1,12 @@
 """The mock's Starlette app: an OpenAI-compatible model server that plays scripts.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (both with
-``stream`` true or false) and ``GET /v1/models``. The script of a request is
-the app's default :class:`MockScript` with the request's ``mock`` body field
-laid over it; see :mod:`pipeline.mock.script`. The requested ``model`` is
-echoed back.
+``stream`` true or false) and ``GET /v1/models``. A request whose bearer key
+is one of ``reject_keys`` gets a 401 ``invalid_api_key`` (keys are otherwise
+not checked; only their SHA-256 digests are kept, and no key is recorded).
+The script of a request is the app's default :class:`MockScript` with the
+request's ``mock`` body field laid over it; see :mod:`pipeline.mock.script`.
+The requested ``model`` is echoed back.
 
 Faults that need the socket (dropping the connection) use the
 :class:`~pipeline.mock.recording.ConnectionRecord` that
@@ -16,10 +18,11 @@ the connection.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,13 +57,22 @@ class MockState:
         recorder: Recorder,
         models: Sequence[str],
         strict_models: bool = False,
+        reject_keys: Collection[str] = (),
     ) -> None:
         self.script = script
         self.recorder = recorder
         self.models = tuple(models)
         self.strict_models = strict_models
+        self.rejected = frozenset(_digest(key) for key in reject_keys)
         self._seen: dict[str, int] = {}
         self._ids = itertools.count(1)
+
+    def rejects(self, request: Request) -> bool:
+        """Return whether the request's bearer key is one of the rejected keys."""
+        if not self.rejected:
+            return False
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and _digest(key.strip()) in self.rejected
 
     def next_suffix(self) -> str:
         """Return a fresh id suffix like ``mock000001``."""
@@ -81,13 +93,17 @@ def create_app(
     recorder: Recorder | None = None,
     models: Sequence[str] = (DEFAULT_MODEL,),
     strict_models: bool = False,
+    reject_keys: Collection[str] = (),
 ) -> Starlette:
     """Return the mock's ASGI app, playing ``script`` unless a request says otherwise.
 
     With ``strict_models``, a model not in ``models`` gets a 404
     ``model_not_found``, as the real API answers; otherwise any name is echoed.
+    A request with a key in ``reject_keys`` gets a 401 ``invalid_api_key``.
     """
-    state = MockState(script or MockScript(), recorder or Recorder(), models, strict_models)
+    state = MockState(
+        script or MockScript(), recorder or Recorder(), models, strict_models, reject_keys
+    )
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", _chat, methods=["POST"]),
@@ -132,6 +148,10 @@ async def _answer(
     whole: Callable[[Answer, Meta], dict[str, Any]],
 ) -> Response:
     state = mock_state(request.app)
+    if state.rejects(request):
+        # The real API's words, without echoing any part of the key.
+        message = "Incorrect API key provided. You can find your API key in your account."
+        return _error(401, message, "invalid_api_key")
     try:
         body = json.loads(await request.body())
     except ValueError:
@@ -173,6 +193,10 @@ async def _answer(
         headers["cache-control"] = "no-cache"
         return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
     return await _whole(whole(answer, meta), answer, script, request, headers)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _one_choice(answer: Answer) -> Answer:

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -138,8 +138,10 @@ class MockServer:
 
     ``script`` is the default script (answers, timing, faults); requests
     override it with ``extra_body={"mock": {...}}``. ``recorder`` holds what
-    the server saw. Use it as a context manager (``with`` or ``async with``)
-    or call :meth:`start` and :meth:`stop`.
+    the server saw. ``reject_keys`` are API keys answered with a 401
+    ``invalid_api_key`` (for key-pool tests; never recorded). Use it as a
+    context manager (``with`` or ``async with``) or call :meth:`start` and
+    :meth:`stop`.
     """
 
     def __init__(
@@ -148,13 +150,18 @@ class MockServer:
         *,
         models: Sequence[str] = (DEFAULT_MODEL,),
         strict_models: bool = False,
+        reject_keys: Collection[str] = (),
         max_records: int | None = None,
         shutdown_grace: float = 0.5,
         startup_timeout: float = 10.0,
     ) -> None:
         self.recorder = Recorder(max_records)
         self.app = create_app(
-            script, recorder=self.recorder, models=models, strict_models=strict_models
+            script,
+            recorder=self.recorder,
+            models=models,
+            strict_models=strict_models,
+            reject_keys=reject_keys,
         )
         self.shutdown_grace = shutdown_grace
         self.startup_timeout = startup_timeout

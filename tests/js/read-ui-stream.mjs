@@ -8,8 +8,9 @@
 // run), rebuilds the assistant message with readUIMessageStream, and prints
 // one JSON object on stdout:
 //
-//   {status, headers, chunks: [chunk types], snapshots, toolStates: {id: [states]},
-//    message: <the final UIMessage>}
+//   {status, headers, chunks: [chunk types], snapshots, message: <the final UIMessage>,
+//    toolStates: {toolCallId: [the part's states in order]},
+//    toolInputs: {toolCallId: [each distinct partial input while its input streamed]}}
 //
 // Exits 1 (the error on stderr) when the request or the parse fails.
 
@@ -53,6 +54,7 @@ const chunks = parseJsonEventStream({ stream: response.body, schema: uiMessageCh
 let message = null;
 let snapshots = 0;
 const toolStates = {};
+const toolInputs = {};
 for await (const snapshot of readUIMessageStream({ stream: chunks, terminateOnError: true })) {
   snapshots++;
   message = snapshot;
@@ -60,11 +62,25 @@ for await (const snapshot of readUIMessageStream({ stream: chunks, terminateOnEr
     if (part.toolCallId === undefined) continue;
     const states = (toolStates[part.toolCallId] ??= []);
     if (states.at(-1) !== part.state) states.push(part.state);
+    if (part.state === "input-streaming" && part.input !== undefined) {
+      const inputs = (toolInputs[part.toolCallId] ??= []);
+      const input = JSON.stringify(part.input);
+      if (inputs.at(-1) !== input) inputs.push(input);
+    }
   }
 }
 
 const headers = Object.fromEntries(response.headers.entries());
 process.stdout.write(
-  JSON.stringify({ status: response.status, headers, chunks: chunkTypes, snapshots, toolStates, message }) +
-    "\n",
+  JSON.stringify({
+    status: response.status,
+    headers,
+    chunks: chunkTypes,
+    snapshots,
+    message,
+    toolStates,
+    toolInputs: Object.fromEntries(
+      Object.entries(toolInputs).map(([id, inputs]) => [id, inputs.map((i) => JSON.parse(i))]),
+    ),
+  }) + "\n",
 );
