@@ -1,11 +1,228 @@
-"""Rows through ``rxllm serve`` (placeholder)."""
+"""Rows through a proxy: ``rxllm serve`` (and LiteLLM's proxy) relaying the built-in model.
+
+* ``proxy`` / ``litellm_proxy``: server CPU per chunk. A second built-in model
+  whose default answer is the benchmark's text stream runs on the servers'
+  core, with the load-generating client; the proxy runs alone on the other
+  core and its CPU time (``/proc/PID/stat``, user + system) is measured
+  around each stream, store writes included (the measurement waits for the
+  proxy to go idle after the stream).
+* ``ttft``: time to first token through ``rxllm serve`` minus a direct
+  connection to the same model, median over one stream at a time.
+
+``rxllm serve`` is started as ``python -m pipeline.cli serve``; the rows are
+skipped with a note when ``pipeline.server`` does not import. LiteLLM's proxy
+needs ``litellm[proxy]``, whose pins clash with the main environment: it is
+looked for in ``$RXLLM_BENCH_LITELLM`` (the ``litellm`` executable), then in
+``bench/.venv-litellm`` (``python -m venv bench/.venv-litellm &&
+bench/.venv-litellm/bin/pip install 'litellm[proxy]'``), then on ``PATH``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-from bench.common import Measured
+from bench.common import (
+    MESSAGES,
+    MODEL,
+    Measured,
+    cpu_seconds,
+    free_port,
+    start_process,
+    stop_process,
+    text_script,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+def _serve_available() -> str | None:
+    try:
+        import pipeline.server  # noqa: F401
+    except Exception as exc:  # not built yet, or broken: the row says so
+        return f"pipeline.server does not import ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _litellm_executable() -> str | None:
+    candidates = [
+        os.environ.get("RXLLM_BENCH_LITELLM"),
+        str(HERE / ".venv-litellm" / "bin" / "litellm"),
+        shutil.which("litellm"),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def _fixed_mock(port: int, chunks: int, logs: Path) -> list[str]:
+    """A built-in model whose default answer is the benchmark's text stream."""
+    answer = logs / "answer.txt"
+    answer.write_text(text_script(chunks)["text"])
+    code = (
+        "import sys, pathlib; from pipeline.mock import serve; "
+        f"serve('127.0.0.1', {port}, interval=0.0, log_level='warning', "
+        "text=pathlib.Path(sys.argv[1]).read_text())"
+    )
+    return [sys.executable, "-c", code, str(answer)]
+
+
+async def _stream(url: str, body: dict[str, Any], client: Any) -> tuple[int, float | None]:
+    """Read one streamed answer; return the content chunks and the first one's arrival."""
+    seen = 0
+    first: float | None = None
+    async with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if (choices[0].get("delta") or {}).get("content"):
+                seen += 1
+                if first is None:
+                    first = time.perf_counter()
+    return seen, first
+
+
+def _settle(pid: int, quiet: float = 0.3, limit: float = 10.0) -> float:
+    """Wait until ``pid`` has used no CPU for ``quiet`` seconds; return its CPU seconds."""
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu_seconds(pid)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+async def _proxy_cpu(url: str, pid: int, chunks: int, repeats: int) -> list[float]:
+    import httpx2
+
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    samples = []
+    async with httpx2.AsyncClient(timeout=600) as client:
+        for i in range(repeats + 1):
+            before = _settle(pid)
+            seen, _ = await _stream(url, body, client)
+            after = _settle(pid)
+            if seen < chunks:
+                raise RuntimeError(f"the proxy relayed {seen} of {chunks} chunks")
+            if i:
+                samples.append((after - before) / chunks * 1e6)
+    return samples
+
+
+def _proxy(mode: str, args: argparse.Namespace) -> Measured:
+    chunks = args.chunks
+    server_cpu, client_cpu = args.server_cpu, args.client_cpu
+    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-serve-"))
+    upstream_port, proxy_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    if server_cpu is not None:  # the load generator shares the upstream's core
+        os.sched_setaffinity(0, {server_cpu})
+    if mode == "proxy":
+        reason = _serve_available()
+        if reason:
+            return Measured(skipped=reason)
+        db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
+        command = [
+            sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
+            "--port", str(proxy_port), "--upstream", upstream, "--db", db,
+            "--log-level", "warning",
+        ]  # fmt: skip
+        note = "store (SQLite) and metrics on"
+    else:
+        litellm = _litellm_executable()
+        if litellm is None:
+            return Measured(
+                skipped="LiteLLM proxy not installed (see bench/serve.py: "
+                "bench/.venv-litellm with litellm[proxy])"
+            )
+        command = [
+            litellm, "--model", f"openai/{MODEL}", "--api_base", upstream,
+            "--host", "127.0.0.1", "--port", str(proxy_port),
+        ]  # fmt: skip
+        note = "default settings"
+    mock = start_process(_fixed_mock(upstream_port, chunks, logs), server_cpu, upstream_port,
+                         logs / "mock.log")  # fmt: skip
+    try:
+        proxy = start_process(command, client_cpu, proxy_port, logs / "proxy.log", timeout=120)
+        try:
+            url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
+            samples = asyncio.run(_proxy_cpu(url, proxy.pid, chunks, args.repeats))
+        finally:
+            stop_process(proxy)
+    finally:
+        stop_process(mock)
+    return Measured(samples, {"note": note})
+
+
+async def _ttft(direct: str, served: str, rounds: int) -> tuple[list[float], float, float]:
+    import httpx2
+
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    direct_ms: list[float] = []
+    served_ms: list[float] = []
+    async with httpx2.AsyncClient(timeout=60) as client:
+        for i in range(rounds + 2):
+            for url, out in ((direct, direct_ms), (served, served_ms)):
+                start = time.perf_counter()
+                _, first = await _stream(url, body, client)
+                if i >= 2 and first is not None:  # two warm-up rounds
+                    out.append((first - start) * 1000)
+    diffs = [s - d for s, d in zip(served_ms, direct_ms, strict=True)]
+    return diffs, statistics.median(direct_ms), statistics.median(served_ms)
+
+
+def _ttft_row(args: argparse.Namespace) -> Measured:
+    reason = _serve_available()
+    if reason:
+        return Measured(skipped=reason)
+    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-ttft-"))
+    upstream_port, proxy_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    if args.server_cpu is not None:
+        os.sched_setaffinity(0, {args.server_cpu})
+    mock = start_process(_fixed_mock(upstream_port, 20, logs), args.server_cpu, upstream_port,
+                         logs / "mock.log")  # fmt: skip
+    try:
+        db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
+        command = [
+            sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
+            "--port", str(proxy_port), "--upstream", upstream, "--db", db,
+            "--log-level", "warning",
+        ]  # fmt: skip
+        proxy = start_process(command, args.client_cpu, proxy_port, logs / "proxy.log", 120)
+        try:
+            rounds = 20 if args.quick else 50
+            diffs, direct, served = asyncio.run(
+                _ttft(upstream + "/chat/completions",
+                      f"http://127.0.0.1:{proxy_port}/v1/chat/completions", rounds)
+            )  # fmt: skip
+        finally:
+            stop_process(proxy)
+    finally:
+        stop_process(mock)
+    # One sample per round: the table's median/min/max are over the rounds.
+    return Measured(
+        diffs, {"direct_ms": direct, "served_ms": served, "rounds": len(diffs)}
+    )
 
 
 def measure_serve(mode: str, args: argparse.Namespace) -> Measured:
-    return Measured(skipped="not written yet")
+    """Measure one of the proxy rows; see the module docstring."""
+    if mode == "ttft":
+        return _ttft_row(args)
+    return _proxy(mode, args)

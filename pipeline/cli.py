@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--upstream", help="OpenAI-compatible base URL (env RXLLM_UPSTREAM)")
+    serve.add_argument(
+        "--config", help="TOML file: upstreams, key pools, failover (env RXLLM_CONFIG)"
+    )
     serve.add_argument("--model", help="default model for the chat page (env RXLLM_MODEL)")
     serve.add_argument(
         "--api-key", help="the upstream's API key (env RXLLM_UPSTREAM_API_KEY or OPENAI_API_KEY)"
@@ -138,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             upstream=args.upstream,
+            config=args.config,
             model=args.model,
             api_key=args.api_key,
             auth_token=args.auth_token,

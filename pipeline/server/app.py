@@ -35,7 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from operators.accumulate import Accumulator
-from pipeline.events import Event, StreamError
+from pipeline.events import Event, StreamError, is_content, is_terminal
 from pipeline.hub import ResumeGapError, StreamNotFoundError
 from pipeline.runner import StreamRun
 from pipeline.server.auth import BearerAuth
@@ -73,17 +73,26 @@ def _upstream_error(event: StreamError) -> ApiError:
 
 
 async def _first_then_rest(run: StreamRun) -> tuple[Event, AsyncIterator[Event]]:
-    """Start ``run`` and wait for its first event; return it and the rest."""
+    """Start ``run``; wait for its first content or terminal event; return it and all events.
+
+    The response status depends on it: a stream that fails before its first
+    token (after any failover) is answered with an HTTP error.
+    """
     reader = run.iterate()
     run.start()
-    first = await anext(reader)
+    held: list[Event] = []
+    async for event in reader:
+        held.append(event)
+        if is_content(event) or is_terminal(event):
+            break
 
     async def chained() -> AsyncIterator[Event]:
-        yield first
+        for event in held:
+            yield event
         async for event in reader:
             yield event
 
-    return first, chained()
+    return held[-1], chained()
 
 
 def _completion(result: Any, stream_id: str, model: str) -> dict[str, Any]:
@@ -137,7 +146,12 @@ class _Api:
         gw = self.gateway
         req = validate(ChatRequest, await read_json(request, gw.settings.max_body))
         self._check_model(req.model)
-        run = gw.open_stream(req.upstream_params(), tools=req.tools)
+        # A conversation stays on one key of a sticky pool (the provider's prompt cache).
+        conversation = request.headers.get("x-rxllm-conversation-id")
+        if conversation is None and req.model_extra:
+            user = req.model_extra.get("user")
+            conversation = user if isinstance(user, str) else None
+        run = gw.open_stream(req.upstream_params(), tools=req.tools, conversation_id=conversation)
         headers = {"x-rxllm-stream-id": run.stream_id or ""}
         if not req.stream:
             acc = Accumulator()
@@ -173,7 +187,12 @@ class _Api:
         # The body's other fields pass upstream, as on /v1/chat/completions.
         messages = to_openai_messages(ui.messages)
         req = validate(ChatRequest, {**body, "model": model, "messages": messages})
-        run = gw.open_stream(req.upstream_params(), tools=req.tools)
+        # A conversation stays on one key of a sticky pool (the provider's prompt cache).
+        conversation = request.headers.get("x-rxllm-conversation-id")
+        if conversation is None and req.model_extra:
+            user = req.model_extra.get("user")
+            conversation = user if isinstance(user, str) else None
+        run = gw.open_stream(req.upstream_params(), tools=req.tools, conversation_id=conversation)
         run.start()
         stream_id = run.stream_id or ""
         gw.watch_orphan(stream_id)

@@ -1,7 +1,8 @@
 """The gateway: opens one pipeline per request and wires its sinks.
 
 Every stream the server serves is a :class:`pipeline.runner.StreamRun` over
-``llm_stream(chat_completions(client, **request))`` with these sinks
+``failover(upstreams, request)`` (the standard chain per attempt, moving to
+the next upstream on a retryable error before the first token) with these sinks
 attached before it starts: the live-stream hub (resume with
 ``Last-Event-ID``), the metrics, and the transcript store (when enabled).
 The gateway owns the upstream client, the built-in model (when no upstream
@@ -15,14 +16,12 @@ import logging
 import uuid
 from typing import Any
 
-from openai import AsyncOpenAI
-
-from pipeline import sources
+from pipeline.failover import Upstream, failover
 from pipeline.hub import StreamHub
 from pipeline.runner import StreamRun
+from pipeline.server.config import FailoverOptions, load_config
 from pipeline.server.errors import ApiError
 from pipeline.server.settings import ServerSettings
-from pipeline.stream import llm_stream
 from sinks.metrics import Metrics
 
 __all__ = ["Gateway"]
@@ -45,35 +44,35 @@ class Gateway:
         self.hub = hub or StreamHub(replay_size=settings.replay_size)
         self.store: Any = None
         self.models: frozenset[str] | None = None
-        self.upstream_label = "builtin" if settings.upstream is None else "upstream"
-        self._client: AsyncOpenAI | None = None
+        self.upstreams: list[Upstream] = []
+        self.failover_options = FailoverOptions()
         self._mock: Any = None
         self._readers: dict[str, int] = {}
         self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
 
     @property
-    def client(self) -> AsyncOpenAI:
-        """The upstream client; available between :meth:`startup` and :meth:`shutdown`."""
-        if self._client is None:
-            raise RuntimeError("the gateway has not started")
-        return self._client
+    def upstream_label(self) -> str:
+        """The metrics label of the upstreams: their names."""
+        return "+".join(u.name for u in self.upstreams) or "none"
 
     async def startup(self) -> None:
-        """Start the built-in model if needed, make the client, open the store."""
+        """Set up the upstreams (or start the built-in model), open the store."""
         settings = self.settings
-        base_url = settings.upstream
-        api_key = settings.api_key
-        if base_url is None:
+        if settings.config is not None:
+            config = load_config(settings.config)
+            self.upstreams = [u.build() for u in config.upstreams]
+            self.failover_options = config.failover
+        elif settings.upstream is not None:
+            self.upstreams = [Upstream("upstream", settings.upstream, settings.api_key)]
+        else:
             from pipeline.mock import MockScript, MockServer
 
             rate = settings.mock_tokens_per_second
             script = MockScript(interval=1.0 / rate if rate > 0 else 0.0)
             self._mock = MockServer(script)
             await self._mock.__aenter__()
-            base_url = self._mock.base_url
-            api_key = api_key or "builtin-model-needs-no-key"
+            self.upstreams = [Upstream("builtin", self._mock.base_url, "no-key-needed")]
             self.models = frozenset({"mock-model"})
-        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0)
         if settings.store:
             from sinks.store import Store
 
@@ -89,8 +88,8 @@ class Gateway:
             self.hub.cancel(stream_id, "server shutting down")
         if self.store is not None:
             await self.store.close()
-        if self._client is not None:
-            await self._client.close()
+        for upstream in self.upstreams:
+            await upstream.aclose()
         if self._mock is not None:
             await self._mock.__aexit__(None, None, None)
 
@@ -107,14 +106,27 @@ class Gateway:
             param="model",
         )
 
-    def open_stream(self, params: dict[str, Any], *, tools: Any = None) -> StreamRun:
-        """A new, not yet started, stream for a Chat Completions request."""
+    def open_stream(
+        self, params: dict[str, Any], *, tools: Any = None, conversation_id: str | None = None
+    ) -> StreamRun:
+        """A new, not yet started, stream for a Chat Completions request.
+
+        ``conversation_id`` keeps a conversation on one key of a sticky key pool.
+        """
         stream_id = uuid.uuid4().hex
         params = dict(params)
         if params.get("stream_options") is None:
             params["stream_options"] = {"include_usage": True}
-        source = sources.chat_completions(self.client, **params)
-        run = StreamRun(llm_stream(source, stream_id=stream_id, tools=tools), stream_id=stream_id)
+        events = failover(
+            self.upstreams,
+            params,
+            stream_id=stream_id,
+            tools=tools,
+            conversation_id=conversation_id,
+            metrics=self.metrics,
+            **self.failover_options.kwargs(),
+        )
+        run = StreamRun(events, stream_id=stream_id)
         self.hub.register(run)
         self.metrics.attach(run, model=str(params.get("model")), upstream=self.upstream_label)
         if self.store is not None:

@@ -12,13 +12,16 @@ __all__ = ["ServerSettings"]
 class ServerSettings:
     """Everything the server needs; secrets are kept out of ``repr``.
 
-    ``upstream`` is an OpenAI-compatible base URL (``None``: the built-in
-    model, started in-process, so the server runs with no key).
+    ``upstream`` is an OpenAI-compatible base URL; ``config`` a TOML file of
+    upstreams, key pools and failover settings (:mod:`pipeline.server.config`);
+    with neither, the built-in model is started in-process, so the server
+    runs with no key.
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
     upstream: str | None = None
+    config: str | None = None
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
     auth_token: str | None = field(default=None, repr=False)
@@ -40,6 +43,7 @@ class ServerSettings:
         values: dict[str, object] = {
             "upstream": env.get("RXLLM_UPSTREAM") or env.get("OPENAI_BASE_URL"),
             "model": env.get("RXLLM_MODEL"),
+            "config": env.get("RXLLM_CONFIG"),
             "api_key": env.get("RXLLM_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY"),
             "auth_token": env.get("RXLLM_AUTH_TOKEN"),
             "db_url": env.get("RXLLM_DB_URL"),
