@@ -133,9 +133,8 @@ async def sdk_iter(ctx: Ctx) -> int:
     async for chunk in stream:
         if chunk.choices:
             delta = chunk.choices[0].delta
-            if delta.content:
-                seen += 1
-            elif delta.tool_calls and delta.tool_calls[0].function.arguments:
+            calls = delta.tool_calls
+            if delta.content or (calls and calls[0].function and calls[0].function.arguments):
                 seen += 1
     return seen
 
@@ -155,8 +154,10 @@ async def sdk_helper(ctx: Ctx) -> int:
         **ctx.tool_params(),
     ) as stream:
         async for event in stream:
-            if event.type in ("content.delta", "tool_calls.function.arguments.delta"):
-                seen += 1
+            if event.type == "content.delta":
+                seen += bool(event.delta)
+            elif event.type == "tool_calls.function.arguments.delta":
+                seen += bool(event.arguments_delta)
         final = await stream.get_final_completion()
     message = final.choices[0].message
     if ctx.tools_stream:

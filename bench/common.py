@@ -49,8 +49,7 @@ class Order(BaseModel):
 def order_arguments(i: int, size: int = CALL_ARGS) -> str:
     """Compact JSON arguments for ``Order``, exactly ``size`` bytes long."""
     items = [
-        {"sku": f"SKU-{i:05d}-{k}", "quantity": k + 1, "note": "handle with care"}
-        for k in range(8)
+        {"sku": f"SKU-{i:05d}-{k}", "quantity": k + 1, "note": "handle with care"} for k in range(8)
     ]
     base = json.dumps({"customer": "", "items": items}, separators=(",", ":"))
     pad = size - len(base)

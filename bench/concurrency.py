@@ -8,6 +8,7 @@ with an ``Accumulator`` sink.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import resource
 import statistics
@@ -44,15 +45,19 @@ class _Stream:
         self.run.subscribe(self._on_event)
 
     def _on_event(self, event: Any) -> None:
-        if event.type == "text" and event.text:
+        if (event.type == "text" and event.text) or event.type in ("error", "cancelled"):
             self.first.set()
 
 
-async def _start(client: Any, scripts: list[dict[str, Any]], timeout: float) -> list[_Stream]:
+async def _start(client: Any, scripts: list[dict[str, Any]], wait: float) -> list[_Stream]:
+    """Start one stream per script; return once each has sent text (or ended)."""
     streams = [_Stream(client, script) for script in scripts]
     for stream in streams:
         stream.run.start()
-    await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in streams)), timeout)
+    await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in streams)), wait)
+    failed = [s.run.terminal for s in streams if s.run.terminal is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} streams ended before the measurement: {failed[0]!r}")
     return streams
 
 
@@ -114,10 +119,8 @@ async def measure_cancel(streams: int, interval: float, spacing: float) -> Measu
                 r.connection is not None and r.connection.closed_at is not None for r in records
             )
 
-        try:
+        with contextlib.suppress(TimeoutError):
             await recorder.wait_for_async(all_closed, 10.0)
-        except TimeoutError:
-            pass
         latencies: list[float] = []
         closed = 0
         for record in recorder.requests:

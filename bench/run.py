@@ -31,7 +31,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     ROOT,
     Cores,
     Measured,
@@ -205,7 +205,7 @@ def run_worker(
 
 def fmt(value: float | None) -> str:
     if value is None or value != value:
-        return "–"
+        return "-"
     if value >= 100:
         return f"{value:.0f}"
     if value >= 10:
@@ -225,7 +225,7 @@ def table(results: list[tuple[Row, Measured]]) -> str:
             group = row.group
             out.append(f"| *{group}* | | | | | | | |")
         if m.skipped:
-            out.append(f"| {row.label} | {row.unit} | – | – | – | – | {target_text(row)} | "
+            out.append(f"| {row.label} | {row.unit} | - | - | - | - | {target_text(row)} | "
                        f"skipped: {m.skipped} |")  # fmt: skip
             continue
         median = m.median
@@ -238,7 +238,7 @@ def table(results: list[tuple[Row, Measured]]) -> str:
             verdict = "met" if ratio <= row.target_ratio else "**not met**"
         notes = [verdict] if verdict else []
         notes += [f"{k}: {fmt(v) if isinstance(v, float) else v}" for k, v in m.extra.items()]
-        ratio_text = f"{ratio:.2f}×" if ratio is not None else ""
+        ratio_text = f"{ratio:.2f}x" if ratio is not None else ""
         out.append(
             f"| {row.label} | {row.unit} | {fmt(median)} | {fmt(min(m.samples))} | "
             f"{fmt(max(m.samples))} | {ratio_text} | {target_text(row)} | {'; '.join(notes)} |"

@@ -78,8 +78,12 @@ def _fixed_mock(port: int, chunks: int, logs: Path) -> list[str]:
 
 
 async def _stream(url: str, body: dict[str, Any], client: Any) -> tuple[int, float | None]:
-    """Read one streamed answer; return the content chunks and the first one's arrival."""
-    seen = 0
+    """Read one streamed answer; return its content's length and the first content's arrival.
+
+    A proxy may merge deltas (``rxllm serve`` does when its client falls
+    behind), so content is counted in characters, not chunks.
+    """
+    size = 0
     first: float | None = None
     async with client.stream("POST", url, json=body) as response:
         response.raise_for_status()
@@ -87,11 +91,12 @@ async def _stream(url: str, body: dict[str, Any], client: Any) -> tuple[int, flo
             if not line.startswith("data: {"):
                 continue
             choices = json.loads(line[6:]).get("choices") or [{}]
-            if (choices[0].get("delta") or {}).get("content"):
-                seen += 1
+            content = (choices[0].get("delta") or {}).get("content")
+            if content:
+                size += len(content)
                 if first is None:
                     first = time.perf_counter()
-    return seen, first
+    return size, first
 
 
 def _settle(pid: int, quiet: float = 0.3, limit: float = 10.0) -> float:
@@ -111,14 +116,15 @@ async def _proxy_cpu(url: str, pid: int, chunks: int, repeats: int) -> list[floa
     import httpx2
 
     body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    expected = len(text_script(chunks)["text"])
     samples = []
     async with httpx2.AsyncClient(timeout=600) as client:
         for i in range(repeats + 1):
             before = _settle(pid)
-            seen, _ = await _stream(url, body, client)
+            size, _ = await _stream(url, body, client)
             after = _settle(pid)
-            if seen < chunks:
-                raise RuntimeError(f"the proxy relayed {seen} of {chunks} chunks")
+            if size != expected:
+                raise RuntimeError(f"the proxy relayed {size} of {expected} characters")
             if i:
                 samples.append((after - before) / chunks * 1e6)
     return samples
@@ -216,9 +222,7 @@ def _ttft_row(args: argparse.Namespace) -> Measured:
     finally:
         stop_process(mock)
     # One sample per round: the table's median/min/max are over the rounds.
-    return Measured(
-        diffs, {"direct_ms": direct, "served_ms": served, "rounds": len(diffs)}
-    )
+    return Measured(diffs, {"direct_ms": direct, "served_ms": served, "rounds": len(diffs)})
 
 
 def measure_serve(mode: str, args: argparse.Namespace) -> Measured:

@@ -9,7 +9,8 @@ The tree::
     │   └── MalformedChunkError  a chunk could not be parsed or understood
     ├── StreamTimeoutError       a first-token, idle or total timeout expired
     ├── ResumeGapError           (pipeline.hub) a resume asked for events no longer buffered
-    └── StreamNotFoundError      (pipeline.hub) no stream with that id in this process
+    ├── StreamNotFoundError      (pipeline.hub) no stream with that id in this process
+    └── NoKeyAvailable           (pipeline.keypool) every key is cooling down or removed
 
 Exceptions of the ``openai`` SDK (``APIStatusError``, ``APIConnectionError``,
 ``APITimeoutError``) pass through unchanged; the error-to-event operator
