@@ -23,16 +23,14 @@ flushed. ``ValueError`` at creation if ``interval`` < 0 or ``max_batch`` < 1.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
-from reactivex.scheduler import TimeoutScheduler
-from reactivex.scheduler.eventloop import AsyncIOScheduler
 
+from operators._scheduling import default_scheduler
 from pipeline.events import (
     Event,
     is_content,
@@ -40,14 +38,6 @@ from pipeline.events import (
 )
 
 __all__ = ["batch_flush"]
-
-
-def _default_scheduler() -> abc.SchedulerBase:
-    """The running asyncio loop's scheduler (timers on the loop's thread), else threads."""
-    try:
-        return AsyncIOScheduler(asyncio.get_running_loop())
-    except RuntimeError:
-        return TimeoutScheduler.singleton()
 
 
 def batch_flush(
@@ -70,7 +60,7 @@ def batch_flush(
         def subscribe(
             observer: abc.ObserverBase[list[Event]], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            _scheduler = scheduler or scheduler_ or _default_scheduler()
+            _scheduler = scheduler or scheduler_ or default_scheduler()
             lock = threading.RLock()
             timer = SerialDisposable()
             buffer: list[Event] = []

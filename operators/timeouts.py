@@ -30,7 +30,6 @@ if a limit is not a positive number.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 from collections.abc import Callable
@@ -44,21 +43,12 @@ from reactivex.disposable import (
     SerialDisposable,
     SingleAssignmentDisposable,
 )
-from reactivex.scheduler import TimeoutScheduler
-from reactivex.scheduler.eventloop import AsyncIOScheduler
 
+from operators._scheduling import default_scheduler
 from pipeline.errors import StreamTimeoutError
 from pipeline.events import Event, is_content, is_terminal
 
 __all__ = ["timeouts"]
-
-
-def _default_scheduler() -> abc.SchedulerBase:
-    """The running asyncio loop's scheduler (timers on the loop's thread), else threads."""
-    try:
-        return AsyncIOScheduler(asyncio.get_running_loop())
-    except RuntimeError:
-        return TimeoutScheduler.singleton()
 
 
 def _check(name: str, value: float | None) -> None:
@@ -91,7 +81,7 @@ def timeouts(
         def subscribe(
             observer: abc.ObserverBase[Event], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            _scheduler = scheduler or scheduler_ or _default_scheduler()
+            _scheduler = scheduler or scheduler_ or default_scheduler()
             lock = threading.RLock()
             upstream = SingleAssignmentDisposable()
             # One timer for first_token, then idle; one for total.

@@ -80,9 +80,8 @@ from reactivex.disposable import (
     SerialDisposable,
     SingleAssignmentDisposable,
 )
-from reactivex.scheduler import TimeoutScheduler
-from reactivex.scheduler.eventloop import AsyncIOScheduler
 
+from operators._scheduling import default_scheduler
 from operators.extract_deltas import RawChunk
 from operators.map_errors import classify
 from pipeline import sources
@@ -266,13 +265,6 @@ class UpstreamConfig(BaseModel):
         )
 
 
-def _default_scheduler() -> abc.SchedulerBase:
-    try:
-        return AsyncIOScheduler(asyncio.get_running_loop())
-    except RuntimeError:
-        return TimeoutScheduler.singleton()
-
-
 def _chat(client: AsyncOpenAI, params: dict[str, Any]) -> Observable[RawChunk]:
     source: Observable[RawChunk] = sources.chat_completions(client, **params)
     return source
@@ -395,7 +387,7 @@ class _Run:
         self.policy = policy
         self.observer = observer
         self.subscribe_scheduler = subscribe_scheduler
-        self.scheduler = policy.scheduler or subscribe_scheduler or _default_scheduler()
+        self.scheduler = policy.scheduler or subscribe_scheduler or default_scheduler()
         self.lock = threading.RLock()
         self.started = self.scheduler.now
         self.current = SerialDisposable()  # the attempt's subscription

@@ -64,9 +64,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
-from reactivex.scheduler import TimeoutScheduler, VirtualTimeScheduler
-from reactivex.scheduler.eventloop import AsyncIOScheduler
+from reactivex.scheduler import VirtualTimeScheduler
 
+from operators._scheduling import default_scheduler
 from pipeline.errors import RxllmError
 from pipeline.events import Event, dump_event, load_event
 
@@ -145,13 +145,6 @@ def save_jsonl(events: Iterable[Event], path: str | os.PathLike[str]) -> int:
     return count
 
 
-def _default_scheduler() -> abc.SchedulerBase:
-    try:
-        return AsyncIOScheduler(asyncio.get_running_loop())
-    except RuntimeError:
-        return TimeoutScheduler.singleton()
-
-
 def _clock(scheduler: abc.SchedulerBase) -> Callable[[], float]:
     """The scheduler's clock in seconds, the one its timers run on.
 
@@ -212,7 +205,7 @@ def replay(
         if due_times is None:
             return _emit_now(items, observer)
         due = due_times
-        _scheduler = scheduler or scheduler_ or _default_scheduler()
+        _scheduler = scheduler or scheduler_ or default_scheduler()
         now = _clock(_scheduler)
         start = now()
         lock = threading.RLock()
