@@ -157,7 +157,12 @@ def python_env() -> dict[str, str]:
 
 
 def start_process(
-    args: Sequence[str], cpu: int | None, port: int, log: Path, timeout: float = 60.0
+    args: Sequence[str],
+    cpu: int | None,
+    port: int,
+    log: Path,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[Any]:
     """Start a server process pinned to ``cpu``, wait until it listens on ``port``."""
     out = log.open("wb")
@@ -165,7 +170,7 @@ def start_process(
         list(args),
         stdout=out,
         stderr=subprocess.STDOUT,
-        env=python_env(),
+        env={**python_env(), **(env or {})},
         cwd=ROOT,
         preexec_fn=pinned(cpu),
     )

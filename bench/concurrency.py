@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import MESSAGES, MODEL, Measured, rss_bytes
 
-SLOW_TEXT = " ".join(["word"] * 400)  # long enough to still be streaming when measured
+SLOW_TEXT = " ".join(["word"] * 200)  # long enough to still be streaming when measured
 
 
 def _raise_fd_limit(needed: int) -> None:
@@ -49,39 +49,115 @@ class _Stream:
             self.first.set()
 
 
-async def _start(client: Any, scripts: list[dict[str, Any]], wait: float) -> list[_Stream]:
-    """Start one stream per script; return once each has sent text (or ended)."""
+async def _start(
+    client: Any, scripts: list[dict[str, Any]], wait: float, check: bool = True
+) -> list[_Stream]:
+    """Start one stream per script; return once each has sent text (``check``: none ended)."""
     streams = [_Stream(client, script) for script in scripts]
     for stream in streams:
         stream.run.start()
     await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in streams)), wait)
     failed = [s.run.terminal for s in streams if s.run.terminal is not None]
-    if failed:
+    if check and failed:
         raise RuntimeError(f"{len(failed)} streams ended before the measurement: {failed[0]!r}")
     return streams
 
 
 async def _warm_up(client: Any) -> None:
-    (stream,) = await _start(client, [{"text": "warm up", "interval": 0.0}], 30)
+    (stream,) = await _start(client, [{"text": "warm up", "interval": 0.0}], 30, check=False)
     await stream.run.wait()
 
 
-async def measure_memory(base_url: str, streams: int, interval: float) -> Measured:
-    """RSS growth of this process per active stream, with ``streams`` streams mid-answer."""
+async def _peer_streams(base_url: str, mode: str, script: dict[str, Any], n: int) -> Any:
+    """Start ``n`` streams the way a peer does; return (tasks, the events set at first text)."""
+    got = [asyncio.Event() for _ in range(n)]
+    if mode == "httpx":
+        import httpx2
+
+        client: Any = httpx2.AsyncClient(timeout=600, limits=httpx2.Limits(max_connections=n))
+        body = {"model": MODEL, "messages": MESSAGES, "stream": True, "mock": script}
+
+        async def one(event: asyncio.Event) -> None:
+            url = base_url + "/chat/completions"
+            async with client.stream("POST", url, json=body) as response:
+                async for data in response.aiter_raw():
+                    if b'"content":"word' in data:
+                        event.set()
+
+    else:
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(base_url=base_url, api_key="bench-key", max_retries=0)
+
+        async def one(event: asyncio.Event) -> None:
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=MESSAGES, stream=True, extra_body={"mock": script}
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    event.set()
+
+    return client, one, got
+
+
+async def measure_memory(base_url: str, streams: int, interval: float, mode: str) -> Measured:
+    """RSS growth of this process per active stream, with ``streams`` streams mid-answer.
+
+    ``mode``: ``rxllm`` (StreamRun + source + chain + Accumulator), ``source``
+    (rxllm's source alone, one plain subscriber), ``sdk`` (the openai SDK's
+    ``create(stream=True)`` iterated) or ``httpx`` (httpx2 streams read raw).
+    """
     from openai import AsyncOpenAI
 
     _raise_fd_limit(streams * 2 + 256)
+    script = {"text": SLOW_TEXT, "interval": interval}
     async with AsyncOpenAI(base_url=base_url, api_key="bench-key", max_retries=0) as client:
         await _warm_up(client)
-        gc.collect()
-        before = rss_bytes()
-        script = {"text": SLOW_TEXT, "interval": interval}
-        active = await _start(client, [script] * streams, 120)
-        gc.collect()
-        during = rss_bytes()
-        for stream in active:
-            stream.run.cancel("benchmark done")
-        await asyncio.gather(*(s.run.wait() for s in active))
+        if mode in ("rxllm", "source"):
+            stop: list[Any] = []
+            if mode == "rxllm":
+                gc.collect()
+                before = rss_bytes()
+                active = await _start(client, [script] * streams, 120)
+                stop = [s.run for s in active]
+            else:
+                from pipeline.sources import chat_completions
+
+                firsts = [asyncio.Event() for _ in range(streams + 1)]
+
+                def subscribe(event: asyncio.Event) -> Any:
+                    source = chat_completions(
+                        client, model=MODEL, messages=MESSAGES, extra_body={"mock": script}
+                    )
+                    return source.subscribe(lambda m: event.set() if "word" in m.data else None)
+
+                warm = subscribe(firsts[-1])
+                await firsts[-1].wait()
+                warm.dispose()
+                gc.collect()
+                before = rss_bytes()
+                stop = [subscribe(event) for event in firsts[:-1]]
+                await asyncio.wait_for(asyncio.gather(*(e.wait() for e in firsts[:-1])), 120)
+            gc.collect()
+            during = rss_bytes()
+            for item in stop:
+                (item.cancel if mode == "rxllm" else item.dispose)()
+        else:
+            peer, one, got = await _peer_streams(base_url, mode, script, streams + 1)
+            warm = asyncio.create_task(one(got[-1]))
+            await got[-1].wait()
+            warm.cancel()
+            gc.collect()
+            before = rss_bytes()
+            tasks = [asyncio.create_task(one(event)) for event in got[:-1]]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in got[:-1])), 120)
+            gc.collect()
+            during = rss_bytes()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await peer.aclose() if mode == "httpx" else await peer.close()
+        await asyncio.sleep(0.5)
     per_stream = (during - before) / streams / 1024
     return Measured([per_stream], {"streams": streams, "rss_growth_mb": (during - before) / 2**20})
 

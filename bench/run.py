@@ -100,11 +100,18 @@ def rows() -> list[Row]:
             {"stream": "text", "size": 10 * 1024}),
         Row("linear.text.big", "text, 1 MB in 10-byte pieces", "linear", "µs/KB",
             {"stream": "text", "size": 1024 * 1024}, ref="linear.text.small", target_ratio=2.0),
-        Row("memory", "RSS growth per active stream, 1,000 concurrent streams", "memory",
-            "KB/stream", {"streams": 1000, "interval": 0.2}, target=50.0,
-            group="concurrency (StreamRun + sources + chain + Accumulator)"),
+        Row("memory.httpx", "httpx2 streams read raw (the floor)", "memory", "KB/stream",
+            {"mode": "httpx", "interval": 0.2},
+            group="memory: RSS growth per active stream, 1,000 concurrent streams"),
+        Row("memory.sdk", "openai `create(stream=True)`, iterated", "memory", "KB/stream",
+            {"mode": "sdk", "interval": 0.2}, ref="memory.httpx"),
+        Row("memory.source", "rxllm `chat_completions` source alone, one subscriber", "memory",
+            "KB/stream", {"mode": "source", "interval": 0.2}, ref="memory.httpx"),
+        Row("memory", "**rxllm**: source + chain + `StreamRun` + Accumulator", "memory",
+            "KB/stream", {"mode": "rxllm", "interval": 0.2}, ref="memory.httpx", target=50.0),
         Row("cancel", "1,000 disconnects mid-stream: p99 cancel → upstream socket closed",
-            "cancel", "ms", {"streams": 1000, "interval": 0.2, "spacing": 0.002}, target=100.0),
+            "cancel", "ms", {"streams": 1000, "interval": 0.2, "spacing": 0.002}, target=100.0,
+            group="cancellation (StreamRun + source + chain, mock in process)"),
         Row("serve.proxy", "`rxllm serve` relaying (store + metrics on), server CPU per chunk",
             "serve", chunk, {"mode": "proxy"}, target=40.0, group="rxllm serve"),
         Row("litellm.proxy", "LiteLLM proxy relaying, server CPU per chunk", "serve", chunk,
@@ -134,7 +141,7 @@ def worker(args: argparse.Namespace) -> Measured:
     if row.kind == "memory":
         from bench.concurrency import measure_memory
 
-        return asyncio.run(measure_memory(args.base_url, args.streams, p["interval"]))
+        return asyncio.run(measure_memory(args.base_url, args.streams, p["interval"], p["mode"]))
     if row.kind == "cancel":
         from bench.concurrency import measure_cancel
 

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import statistics
 import sys
@@ -112,13 +113,15 @@ def _settle(pid: int, quiet: float = 0.3, limit: float = 10.0) -> float:
     return last
 
 
-async def _proxy_cpu(url: str, pid: int, chunks: int, repeats: int) -> list[float]:
+async def _proxy_cpu(
+    url: str, pid: int, chunks: int, repeats: int, headers: dict[str, str]
+) -> list[float]:
     import httpx2
 
     body = {"model": MODEL, "messages": MESSAGES, "stream": True}
     expected = len(text_script(chunks)["text"])
     samples = []
-    async with httpx2.AsyncClient(timeout=600) as client:
+    async with httpx2.AsyncClient(timeout=600, headers=headers) as client:
         for i in range(repeats + 1):
             before = _settle(pid)
             size, _ = await _stream(url, body, client)
@@ -149,6 +152,8 @@ def _proxy(mode: str, args: argparse.Namespace) -> Measured:
             "--log-level", "warning",
         ]  # fmt: skip
         note = "store (SQLite) and metrics on"
+        env: dict[str, str] = {}
+        headers: dict[str, str] = {}
     else:
         litellm = _litellm_executable()
         if litellm is None:
@@ -161,13 +166,16 @@ def _proxy(mode: str, args: argparse.Namespace) -> Measured:
             "--host", "127.0.0.1", "--port", str(proxy_port),
         ]  # fmt: skip
         note = "default settings"
+        key = "sk-bench-" + secrets.token_hex(16)  # the proxy refuses to start without one
+        env = {"LITELLM_MASTER_KEY": key}
+        headers = {"Authorization": f"Bearer {key}"}
     mock = start_process(_fixed_mock(upstream_port, chunks, logs), server_cpu, upstream_port,
                          logs / "mock.log")  # fmt: skip
     try:
-        proxy = start_process(command, client_cpu, proxy_port, logs / "proxy.log", timeout=120)
+        proxy = start_process(command, client_cpu, proxy_port, logs / "proxy.log", 120, env)
         try:
             url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
-            samples = asyncio.run(_proxy_cpu(url, proxy.pid, chunks, args.repeats))
+            samples = asyncio.run(_proxy_cpu(url, proxy.pid, chunks, args.repeats, headers))
         finally:
             stop_process(proxy)
     finally:

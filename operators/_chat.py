@@ -76,6 +76,8 @@ class ChatNormalizer:
     stream id and sequence numbers.
     """
 
+    __slots__ = ("_last_usage", "choices")
+
     def __init__(self) -> None:
         self.choices: dict[int, _Choice] = {}
         self._last_usage: Any = None
@@ -108,7 +110,20 @@ class ChatNormalizer:
         if state is None:
             state = self.choices[index] = _Choice()
         delta = c.get("delta")
-        if delta:
+        if not delta:
+            pass
+        elif len(delta) == 1 and "content" in delta:
+            # The commonest delta (text only): what the general case below does with it.
+            content = delta["content"]
+            if isinstance(content, str) and (content or not state.seen_content):
+                state.seen_content = True
+                out.append(emit.text(TextDelta, index, t, content))
+        elif len(delta) == 1 and "tool_calls" in delta:
+            calls = delta["tool_calls"]
+            if calls:
+                for call in calls:
+                    self._tool_call(state, index, call, t, out, emit)
+        else:
             get = delta.get
             reasoning = get("reasoning")
             if reasoning is None:

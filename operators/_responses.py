@@ -37,6 +37,8 @@ _INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"
 class ResponsesNormalizer:
     """Turns parsed Responses API events into events; one instance per stream."""
 
+    __slots__ = ("_calls", "finish_reason", "model", "response_id")
+
     def __init__(self) -> None:
         self.model: str | None = None
         self.response_id: str | None = None

@@ -205,6 +205,8 @@ class _Call:
 class _Assembler:
     """The state of one subscription."""
 
+    __slots__ = ("checks", "eager", "growth", "last", "offset", "open", "partial")
+
     def __init__(
         self, checks: dict[str, _Check | None] | None, partial: bool, eager: int, growth: float
     ) -> None:

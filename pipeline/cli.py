@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipeline import replay_cli
+
 __all__ = ["main"]
 
 
@@ -113,7 +115,21 @@ def _parser() -> argparse.ArgumentParser:
         "--replay-size", type=int, help="events kept per live stream for Last-Event-ID resume"
     )
     serve.add_argument("--mock-rate", type=float, help="built-in model: tokens per second")
+    serve.add_argument(
+        "--redis",
+        dest="redis_url",
+        metavar="URL",
+        help="Redis for live events shared by several processes: resume and cancel "
+        "across them (env RXLLM_REDIS_URL)",
+    )
+    serve.add_argument(
+        "--instance",
+        help="this process's name in Redis and the store (env RXLLM_INSTANCE; "
+        "default with --redis: host:port)",
+    )
     serve.add_argument("--log-level", default="info")
+
+    replay_cli.add_commands(commands)
 
     mock = commands.add_parser("mock", help="run the built-in OpenAI-compatible model")
     mock.add_argument("--host", default="127.0.0.1")
@@ -125,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command in replay_cli.COMMANDS:
+        return replay_cli.run_command(args)
     if args.command == "assemble":
         try:
             return _assemble(args.file, args.events, sys.stdout)
@@ -151,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             heartbeat=args.heartbeat,
             replay_size=args.replay_size,
             mock_tokens_per_second=args.mock_rate,
+            redis_url=args.redis_url,
+            instance=args.instance,
         )
         run_server(settings, log_level=args.log_level)
         return 0

@@ -10,6 +10,7 @@ The tree::
     ├── StreamTimeoutError       a first-token, idle or total timeout expired
     ├── ResumeGapError           (pipeline.hub) a resume asked for events no longer buffered
     ├── StreamNotFoundError      (pipeline.hub) no stream with that id in this process
+    ├── RecordingError           (pipeline.replay) a recording file has a bad line
     └── NoKeyAvailable           (pipeline.keypool) every key is cooling down or removed
 
 Exceptions of the ``openai`` SDK (``APIStatusError``, ``APIConnectionError``,

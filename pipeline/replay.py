@@ -25,7 +25,9 @@ for the next due event and emits every event due by then, so the order of
 the recording is kept even where times are equal or go backwards. Due times
 are measured from the subscription on the scheduler's clock (an asyncio
 scheduler's loop clock, a virtual-time scheduler's virtual clock), so late
-timers never add up, and an event is never emitted before its due time.
+timers never add up, and an event is never emitted before its due time
+(delays are rounded up to the microsecond, the resolution of reactivex's
+virtual time).
 Disposing the subscription cancels the pending timer.
 
 Events keep their ``seq`` and their recorded ``t`` (a replay at another
@@ -83,13 +85,16 @@ __all__ = [
     "save_jsonl",
 ]
 
-# A timer may fire this much before its due time on the scheduler's clock
-# (float rounding of a virtual clock; asyncio's clock resolution).
+# Delays are rounded up to whole microseconds: reactivex's virtual-time schedulers
+# keep time as datetimes (microsecond resolution), so a delay that is not a whole
+# number of microseconds would land a hair early, forever. _EPSILON absorbs the
+# float noise of that rounding (and asyncio's clock resolution).
 _EPSILON = 1e-9
+_TICK = 1e-6
 
 
 class RecordingError(RxllmError, ValueError):
-    """A line of a recording is not an event; ``path`` and ``line`` say where."""
+    """A recording can't be used: a line is not an event (``line`` says which), or it is empty."""
 
     def __init__(self, path: str, line: int | None, detail: str) -> None:
         where = path if line is None else f"{path}:{line}"
@@ -213,10 +218,10 @@ def replay(
         position = 0
         stopped = False
 
-        def schedule_next() -> None:
+        def schedule_next(minimum: float = 0.0) -> None:
             # Called with the lock held.
-            delay = start + due[position] - now()
-            timer.disposable = _scheduler.schedule_relative(max(delay, 0.0), emit_due)
+            delay = max(_ceil_tick(start + due[position] - now()), minimum)
+            timer.disposable = _scheduler.schedule_relative(delay, emit_due)
 
         def emit_due(_: abc.SchedulerBase, __: Any = None) -> None:
             nonlocal position
@@ -225,7 +230,7 @@ def replay(
                     return
                 elapsed = now() - start
                 if due[position] > elapsed + _EPSILON:
-                    schedule_next()  # the timer fired early on our clock: wait the rest
+                    schedule_next(_TICK)  # the timer fired early on our clock: wait the rest
                     return
                 while position < len(items) and due[position] <= elapsed + _EPSILON:
                     event = items[position]
@@ -257,6 +262,13 @@ def replay(
         return Disposable(dispose)
 
     return Observable(subscribe)
+
+
+def _ceil_tick(delay: float) -> float:
+    """``delay`` rounded up to a whole microsecond (0 if not positive)."""
+    if delay <= 0:
+        return 0.0
+    return math.ceil(delay / _TICK - _EPSILON / _TICK) * _TICK
 
 
 def _emit_now(items: Sequence[Event], observer: abc.ObserverBase[Event]) -> abc.DisposableBase:

@@ -111,6 +111,18 @@ def _body_chunks(response: Any) -> AsyncGenerator[bytes, None]:
     return chunks
 
 
+class _CancelTask(abc.DisposableBase):
+    """Disposing cancels the task (idempotent); lighter than a ``Disposable`` and its lock."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self._task = task
+
+    def dispose(self) -> None:
+        self._task.cancel()
+
+
 def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
     """A cold observable of the messages of one streamed request per subscription.
 
@@ -148,12 +160,7 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
                 return
             observer.on_completed()
 
-        task = loop.create_task(pump())
-
-        def cancel() -> None:
-            task.cancel()
-
-        return Disposable(cancel)
+        return _CancelTask(loop.create_task(pump()))
 
     return Observable(subscribe)
 

@@ -30,6 +30,9 @@ class SSEMessage(NamedTuple):
     t: float = 0.0
 
 
+_new_message = tuple.__new__  # SSEMessage(...) without its Python-level __new__
+
+
 class SSEDecoder:
     """Turns chunks of bytes into :class:`SSEMessage` items; see the module docstring."""
 
@@ -70,7 +73,8 @@ class SSEDecoder:
         ):
             # The commonest frame, "data: <payload>\n\n", alone: one message.
             self._buf = b""
-            return [SSEMessage(buf[6:-2].decode("utf-8", "replace"), None, self._id, t)]
+            payload = buf[6:-2].decode("utf-8", "replace")
+            return [_new_message(SSEMessage, (payload, None, self._id, t))]
         lines = buf.split(b"\n")
         self._buf = lines.pop()
         out = []

@@ -4,6 +4,7 @@
   :mod:`sinks.dialects` for rxllm events, OpenAI chunks and the Vercel AI SDK
   UI message stream;
 * :mod:`sinks.store` -- the SQL transcript store (SQLite, PostgreSQL);
+* :mod:`sinks.recording` -- a JSON Lines recording of a stream;
 * :mod:`sinks.metrics` -- Prometheus metrics (TTFT, inter-token latency, tokens/s, ...).
 
 The store is imported on first use (it loads SQLAlchemy and Alembic).
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sinks.dialects import Dialect, OpenAIDialect, RxllmDialect, VercelDialect
 from sinks.metrics import Metrics, StreamStats
+from sinks.recording import JsonlRecorder, record_to
 from sinks.sse import SSEResponse
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Dialect",
+    "JsonlRecorder",
     "Metrics",
     "OpenAIDialect",
     "RxllmDialect",
@@ -29,6 +32,7 @@ __all__ = [
     "Store",
     "StreamStats",
     "VercelDialect",
+    "record_to",
 ]
 
 

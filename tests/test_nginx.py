@@ -172,10 +172,11 @@ def nginx(
 
 @dataclass
 class Timed:
-    """When the request went out and when each content token arrived (monotonic)."""
+    """When each content token reached the client, and when the upstream was asked and
+    had answered (``time.monotonic()``; the mock runs in this process)."""
 
-    sent_at: float
     tokens: list[tuple[float, str]]
+    upstream_started_at: float
     upstream_ended_at: float
 
     @property
@@ -195,24 +196,22 @@ def stream_through(url: str, upstream: MockServer) -> Timed:
         "mock": {"text": TEXT, "interval": INTERVAL},
     }
     tokens: list[tuple[float, str]] = []
-    with httpx.Client(timeout=30) as http:
-        sent_at = time.monotonic()
-        with http.stream("POST", url, json=body) as response:
-            assert response.status_code == 200, response.read()
-            assert response.headers["content-type"].startswith("text/event-stream")
-            for line in response.iter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                now = time.monotonic()
-                chunk = json.loads(line.removeprefix("data: "))
-                for choice in chunk["choices"]:
-                    content = choice["delta"].get("content")
-                    if content:
-                        tokens.append((now, content))
+    with httpx.Client(timeout=30) as http, http.stream("POST", url, json=body) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            now = time.monotonic()
+            chunk = json.loads(line.removeprefix("data: "))
+            for choice in chunk["choices"]:
+                content = choice["delta"].get("content")
+                if content:
+                    tokens.append((now, content))
     request = upstream.recorder.last_request
     assert request is not None and request.script == body["mock"]
     assert request.outcome == "completed" and request.ended_at is not None
-    return Timed(sent_at, tokens, request.ended_at)
+    return Timed(tokens, request.arrived_at, request.ended_at)
 
 
 @pytest.mark.parametrize("location", ["/", "/http10/"], ids=["http11", "nginx-defaults"])
@@ -221,11 +220,13 @@ def test_tokens_pass_nginx_one_by_one(nginx: Nginx, upstream: MockServer, locati
     assert timed.text == TEXT
     assert len(timed.tokens) == len(WORDS)
     first, last = timed.arrivals[0], timed.arrivals[-1]
-    total = last - timed.sent_at
-    assert total >= PRODUCING
+    # Measured from when the upstream got the request, not from when it was sent:
+    # a busy machine may be slow to get there, which is not what this test is about.
+    started, ended = timed.upstream_started_at, timed.upstream_ended_at
+    producing = ended - started
+    assert producing >= PRODUCING
     # The first token arrives long before the last one is produced...
-    assert first - timed.sent_at < 0.4 * total, timed.arrivals
-    assert first < timed.upstream_ended_at - 0.5 * PRODUCING
+    assert first - started < 0.4 * producing, (started, timed.arrivals, ended)
     # ...and the others follow one by one, spread over the whole stream.
     assert last - first >= 0.6 * PRODUCING
     gaps = [b - a for a, b in zip(timed.arrivals, timed.arrivals[1:], strict=False)]

@@ -20,9 +20,8 @@ nbformat = pytest.importorskip("nbformat", reason="the notebook tests need nbfor
 nbclient = pytest.importorskip("nbclient", reason="the notebook tests need nbclient")
 pytest.importorskip("ipykernel", reason="the notebook tests need ipykernel")
 pytest.importorskip("matplotlib", reason="the notebooks need matplotlib")
-
-from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
-from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+kernelspec = pytest.importorskip("jupyter_client.kernelspec")
+manager_module = pytest.importorskip("jupyter_client.manager")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 KERNEL = "rxllm-test-python"
@@ -62,8 +61,8 @@ def test_notebook_is_saved_without_outputs(path: Path) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path: Path, kernel_dir: Path, tmp_path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
-    specs = KernelSpecManager(kernel_dirs=[str(kernel_dir)], ensure_native_kernel=False)
-    manager = AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
+    specs = kernelspec.KernelSpecManager(kernel_dirs=[str(kernel_dir)], ensure_native_kernel=False)
+    manager = manager_module.AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
     env = {
         k: v
         for k, v in os.environ.items()

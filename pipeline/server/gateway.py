@@ -7,14 +7,23 @@ attached before it starts: the live-stream hub (resume with
 ``Last-Event-ID``), the metrics, and the transcript store (when enabled).
 The gateway owns the upstream client, the built-in model (when no upstream
 is configured) and the store, and closes them at shutdown.
+
+With ``redis_url`` set, every stream is also published to Redis
+(:class:`sinks.redis_bus.RedisBus`) and the gateway listens there for cancel
+requests from the other processes. A stream started with ``POST /v1/streams``
+and read only through other processes is not orphaned: their readers are
+counted in Redis (a process that dies while reading leaves its count until
+the key expires, ``live_ttl``: the stream then runs to its end).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.failover import Upstream, failover
 from pipeline.hub import StreamHub
@@ -23,6 +32,9 @@ from pipeline.server.config import FailoverOptions, load_config
 from pipeline.server.errors import ApiError
 from pipeline.server.settings import ServerSettings
 from sinks.metrics import Metrics
+
+if TYPE_CHECKING:
+    from sinks.redis_bus import RedisBus
 
 __all__ = ["Gateway"]
 
@@ -49,14 +61,25 @@ class Gateway:
         self._mock: Any = None
         self._readers: dict[str, int] = {}
         self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
+        self.bus: RedisBus | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def upstream_label(self) -> str:
         """The metrics label of the upstreams: their names."""
         return "+".join(u.name for u in self.upstreams) or "none"
 
+    @property
+    def instance(self) -> str:
+        """This process's name in Redis and as the store's owner."""
+        settings = self.settings
+        if settings.instance:
+            return settings.instance
+        port = str(settings.port) if settings.port else f"pid{os.getpid()}"
+        return f"{socket.gethostname()}:{port}"
+
     async def startup(self) -> None:
-        """Set up the upstreams (or start the built-in model), open the store."""
+        """Set up the upstreams (or start the built-in model), open the store and the bus."""
         settings = self.settings
         if settings.config is not None:
             config = load_config(settings.config)
@@ -74,10 +97,25 @@ class Gateway:
             self.upstreams = [Upstream("builtin", self._mock.base_url, "no-key-needed")]
             self.models = frozenset({"mock-model"})
         if settings.store:
-            from sinks.store import Store
+            from sinks.store import Store, StoreSettings
 
-            self.store = Store(settings.db_url)
+            # Processes sharing a database need distinct owners: one's open()
+            # would otherwise mark the other's live streams interrupted.
+            shared = settings.instance or settings.redis_url
+            store_settings = StoreSettings(owner=self.instance) if shared else None
+            self.store = Store(settings.db_url, settings=store_settings)
             await self.store.open()
+        if settings.redis_url:
+            from sinks.redis_bus import RedisBus
+
+            metrics = self.metrics
+            self.bus = RedisBus(
+                settings.redis_url,
+                owner=self.instance,
+                on_drop=lambda n: metrics.inc_store_buffer_dropped(n, sink="redis"),
+            )
+            await self.bus.open()
+            self.bus.listen(self._remote_cancel)
 
     async def shutdown(self) -> None:
         """Cancel live streams, then close the store, the client and the built-in model."""
@@ -86,6 +124,13 @@ class Gateway:
         self._orphan_timers.clear()
         for stream_id in self.hub.live():
             self.hub.cancel(stream_id, "server shutting down")
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self.bus is not None:
+            await self.bus.close()  # after the cancels: their terminal events are published
         if self.store is not None:
             await self.store.close()
         for upstream in self.upstreams:
@@ -131,7 +176,14 @@ class Gateway:
         self.metrics.attach(run, model=str(params.get("model")), upstream=self.upstream_label)
         if self.store is not None:
             self.store.attach(run, request=params)
+        if self.bus is not None:
+            self.bus.attach(run)
         return run
+
+    def _remote_cancel(self, stream_id: str, reason: str) -> None:
+        """A cancel request from another process: cancel the stream if it is live here."""
+        if stream_id in self.hub:
+            self.hub.cancel(stream_id, reason)
 
     def reader_attached(self, stream_id: str) -> None:
         """A client started reading ``stream_id``: it is not orphaned."""
@@ -157,7 +209,30 @@ class Gateway:
 
         def expire() -> None:
             self._orphan_timers.pop(stream_id, None)
-            if not self._readers.get(stream_id) and stream_id in self.hub:
+            if self._readers.get(stream_id) or stream_id not in self.hub:
+                return
+            if self.bus is None:
                 self.hub.cancel(stream_id, "no client read the stream")
+                return
+            task = loop.create_task(self._expire_unless_read_elsewhere(stream_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
         self._orphan_timers[stream_id] = loop.call_later(self.settings.orphan_timeout, expire)
+
+    async def _expire_unless_read_elsewhere(self, stream_id: str) -> None:
+        """Cancel an orphan unless a client reads it through another process (Redis says)."""
+        from sinks.redis_bus import BusError
+
+        assert self.bus is not None
+        try:
+            elsewhere = await self.bus.readers(stream_id)
+        except BusError:
+            elsewhere = 1  # Redis cannot say: look again later rather than cancel a read stream
+        run = self.hub.get(stream_id)
+        if self._readers.get(stream_id) or run is None or run.terminal is not None:
+            return
+        if elsewhere > 0:
+            self.watch_orphan(stream_id)
+        else:
+            self.hub.cancel(stream_id, "no client read the stream")

@@ -16,6 +16,11 @@ class ServerSettings:
     upstreams, key pools and failover settings (:mod:`pipeline.server.config`);
     with neither, the built-in model is started in-process, so the server
     runs with no key.
+
+    ``redis_url`` turns on the live-event bus (:mod:`sinks.redis_bus`): several
+    processes sharing Redis (and the store's database) resume and cancel each
+    other's streams. ``instance`` names this process there and as the store's
+    owner (default with Redis: ``host:port``).
     """
 
     host: str = "127.0.0.1"
@@ -35,6 +40,8 @@ class ServerSettings:
     max_body: int = 4 * 1024 * 1024
     orphan_timeout: float = 15.0
     mock_tokens_per_second: float = 30.0
+    redis_url: str | None = field(default=None, repr=False)
+    instance: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
@@ -47,6 +54,8 @@ class ServerSettings:
             "api_key": env.get("RXLLM_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY"),
             "auth_token": env.get("RXLLM_AUTH_TOKEN"),
             "db_url": env.get("RXLLM_DB_URL"),
+            "redis_url": env.get("RXLLM_REDIS_URL"),
+            "instance": env.get("RXLLM_INSTANCE"),
         }
         origins = env.get("RXLLM_CORS_ORIGINS")
         if origins:

@@ -1,0 +1,342 @@
+"""The publisher: every event of a live stream also goes to Redis, off the hot path.
+
+:meth:`RedisPublisher.put` (the sink's ``on_next``) appends the event to a
+bounded deque and returns; it never awaits, never blocks the stream. One
+background task drains the deque: it waits ``flush_interval`` seconds to
+gather a batch (a full batch goes at once), then writes it in one pipelined
+round trip::
+
+    XADD {prefix}:stream:{id} MAXLEN ~ maxlen {seq}-1 e <event JSON>    per event
+    PEXPIRE {prefix}:stream:{id} live_ttl; SET {prefix}:owner:{id} owner PX live_ttl
+                                                        per live stream of the batch
+    PEXPIRE {prefix}:stream:{id} finished_ttl; DEL {prefix}:owner:{id}
+                                                        per stream that ended in it
+
+Live streams that sent nothing for ``live_ttl / 3`` seconds get their expiry
+and owner record refreshed too, so an idle stream does not expire.
+
+Failures. A batch leaves the deque only once Redis has answered. When Redis is
+unreachable, restarting or loading, the batch is retried with exponential
+backoff and jitter (``retry_initial`` doubling up to ``retry_max``) for as long
+as it takes; a retried ``XADD`` of an event already written is refused by
+Redis as "equal or smaller than the target stream top item" (entry ids are
+``{seq}-1``), which the publisher counts as written: nothing is published
+twice. Meanwhile events queue up to ``max_buffer``; past that new events are
+dropped (terminal events never are, so a reader always sees the end), counted
+in :attr:`RedisPublisher.dropped` and passed to ``on_drop``. One warning is
+logged when an outage starts and one when it ends, with the error's type and
+Redis's own message (host and port, never a password).
+
+Redis restarted without persistence has lost what was written before: the
+publisher goes on from the next event, and a reader finds the gap
+(:class:`~sinks.redis_bus.errors.BusGapError`) and reads the missing events
+from the transcript store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from reactivex import abc
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from pipeline.events import Event, dump_event, is_terminal
+from pipeline.runner import StreamRun
+from sinks.redis_bus.settings import BusSettings, entry_id
+
+__all__ = ["RETRYABLE", "DropHook", "RedisPublisher", "is_duplicate"]
+
+log = logging.getLogger(__name__)
+
+DropHook = Callable[[int], None]
+"""Called with the number of events just dropped (``prometheus_client.Counter.inc`` fits)."""
+
+RETRYABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,  # refused, reset, closed; also BusyLoadingError
+    redis_errors.TimeoutError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,  # a replica promoted, or not yet
+    OSError,
+)
+"""Errors that may pass: the write is retried."""
+
+
+def is_duplicate(error: BaseException) -> bool:
+    """Whether ``error`` is Redis refusing an ``XADD`` whose entry id is already written."""
+    return isinstance(error, redis_errors.ResponseError) and "equal or smaller" in str(error)
+
+
+class RedisPublisher:
+    """Publishes events to Redis streams from a bounded buffer; see the module docstring.
+
+    ``owner`` names this process in the owner records (``host:port``, say).
+    Call :meth:`start` on the running loop, :meth:`close` at the end.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        owner: str,
+        settings: BusSettings | None = None,
+        *,
+        on_drop: DropHook | None = None,
+    ) -> None:
+        self._client = client
+        self.owner = owner
+        self.settings = settings or BusSettings()
+        self._on_drop = on_drop
+        self._queue: deque[Event] = deque()
+        self._live: dict[str, None] = {}  # streams written and not ended, in order
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._put = 0  # events accepted so far
+        self._done = 0  # events written (or refused for good) so far
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._overflowing = False
+        self._down: BaseException | None = None
+        self.dropped = 0
+        self.failed = 0
+        self.retries = 0
+        self.published = 0
+
+    # -- the hot path: called from on_next, never awaits --------------------
+
+    @property
+    def pending(self) -> int:
+        """Events waiting to be written."""
+        return len(self._queue)
+
+    def attach(self, run: StreamRun) -> abc.DisposableBase:
+        """Publish ``run``'s events (call before ``run.start()``); returns the subscription."""
+        return run.subscribe(self.put)
+
+    def put(self, event: Event) -> bool:
+        """Queue ``event``; ``False`` if it was dropped (buffer full or publisher closed)."""
+        if self._closed or (
+            len(self._queue) >= self.settings.max_buffer and not is_terminal(event)
+        ):
+            self._drop(event)
+            return False
+        self._queue.append(event)
+        self._put += 1
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+        return True
+
+    def _drop(self, event: Event) -> None:
+        self.dropped += 1
+        if not self._overflowing:
+            self._overflowing = True
+            log.warning(
+                "redis bus: buffer full (%d events, Redis is slow or down): dropping events, "
+                "starting with seq %d of stream %s; resumes through other processes read "
+                "them from the transcript store",
+                len(self._queue),
+                event.seq,
+                event.stream_id,
+            )
+        if self._on_drop is not None:
+            try:
+                self._on_drop(1)
+            except Exception:
+                log.exception("redis bus: the on_drop hook failed")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        if self._task is not None:
+            raise RuntimeError("the publisher has already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="rxllm-redis-bus")
+        self._task.add_done_callback(self._on_task_done)
+
+    async def flush(self) -> None:
+        """Wait until every event queued before this call is written (retrying as needed).
+
+        Errors: ``RuntimeError`` if the publisher is not running.
+        """
+        if self._task is None or self._task.done():
+            raise RuntimeError("the redis bus publisher is not running")
+        target = self._put
+        if self._done >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        self._wakeup.set()
+        await future
+
+    async def close(self, grace: float | None = None) -> None:
+        """Flush (for at most ``grace`` seconds, default ``close_timeout``), then stop the task."""
+        task = self._task
+        if task is None or self._closed:
+            self._closed = True
+            return
+        try:
+            async with asyncio.timeout(self.settings.close_timeout if grace is None else grace):
+                await self.flush()
+        except TimeoutError:
+            log.error(
+                "redis bus: could not publish within the close timeout; %d events not published",
+                len(self._queue),
+            )
+        except RuntimeError:
+            log.exception("redis bus: the publisher had stopped")
+        finally:
+            self._closed = True
+            task.cancel()
+            await asyncio.wait([task])
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        waiters, self._waiters = self._waiters, []
+        for _, future in waiters:
+            if not future.done():
+                future.set_exception(RuntimeError("the redis bus publisher stopped"))
+
+    # -- the writer task --------------------------------------------------------
+
+    async def _run(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        refresh_every = settings.live_ttl / 3
+        next_refresh = loop.time() + refresh_every
+        while True:
+            if not self._queue:
+                try:
+                    async with asyncio.timeout(max(0.0, next_refresh - loop.time())):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+            self._wakeup.clear()
+            if 0 < len(self._queue) < settings.batch_size and settings.flush_interval > 0:
+                await asyncio.sleep(settings.flush_interval)  # gather a batch
+            try:
+                await self._drain()
+                if loop.time() >= next_refresh:
+                    next_refresh = loop.time() + refresh_every
+                    await self._refresh()
+            except Exception:  # a bug: keep the writer alive, say so, try again later
+                log.exception("redis bus: the publisher failed; retrying")
+                await asyncio.sleep(settings.retry_max)
+
+    async def _drain(self) -> None:
+        settings = self.settings
+        attempt = 0
+        while self._queue:
+            size = min(settings.batch_size, len(self._queue))
+            batch = list(itertools.islice(self._queue, size))
+            try:
+                await self._write(batch)
+            except RETRYABLE as error:
+                attempt += 1
+                self.retries += 1
+                self._outage(error)
+                delay = min(settings.retry_max, settings.retry_initial * 2 ** min(attempt - 1, 30))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                continue
+            for _ in range(size):
+                self._queue.popleft()
+            self._done += size
+            self._wake_waiters()
+            if self._down is not None:
+                log.warning("redis bus: Redis is reachable again after %d retries", attempt)
+                self._down = None
+            attempt = 0
+            if self._overflowing and len(self._queue) < settings.max_buffer // 2:
+                self._overflowing = False
+
+    async def _write(self, batch: list[Event]) -> None:
+        settings = self.settings
+        ttl_ms = int(settings.live_ttl * 1000)
+        ended: dict[str, bool] = {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for event in batch:
+                sid = event.stream_id
+                pipe.xadd(
+                    settings.stream_key(sid),
+                    {"e": dump_event(event)},
+                    id=entry_id(event.seq),
+                    maxlen=settings.maxlen,
+                    approximate=True,
+                )
+                ended[sid] = ended.get(sid, False) or is_terminal(event)
+            for sid, done in ended.items():
+                key, owner_key = settings.stream_key(sid), settings.owner_key(sid)
+                if done:
+                    pipe.pexpire(key, int(settings.finished_ttl * 1000))
+                    pipe.delete(owner_key)
+                else:
+                    pipe.pexpire(key, ttl_ms)
+                    pipe.set(owner_key, self.owner, px=ttl_ms)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, RETRYABLE):
+                raise result  # Redis is loading, or read-only: try the whole batch again
+        for event, result in zip(batch, results, strict=False):
+            if not isinstance(result, Exception):
+                self.published += 1
+            elif not is_duplicate(result):
+                self._failed(event, result)
+        for sid, done in ended.items():
+            if done:
+                self._live.pop(sid, None)
+            else:
+                self._live[sid] = None
+
+    async def _refresh(self) -> None:
+        """Refresh the expiry and owner record of every live stream (idle ones included)."""
+        if not self._live or self._down is not None:
+            return
+        settings = self.settings
+        ttl_ms = int(settings.live_ttl * 1000)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for sid in self._live:
+                    pipe.pexpire(settings.stream_key(sid), ttl_ms)
+                    pipe.set(settings.owner_key(sid), self.owner, px=ttl_ms)
+                await pipe.execute(raise_on_error=False)
+        except RETRYABLE as error:
+            self._outage(error)
+
+    def _outage(self, error: BaseException) -> None:
+        if self._down is None:
+            self._down = error
+            log.warning(
+                "redis bus: cannot write to Redis (%s: %s); retrying with backoff, %d events "
+                "buffered (at most %d)",
+                type(error).__name__,
+                error,
+                len(self._queue),
+                self.settings.max_buffer,
+            )
+
+    def _failed(self, event: Event, error: BaseException) -> None:
+        self.failed += 1
+        if self.failed == 1 or self.failed & (self.failed - 1) == 0:  # 1st, 2nd, 4th... time
+            log.error(
+                "redis bus: Redis refused event %d of stream %s (%s: %s); %d refused so far",
+                event.seq,
+                event.stream_id,
+                type(error).__name__,
+                error,
+                self.failed,
+            )
+
+    def _wake_waiters(self) -> None:
+        if not self._waiters:
+            return
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for target, future in self._waiters:
+            if target <= self._done:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((target, future))
+        self._waiters = still

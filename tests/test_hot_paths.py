@@ -1,0 +1,180 @@
+"""The per-chunk fast paths make exactly what the general paths make (issue 4).
+
+Each fast path (event construction without validation, ``model_copy``
+without its overhead, the SSE decoder's one-frame case, the type-keyed
+``is_content``/``is_terminal``, the Accumulator's counters) is compared with
+the general path it short-cuts, including the inputs that must fall back.
+No timing here: speed is measured by ``python -m bench.run``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from operators._stamp import Stamper, replace
+from operators.accumulate import Accumulator
+from pipeline.events import (
+    Cancelled,
+    ChoiceFinished,
+    Finished,
+    ReasoningDelta,
+    RefusalDelta,
+    Started,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStarted,
+    is_content,
+    is_terminal,
+)
+from pipeline.sse import SSEDecoder, SSEMessage
+
+
+def hashed(event: BaseModel) -> int | None:
+    try:
+        return hash(event)
+    except TypeError:  # a dict or list value (``partial``, ``parsed``)
+        return None
+
+
+def state(event: BaseModel) -> tuple[Any, ...]:
+    """Everything that makes a pydantic object what it is, in order."""
+    return (
+        type(event),
+        list(event.__dict__.items()),
+        event.model_fields_set,
+        event.__pydantic_extra__,
+        event.__pydantic_private__,
+        repr(event),
+        event.model_dump_json(),
+        hashed(event),
+    )
+
+
+class Text(str):
+    pass
+
+
+@pytest.mark.parametrize("cls", [TextDelta, ReasoningDelta, RefusalDelta])
+@pytest.mark.parametrize(
+    ("choice", "t", "text"),
+    [(0, 0.25, "hi"), (3, 1.5, ""), (True, 0.25, "hi"), (0, 1, "hi"), (0, 0.5, Text("sub"))],
+)
+def test_text_events_are_what_validation_makes(cls: Any, choice: Any, t: Any, text: Any) -> None:
+    made = Stamper("s", 7).text(cls, choice, t, text)
+    assert state(made) == state(cls(stream_id="s", seq=7, t=t, choice=choice, text=text))
+
+
+@pytest.mark.parametrize(
+    ("choice", "t", "index", "arguments"),
+    [(0, 0.25, 0, '{"a": 1'), (2, 0.0, 5, ""), (0, 0, False, "x"), (0, 0.5, 1, Text("y"))],
+)
+def test_tool_deltas_are_what_validation_makes(
+    choice: Any, t: Any, index: Any, arguments: Any
+) -> None:
+    made = Stamper("s", 2).tool_delta(choice, t, index, arguments)
+    expected = ToolCallDelta(
+        stream_id="s", seq=2, t=t, choice=choice, index=index, arguments=arguments
+    )
+    assert state(made) == state(expected)
+
+
+def test_values_of_the_wrong_type_still_fail_validation() -> None:
+    with pytest.raises(ValidationError):
+        Stamper("s").text(TextDelta, "first", 0.0, "hi")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        Stamper("s").tool_delta(0, 0.0, None, "x")  # type: ignore[arg-type]
+
+
+def test_the_stamper_numbers_every_event() -> None:
+    stamp = Stamper("s")
+    events = [
+        stamp.text(TextDelta, 0, 0.0, "a"),
+        stamp(ChoiceFinished, 0, 0.0, finish_reason="stop"),
+        stamp.tool_delta(0, 0.0, 0, "{}"),
+    ]
+    assert [e.seq for e in events] == [0, 1, 2]
+
+
+def test_replace_is_model_copy() -> None:
+    delta = ToolCallDelta(stream_id="s", seq=1, index=0, arguments='{"a"')
+    update = {"partial": {"a": None}, "seq": 4}
+    assert state(replace(delta, update)) == state(delta.model_copy(update=update))
+    text = TextDelta(stream_id="s", seq=1, text="x")
+    assert state(replace(text, {"seq": 9})) == state(text.model_copy(update={"seq": 9}))
+
+
+def test_event_kinds_of_subclasses_fall_back_to_isinstance() -> None:
+    class MyText(TextDelta):
+        pass
+
+    class MyFinished(Finished):
+        pass
+
+    assert is_content(MyText(stream_id="s", seq=1, text="x"))
+    assert not is_content(MyText(stream_id="s", seq=1, text=""))
+    assert is_terminal(MyFinished(stream_id="s", seq=1))
+    assert not is_terminal(MyText(stream_id="s", seq=1, text="x"))
+    assert is_content(ToolCallStarted(stream_id="s", seq=1, index=0))
+    assert not is_content(Started(stream_id="s", seq=0))
+    for terminal in (
+        Finished(stream_id="s", seq=1),
+        StreamError(stream_id="s", seq=1, kind="internal", message="x"),
+        Cancelled(stream_id="s", seq=1),
+    ):
+        assert is_terminal(terminal)
+
+
+def decode_all(chunks: list[bytes]) -> list[SSEMessage]:
+    decoder = SSEDecoder()
+    out = [m for chunk in chunks for m in decoder.decode(chunk, 0.5)]
+    return out + decoder.flush(0.5)
+
+
+def test_one_frame_fast_path_keeps_pending_fields() -> None:
+    # An "event:" line or "id:" arriving in an earlier chunk applies to the next frame.
+    got = decode_all([b"event: error\n", b'data: {"a": 1}\n\n', b"id: 7\n", b"data: x\n\n"])
+    assert got == [
+        SSEMessage('{"a": 1}', "error", None, 0.5),
+        SSEMessage("x", None, "7", 0.5),
+    ]
+    assert all(type(m) is SSEMessage for m in got)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"data: one\n\ndata: two\n\n",
+        b"data: a\ndata: b\n\n",
+        b"data:  spaced\n\n",
+        b"data:nospace\n\n",
+        b": ping\n\ndata: x\n\n",
+        b"data: \xc3\xa9t\xc3\xa9\n\n",
+        b"data: bad \xff byte\n\n",
+        b"data: \n\n",
+        b"data: x\r\n\r\ndata: y\r\rdata: z\n\n",
+    ],
+)
+def test_fast_and_general_paths_agree_at_every_split(body: bytes) -> None:
+    whole = decode_all([body])
+    for cut in range(1, len(body)):
+        assert decode_all([body[:cut], body[cut:]]) == whole, cut
+    assert decode_all([bytes([b]) for b in body]) == whole
+
+
+def test_accumulator_result_is_unchanged_by_its_counters() -> None:
+    acc = Accumulator()
+    assert acc.result().model_fields_set == {"choices"}
+    acc.add(Started(stream_id="s", seq=0))
+    assert acc.result().events == 1
+    assert "content_events" not in acc.result().model_fields_set
+    acc.add(TextDelta(stream_id="s", seq=1, t=0.5, text=""))
+    acc.add(TextDelta(stream_id="s", seq=2, t=0.75, text="hi"))
+    acc.add(Finished(stream_id="s", seq=3, t=1.0))
+    result = acc.result()
+    assert (result.events, result.content_events, result.first_token_at) == (4, 1, 0.75)
+    assert result.choices[0].content == "hi"
+    assert {"events", "content_events", "first_token_at", "stream_id"} <= result.model_fields_set
