@@ -7,8 +7,11 @@ Routes (each also importable through :func:`routes`, to mount into an app):
 * ``POST /v1/streams`` -- start a stream for the chat page; returns its id
   (the body's other fields pass upstream, as on ``/v1/chat/completions``).
 * ``GET /v1/streams/{id}/events`` -- rxllm's own events, live or recent,
-  resumable with ``Last-Event-ID``; a finished stream is read from the store.
-* ``POST /v1/streams/{id}/cancel`` -- cancel a live stream.
+  resumable with ``Last-Event-ID``: from this process's hub, else (another
+  process's stream, with ``--redis``) from Redis, else from the store.
+* ``POST /v1/streams/{id}/cancel`` -- cancel a live stream, here or (with
+  ``--redis``) on the process that holds it: 200 once it is cancelled, 202
+  when the request was sent but the end was not seen within 2 s.
 * ``POST /api/chat`` -- the Vercel AI SDK UI message stream (``useChat``).
 * ``GET /v1/transcripts``, ``GET /v1/transcripts/{id}`` -- the store, read-only.
 * ``GET /metrics`` -- Prometheus; ``GET /`` -- the chat page.
@@ -48,6 +51,7 @@ from pipeline.server.requests import (
     to_openai_messages,
     validate,
 )
+from pipeline.server.resume import open_resume
 from pipeline.server.settings import ServerSettings
 from sinks.metrics import metrics_endpoint
 from sinks.sse import SSEResponse, last_event_id
@@ -208,7 +212,12 @@ class _Api:
             events: AsyncIterator[Any] = gw.hub.events(stream_id, after)
         except (StreamNotFoundError, ResumeGapError):
             events = await self._stored_events(stream_id, after)
-            return SSEResponse(events, dialect="rxllm", heartbeat=gw.settings.heartbeat)
+            return SSEResponse(
+                events,
+                dialect="rxllm",
+                heartbeat=gw.settings.heartbeat,
+                send_timeout=gw.settings.send_timeout,
+            )
         gw.reader_attached(stream_id)
 
         async def tracked() -> AsyncIterator[Any]:
@@ -226,24 +235,37 @@ class _Api:
         )
 
     async def _stored_events(self, stream_id: str, after: int | None) -> AsyncIterator[Any]:
-        store = self.gateway.store
-        stored = [] if store is None else await store.events(stream_id, after_seq=after)
-        if not stored and (store is None or await store.get(stream_id) is None):
+        """Another process's stream (from Redis, live or recent) or a stored one."""
+        gw = self.gateway
+        events = await open_resume(stream_id, after, bus=gw.bus, store=gw.store)
+        if events is None:
             raise ApiError(404, f"no stream with id '{stream_id}'", code="stream_not_found")
-
-        async def replay() -> AsyncIterator[Any]:
-            for event in stored:
-                yield event
-
-        return replay()
+        return events
 
     async def cancel_stream(self, request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
-        if stream_id not in self.gateway.hub or not self.gateway.hub.cancel(
-            stream_id, "cancelled by request"
-        ):
-            raise ApiError(404, f"no live stream with id '{stream_id}'", code="stream_not_found")
-        return JSONResponse({"id": stream_id, "cancelled": True})
+        hub, bus = self.gateway.hub, self.gateway.bus
+        reason = "cancelled by request"
+        if stream_id in hub:
+            if hub.cancel(stream_id, reason):
+                return JSONResponse({"id": stream_id, "cancelled": True})
+        elif bus is not None:
+            from sinks.redis_bus import BusUnavailableError
+
+            try:
+                outcome = await bus.cancel(stream_id, reason, wait=2.0)
+            except BusUnavailableError:
+                raise ApiError(
+                    503,
+                    "cannot reach Redis to cancel a stream held by another process; retry",
+                    type="server_error",
+                    code="bus_unavailable",
+                ) from None
+            if outcome == "cancelled":
+                return JSONResponse({"id": stream_id, "cancelled": True})
+            if outcome == "requested":
+                return JSONResponse({"id": stream_id, "cancelled": False}, status_code=202)
+        raise ApiError(404, f"no live stream with id '{stream_id}'", code="stream_not_found")
 
     async def ui_chat(self, request: Request) -> Response:
         gw = self.gateway
