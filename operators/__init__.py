@@ -1,6 +1,6 @@
 """Pipeable operators over rxllm events, one per module, used with ``.pipe()``.
 
-    events = source.pipe(extract_deltas(), assemble_tool_calls(tools), map_errors())
+events = source.pipe(extract_deltas(), assemble_tool_calls(tools), map_errors())
 """
 
 from operators.accumulate import Accumulator, ChoiceResult, Result, ToolCallResult, accumulate

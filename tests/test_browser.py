@@ -342,7 +342,10 @@ async def test_cut_connection_resumes_with_last_event_id(
             ".split(' ').length >= 8",
             timeout=TIMEOUT_MS,
         )
-        at_cut = await box.evaluate("b => [b.dataset.state, b.querySelector('.text').textContent]")
+        at_cut = await box.evaluate(
+            "b => [b.dataset.state, b.querySelector('.text').textContent,"
+            " Number(b.dataset.lastSeq)]"
+        )
         cut_at = time.monotonic()
         assert forwarder.cut() >= 1
         assert at_cut[0] == "streaming" and len(at_cut[1]) < len(text), at_cut
@@ -365,7 +368,7 @@ async def test_cut_connection_resumes_with_last_event_id(
         for m in [re.search(r"(?im)^last-event-id:\s*(\d+)\s*$", r)]
         if m
     ]
-    assert last_ids and last_ids[0] >= 1, resumed
+    assert last_ids and last_ids[0] >= at_cut[2] >= 1, (at_cut, resumed)
     # The stream itself was never cancelled: the upstream answered to its end.
     request = upstream.recorder.last_request
     assert request is not None and request.script == mock

@@ -197,8 +197,10 @@ class _Api:
             user = req.model_extra.get("user")
             conversation = user if isinstance(user, str) else None
         run = gw.open_stream(req.upstream_params(), tools=req.tools, conversation_id=conversation)
-        run.start()
         stream_id = run.stream_id or ""
+        if gw.bus is not None:  # other processes can read it as soon as the client has the id
+            await gw.bus.register(stream_id)
+        run.start()
         gw.watch_orphan(stream_id)
         return JSONResponse({"id": stream_id}, status_code=201)
 

@@ -102,6 +102,20 @@ class RedisBus:
         """Publish ``run``'s events (call before ``run.start()``)."""
         return self.publisher.attach(run)
 
+    async def register(self, stream_id: str) -> bool:
+        """Write the owner record of a new stream now; ``False`` if Redis is unreachable.
+
+        A reader on another process then waits for the first event instead of
+        finding no such stream: await it before handing the id to a client.
+        """
+        ttl_ms = int(self.settings.live_ttl * 1000)
+        try:
+            await self.client.set(self.settings.owner_key(stream_id), self.owner, px=ttl_ms)
+        except RETRYABLE as error:
+            log.debug("redis bus: could not register stream %s: %r", stream_id, error)
+            return False
+        return True
+
     # -- cancelling ------------------------------------------------------------
 
     def listen(self, on_cancel: CancelHandler) -> CancelListener:

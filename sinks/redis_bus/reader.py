@@ -7,8 +7,10 @@ then the new ones as they are written (``XREAD BLOCK``), up to and including
 the terminal event, each exactly once and in ``seq`` order.
 
 Errors (:mod:`sinks.redis_bus.errors`), from :func:`open_events` or, later,
-from the iterator: :class:`BusStreamNotFoundError` when the key does not
-exist (or vanished while blocked: it expired, or Redis restarted);
+from the iterator: :class:`BusStreamNotFoundError` when neither the key nor
+the owner record exists (a stream registered by its owner reads as live and
+empty until its first event is written), or both vanished while blocked (they
+expired, or Redis restarted);
 :class:`BusGapError` when the next event is missing from Redis (the iterator
 stops before it, so what was yielded stays valid: read the gap from the
 store, then open again after it); :class:`BusUnavailableError` when Redis
@@ -52,7 +54,7 @@ async def open_events(
 
     async def first() -> list[Any]:
         async with client.pipeline(transaction=True) as pipe:
-            pipe.exists(key)
+            pipe.exists(key, settings.owner_key(stream_id))  # registered, no event written yet
             pipe.xrange(key, min=f"{expected}-0", max="+", count=_COUNT)
             pipe.xrevrange(key, max="+", min="-", count=1)
             return list(await pipe.execute())
@@ -94,8 +96,12 @@ async def _empty() -> AsyncGenerator[Event, None]:
 async def _follow(
     client: Redis, settings: BusSettings, stream_id: str, events: list[Event], expected: int
 ) -> AsyncGenerator[Event, None]:
-    key = settings.stream_key(stream_id)
+    key, owner_key = settings.stream_key(stream_id), settings.owner_key(stream_id)
     block_ms = max(1, int(settings.block * 1000))
+
+    async def known() -> int:
+        return await client.exists(key, owner_key)
+
     while True:
         for event in events:
             if event.seq < expected:
@@ -117,7 +123,7 @@ async def _follow(
             continue
         events = []
         # Nothing for ``block`` seconds: the key may be gone (expired, Redis restarted).
-        if not await _retrying(settings, f"read stream {stream_id!r}", lambda: client.exists(key)):
+        if not await _retrying(settings, f"read stream {stream_id!r}", known):
             raise BusStreamNotFoundError(stream_id, while_reading=True)
 
 
