@@ -207,9 +207,7 @@ async def litellm_acompletion(ctx: Ctx) -> int:
     return seen
 
 
-async def rxllm_consume(ctx: Ctx) -> int:
-    """rxllm: ``chat_completions`` source + extract_deltas + assemble_tool_calls + map_errors,
-    into an ``Accumulator``."""
+async def _rxllm(ctx: Ctx, validate: bool) -> int:
     from operators.accumulate import Accumulator
     from pipeline.sources import chat_completions
     from pipeline.stream import llm_stream
@@ -221,7 +219,7 @@ async def rxllm_consume(ctx: Ctx) -> int:
     )
     acc = Accumulator()
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    llm_stream(source, tools=tools).subscribe(
+    llm_stream(source, tools=tools if validate else None).subscribe(
         acc.add, done.set_exception, lambda: done.set_result(None)
     )
     await done
@@ -232,6 +230,17 @@ async def rxllm_consume(ctx: Ctx) -> int:
         assert calls and all(call.error is None for call in calls), calls[0].error
         return result.content_events - len(calls)  # minus the tool_call.started events
     return result.content_events
+
+
+async def rxllm_consume(ctx: Ctx) -> int:
+    """rxllm: ``chat_completions`` source + extract_deltas + assemble_tool_calls (partial
+    parse) + map_errors, into an ``Accumulator``."""
+    return await _rxllm(ctx, validate=False)
+
+
+async def rxllm_validated(ctx: Ctx) -> int:
+    """The same, each call's arguments validated against its tool's JSON schema."""
+    return await _rxllm(ctx, validate=True)
 
 
 async def rxllm_run(ctx: Ctx) -> int:
@@ -267,6 +276,7 @@ CLIENTS: dict[str, Client] = {
     "langchain": langchain_astream,
     "litellm": litellm_acompletion,
     "rxllm": rxllm_consume,
+    "rxllm_validated": rxllm_validated,
     "rxllm_run": rxllm_run,
 }
 

@@ -94,6 +94,8 @@ class StreamResult:
     disconnects: int = 0  # disconnects the client chose
     resumes: int = 0  # connections after the first
     not_found: int = 0  # 404 answers to a read (the store not written yet, Redis down)
+    cancel_status: int | None = None  # the answer to the client's cancel request
+    cancel_retries: int = 0  # cancel requests answered 503 (Redis unreachable), sent again
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -187,7 +189,9 @@ class Soak:
                         if cancel_after is not None and len(result.received) >= cancel_after:
                             cancel_after = None
                             target = self.urls[rng.randrange(2)]
-                            cancel_task = asyncio.create_task(self.cancel(http, target, stream_id))
+                            cancel_task = asyncio.create_task(
+                                self.cancel(http, target, stream_id, result)
+                            )
                         if cut is not None and got >= cut:
                             disconnects -= 1
                             result.disconnects += 1
@@ -201,11 +205,20 @@ class Soak:
             await cancel_task
         return result
 
-    async def cancel(self, http: httpx.AsyncClient, url: str, stream_id: str) -> None:
-        try:
-            await http.post(f"{url}/v1/streams/{stream_id}/cancel")
-        except httpx.HTTPError:
-            pass  # the stream's own outcome tells
+    async def cancel(
+        self, http: httpx.AsyncClient, url: str, stream_id: str, result: StreamResult
+    ) -> None:
+        for _ in range(50):  # a 503 (Redis unreachable) is retried, as a client would
+            try:
+                response = await http.post(f"{url}/v1/streams/{stream_id}/cancel")
+            except httpx.HTTPError as exc:
+                result.errors.append(f"cancel: {type(exc).__name__}")
+                return
+            result.cancel_status = response.status_code
+            if response.status_code != 503:
+                return
+            result.cancel_retries += 1
+            await asyncio.sleep(0.1)
 
     # -- the run -------------------------------------------------------------------
 
@@ -232,7 +245,7 @@ class Soak:
                     print(f"  {done} streams ({rate:.0f}/s)", file=sys.stderr, flush=True)
 
         async def restart_redis() -> None:
-            while self.launched < args.streams // 2 and time.monotonic() < stop_at:
+            while self.launched < args.streams // 2 and time.monotonic() < stop_at:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             assert self.redis is not None
             print("  killing Redis, restarting it in 1 s", file=sys.stderr, flush=True)
@@ -277,11 +290,15 @@ class Soak:
                     return
                 terminal = result.terminal or "incomplete"
                 outcomes[terminal] += 1
-                if terminal == "finished" and any(
-                    e["type"] == "failover" for e in result.received
-                ):
+                if terminal == "finished" and any(e["type"] == "failover" for e in result.received):
                     tally["failed_over_then_finished"] += 1
-                if terminal != EXPECTED[result.kind]:
+                if result.cancel_status is not None:
+                    tally[f"cancel_answered_{result.cancel_status}"] += 1
+                tally["cancel_retried_503"] += result.cancel_retries
+                late = result.kind == "cancel" and result.cancel_status == 404
+                if late and terminal == "finished":
+                    tally["cancel_after_the_end"] += 1  # the cancel arrived after it finished
+                elif terminal != EXPECTED[result.kind]:
                     unexpected[f"{result.kind}->{terminal}"] += 1
                 async with sem:
                     stored = await self.stored(http, result.stream_id)
@@ -328,15 +345,14 @@ class Soak:
         args = self.args
         pg_bin, redis_bin = find_pg_bin(), find_redis_server()
         if pg_bin is None or redis_bin is None:
-            raise SystemExit("the soak needs PostgreSQL and redis-server: scripts/install-services.sh")
+            raise SystemExit("the soak needs PostgreSQL and redis-server (install-services.sh)")
         logs = Path(tempfile.mkdtemp(prefix="rxllm-soak-"))
         pg = PostgresServer(pg_bin)
         pg.start()
         self.redis = RedisServer(redis_bin).start()
         mock_port = free_port()
         code = (
-            "from pipeline.mock import serve; "
-            f"serve('127.0.0.1', {mock_port}, log_level='warning')"
+            f"from pipeline.mock import serve; serve('127.0.0.1', {mock_port}, log_level='warning')"
         )
         mock_log = (logs / "mock.log").open("ab")
         mock = subprocess.Popen(
@@ -420,20 +436,26 @@ def _print(report: dict[str, Any]) -> None:
         f"in {report['seconds']} s (concurrency {report['concurrency']}, seed {report['seed']})",
         f"completed (finished)   {outcomes.get('finished', 0)}",
         f"  of which failed over {report.get('failed_over_then_finished', 0)}",
-        f"cancelled              {outcomes.get('cancelled', 0)}",
+        f"cancelled              {outcomes.get('cancelled', 0)} (cancel requests answered "
+        f"200: {report.get('cancel_answered_200', 0)}, 202: "
+        f"{report.get('cancel_answered_202', 0)}, 404 as the stream had ended: "
+        f"{report.get('cancel_after_the_end', 0)}; 503 answers retried: "
+        f"{report.get('cancel_retried_503', 0)})",
         f"injected errors        {outcomes.get('error', 0)}",
         f"incomplete             {outcomes.get('incomplete', 0)}",
         f"not started            {outcomes.get('not_started', 0)}",
         f"unexpected outcomes    {report['unexpected_outcomes'] or 'none'}",
         f"reads (connections)    {report.get('connections', 0)}, served by the other process: "
         f"{report.get('reads_elsewhere', 0)}, resumes: {report.get('resumes', 0)} "
-        f"({report.get('client_disconnects', 0)} chosen disconnects)",
+        f"({report.get('client_disconnects', 0)} chosen disconnects), "
+        f"answered 404 then retried: {report.get('reads_not_found', 0)}",
         f"events received        {report.get('events_received', 0)} "
         f"(stored: {report.get('events_stored', 0)})",
         f"events lost            {report.get('lost', 0)}",
         f"events duplicated      {report.get('duplicated', 0)}",
         f"phantom / different    {report.get('phantom', 0)} / {report.get('different', 0)}",
-        f"store gaps / not final {report.get('store_gaps', 0)} / {report.get('store_not_final', 0)}",
+        f"store gaps / not final {report.get('store_gaps', 0)} / "
+        f"{report.get('store_not_final', 0)}",
         f"Redis restarted at     {report['redis_restarted_at']} s",
         f"Redis bus dropped      {report['bus_dropped'] or 'none'}",
         f"client errors          {report['client_errors'] or 'none'}",

@@ -159,6 +159,18 @@ class Accumulator:
             if self._result.stream_id is None:
                 self._result.stream_id = event.stream_id
             return
+        if type(event) is ToolCallDelta:  # the commonest event of a tool-call stream
+            self._content_events += 1
+            if self._first_token_at is None:
+                self._first_token_at = event.t
+            calls = (self._choices.get(event.choice) or self._choice(event.choice)).calls
+            call = calls.get(event.index)
+            if call is None:
+                call = calls[event.index] = _Call(event.index, None, None)
+            call.parts.append(event.arguments)
+            if self._result.stream_id is None:
+                self._result.stream_id = event.stream_id
+            return
         r = self._result
         if is_content(event):
             self._content_events += 1

@@ -35,9 +35,12 @@ from sinks.redis_bus.publisher import RETRYABLE, DropHook, RedisPublisher
 from sinks.redis_bus.reader import last_event, open_events
 from sinks.redis_bus.settings import BusSettings
 
-__all__ = ["CancelOutcome", "RedisBus"]
+__all__ = ["REPUBLISH", "CancelOutcome", "RedisBus"]
 
 log = logging.getLogger(__name__)
+
+REPUBLISH = 0.25
+"""Seconds between the publications of a cancel request while :meth:`RedisBus.cancel` waits."""
 
 CancelOutcome = Literal["cancelled", "ended", "requested", "not_found"]
 """What :meth:`RedisBus.cancel` saw: the stream's terminal event was ``cancelled``;
@@ -108,13 +111,7 @@ class RedisBus:
         A reader on another process then waits for the first event instead of
         finding no such stream: await it before handing the id to a client.
         """
-        ttl_ms = int(self.settings.live_ttl * 1000)
-        try:
-            await self.client.set(self.settings.owner_key(stream_id), self.owner, px=ttl_ms)
-        except RETRYABLE as error:
-            log.debug("redis bus: could not register stream %s: %r", stream_id, error)
-            return False
-        return True
+        return await self.publisher.register(stream_id)
 
     # -- cancelling ------------------------------------------------------------
 
@@ -131,6 +128,10 @@ class RedisBus:
     ) -> CancelOutcome:
         """Ask the process holding ``stream_id`` to cancel it; wait up to ``wait`` s for the end.
 
+        While waiting, the request is published again every ``REPUBLISH``
+        seconds: pub/sub delivers at most once, and the owner's listener may
+        be reconnecting (a Redis restart). Cancelling twice is harmless.
+
         Errors: :class:`BusUnavailableError` when Redis is unreachable.
         """
         try:
@@ -142,11 +143,19 @@ class RedisBus:
             raise BusUnavailableError(f"cancel stream {stream_id!r}", error) from error
         if wait <= 0:
             return "requested"
+        ending = asyncio.get_running_loop().create_task(self._terminal(stream_id))
         try:
             async with asyncio.timeout(wait):
-                terminal = await self._terminal(stream_id)
+                while not (await asyncio.wait([ending], timeout=REPUBLISH))[0]:
+                    await publish_cancel(self.client, stream_id, reason, self.settings)
+            terminal = ending.result()
         except (TimeoutError, BusError):
             return "requested"
+        except RETRYABLE:
+            return "requested"
+        finally:
+            ending.cancel()
+            await asyncio.wait([ending])
         return "cancelled" if terminal.type == "cancelled" else "ended"
 
     async def _terminal(self, stream_id: str) -> Event:

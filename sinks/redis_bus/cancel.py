@@ -10,7 +10,9 @@ stream starts) still arrives.
 
 Pub/sub delivers at most once, to the listeners connected at that moment: a
 request published while the owner is disconnected from Redis is lost. The
-caller sees that (no terminal event follows) and may send it again.
+caller sees that (no terminal event follows) and sends it again:
+:meth:`sinks.redis_bus.RedisBus.cancel` does so while it waits. A listener
+that lost Redis tries again at least every ``LISTEN_RETRY_MAX`` seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from redis.asyncio import Redis
 from sinks.redis_bus.publisher import RETRYABLE
 from sinks.redis_bus.settings import BusSettings
 
-__all__ = ["MAX_REASON", "CancelHandler", "CancelListener", "publish_cancel"]
+__all__ = ["LISTEN_RETRY_MAX", "MAX_REASON", "CancelHandler", "CancelListener", "publish_cancel"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ CancelHandler = Callable[[str, str], object]
 
 MAX_REASON = 200
 """Characters of a cancel reason kept (the rest is cut)."""
+
+LISTEN_RETRY_MAX = 0.5
+"""Seconds at most between the listener's attempts to subscribe again."""
 
 
 async def publish_cancel(
@@ -108,7 +113,9 @@ class CancelListener:
                         error,
                     )
                 attempt += 1
-                delay = min(settings.retry_max, settings.retry_initial * 2 ** min(attempt - 1, 30))
+                # Capped lower than the publisher's backoff: while unsubscribed, requests are lost.
+                cap = min(settings.retry_max, LISTEN_RETRY_MAX)
+                delay = min(cap, settings.retry_initial * 2 ** min(attempt - 1, 30))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             finally:
                 await _close_quietly(pubsub)

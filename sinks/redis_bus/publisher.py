@@ -13,7 +13,11 @@ round trip::
                                                         per stream that ended in it
 
 Live streams that sent nothing for ``live_ttl / 3`` seconds get their expiry
-and owner record refreshed too, so an idle stream does not expire.
+and owner record refreshed too, so an idle stream does not expire; so do all
+live streams right after an outage (a Redis restarted without its data lost
+the owner records). :meth:`RedisPublisher.register` writes the owner record
+of a stream before its first event, so a reader on another process waits for
+the first event instead of finding no such stream.
 
 Failures. A batch leaves the deque only once Redis has answered. When Redis is
 unreachable, restarting or loading, the batch is retried with exponential
@@ -93,7 +97,7 @@ class RedisPublisher:
         self.settings = settings or BusSettings()
         self._on_drop = on_drop
         self._queue: deque[Event] = deque()
-        self._live: dict[str, None] = {}  # streams written and not ended, in order
+        self._live: dict[str, None] = {}  # streams registered or written, not ended
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -102,6 +106,7 @@ class RedisPublisher:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._overflowing = False
         self._down: BaseException | None = None
+        self._refresh_now = False  # after an outage: owner records may be lost
         self.dropped = 0
         self.failed = 0
         self.retries = 0
@@ -117,6 +122,21 @@ class RedisPublisher:
     def attach(self, run: StreamRun) -> abc.DisposableBase:
         """Publish ``run``'s events (call before ``run.start()``); returns the subscription."""
         return run.subscribe(self.put)
+
+    async def register(self, stream_id: str) -> bool:
+        """Write a new stream's owner record now; ``False`` if Redis is unreachable.
+
+        The stream counts as live from now on (its record is refreshed, and
+        written again after an outage), even before its first event.
+        """
+        self._live[stream_id] = None
+        ttl_ms = int(self.settings.live_ttl * 1000)
+        try:
+            await self._client.set(self.settings.owner_key(stream_id), self.owner, px=ttl_ms)
+        except RETRYABLE as error:
+            log.debug("redis bus: could not register stream %s: %r", stream_id, error)
+            return False
+        return True
 
     def put(self, event: Event) -> bool:
         """Queue ``event``; ``False`` if it was dropped (buffer full or publisher closed)."""
@@ -219,7 +239,8 @@ class RedisPublisher:
                 await asyncio.sleep(settings.flush_interval)  # gather a batch
             try:
                 await self._drain()
-                if loop.time() >= next_refresh:
+                if loop.time() >= next_refresh or self._refresh_now:
+                    self._refresh_now = False
                     next_refresh = loop.time() + refresh_every
                     await self._refresh()
             except Exception:  # a bug: keep the writer alive, say so, try again later
@@ -246,8 +267,14 @@ class RedisPublisher:
             self._done += size
             self._wake_waiters()
             if self._down is not None:
-                log.warning("redis bus: Redis is reachable again after %d retries", attempt)
+                log.warning(
+                    "redis bus: Redis is reachable again after %d retries (%d events dropped "
+                    "so far)",
+                    attempt,
+                    self.dropped,
+                )
                 self._down = None
+                self._refresh_now = True
             attempt = 0
             if self._overflowing and len(self._queue) < settings.max_buffer // 2:
                 self._overflowing = False
