@@ -214,6 +214,9 @@ class Gateway:
             if self.bus is None:
                 self.hub.cancel(stream_id, "no client read the stream")
                 return
+            run = self.hub.get(stream_id)
+            if run is None or run.terminal is not None:
+                return  # it ended: nothing to ask Redis
             task = loop.create_task(self._expire_unless_read_elsewhere(stream_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
