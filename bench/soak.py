@@ -17,7 +17,8 @@ REDIS`` processes (``tests/serving.py``). Then ``--concurrency`` clients run
    ``failover`` event, then the answer); one that always answers 500 (an
    ``error`` before the first token); one that drops the connection after a
    few tokens (an ``error`` after it); or a client that cancels the stream
-   mid-way through a random process (``POST /v1/streams/{id}/cancel``);
+   (60 tokens, 30 ms apart) after reading 2 to 8 of its events, through a
+   random process (``POST /v1/streams/{id}/cancel``);
 2. reads its rxllm events with ``GET /v1/streams/{id}/events`` on a random
    process; a third of the clients disconnect at random one to three times
    and reconnect (on a random process) with ``Last-Event-ID``; any
@@ -122,9 +123,10 @@ class Soak:
 
     def script(self, i: int, kind: str, rng: random.Random) -> dict[str, Any]:
         n = rng.randint(10, 30)
-        # A cancelled stream must outlast the events read before the cancel (8 at most).
-        interval = 0.02 if kind == "cancel" else rng.choice([0.005, 0.01, 0.02])
-        n = max(n, 25) if kind == "cancel" else n
+        # A cancelled stream must outlast the client's reading of a few events (8 at
+        # most), however far behind a busy client reads: 1.8 s.
+        interval = 0.03 if kind == "cancel" else rng.choice([0.005, 0.01, 0.02])
+        n = 60 if kind == "cancel" else n
         script: dict[str, Any] = {
             "text": " ".join(f"s{i}w{k}" for k in range(n)),
             "interval": interval,
