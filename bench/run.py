@@ -276,6 +276,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         print("no such row; rows are: " + ", ".join(r.id for r in rows()), file=sys.stderr)
         return 2
     info = machine()
+    load_before = os.getloadavg()[0]
     print(
         f"rxllm bench: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}; "
         f"{cores.note}; {args.chunks} chunks per stream, {args.repeats} repetitions",
@@ -308,13 +309,18 @@ def orchestrate(args: argparse.Namespace) -> int:
         if mock is not None:
             stop_process(mock)
     elapsed = time.monotonic() - started
+    load_after = os.getloadavg()[0]
     text = table(results)
     command = "python -m bench.run" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     header = (
         f"Command: `{command}` ({elapsed:.0f} s). Machine: {info['nproc']} CPUs, {info['cpu']}, "
         f"Python {info['python']}, {info['platform']}. {cores.note[0].upper()}{cores.note[1:]}. "
         f"Per-chunk rows: one stream of {args.chunks} small chunks, CPU time of the measured "
-        f"process, median/min/max of {args.repeats} runs after one warm-up run.\n\n"
+        f"process, median/min/max of {args.repeats} runs after one warm-up run. "
+        f"Load average (1 min) before the run {load_before:.2f}"
+        + (" (other work was running: expect noise)" if load_before > 0.8 else "")
+        + f", after {load_after:.2f} (the run itself loads about 2)"
+        + ".\n\n"
         + "Versions: "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     )
@@ -327,6 +333,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             "seconds": elapsed,
             "machine": info,
             "pinning": cores.note,
+            "load_average": [load_before, load_after],
             "chunks": args.chunks,
             "repeats": args.repeats,
             "rows": [
