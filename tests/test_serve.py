@@ -359,3 +359,24 @@ async def test_resume_older_than_the_replay_buffer_is_served_from_the_store(
     assert "".join(e["text"] for e in resumed if e["type"] == "text") == "".join(
         f" w{i}" for i in range(1, 20)
     )
+
+
+async def test_first_token_timeout_per_request_header(served: ServeProcess) -> None:
+    body = {
+        "model": "mock-model",
+        "messages": MESSAGES,
+        "stream": True,
+        "mock": {"text": "late", "stall": 30},
+    }
+    async with httpx.AsyncClient(base_url=served.url, timeout=20) as http:
+        started = time.monotonic()
+        response = await http.post(
+            "/v1/chat/completions", json=body, headers={"x-rxllm-first-token-timeout": "0.2"}
+        )
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "timeout"
+        assert time.monotonic() - started < 15  # the 30 s stall was cut short
+        bad = await http.post(
+            "/v1/chat/completions", json=body, headers={"x-rxllm-idle-timeout": "soon"}
+        )
+        assert bad.status_code == 400

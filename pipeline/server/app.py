@@ -130,6 +130,38 @@ def _completion(result: Any, stream_id: str, model: str) -> dict[str, Any]:
     }
 
 
+_TIMEOUT_HEADERS = {
+    "x-rxllm-first-token-timeout": "first_token_timeout",
+    "x-rxllm-idle-timeout": "idle_timeout",
+    "x-rxllm-total-timeout": "total_timeout",
+}
+
+
+def _per_request(request: Request, req: ChatRequest) -> dict[str, Any]:
+    """Per-request options from headers: timeouts (seconds) and the conversation id.
+
+    A conversation (``x-rxllm-conversation-id``, else the request's ``user``)
+    stays on one key of a sticky pool, so the provider's prompt cache keeps working.
+    """
+    options: dict[str, Any] = {}
+    for header, name in _TIMEOUT_HEADERS.items():
+        value = request.headers.get(header)
+        if value is not None:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not seconds > 0:
+                raise ApiError(400, f"{header} must be a positive number of seconds", param=header)
+            options[name] = seconds
+    conversation = request.headers.get("x-rxllm-conversation-id")
+    if conversation is None and req.model_extra:
+        user = req.model_extra.get("user")
+        conversation = user if isinstance(user, str) else None
+    options["conversation_id"] = conversation
+    return options
+
+
 class _Api:
     """The route handlers, bound to one gateway."""
 
@@ -150,12 +182,7 @@ class _Api:
         gw = self.gateway
         req = validate(ChatRequest, await read_json(request, gw.settings.max_body))
         self._check_model(req.model)
-        # A conversation stays on one key of a sticky pool (the provider's prompt cache).
-        conversation = request.headers.get("x-rxllm-conversation-id")
-        if conversation is None and req.model_extra:
-            user = req.model_extra.get("user")
-            conversation = user if isinstance(user, str) else None
-        run = gw.open_stream(req.upstream_params(), tools=req.tools, conversation_id=conversation)
+        run = gw.open_stream(req.upstream_params(), tools=req.tools, **_per_request(request, req))
         headers = {"x-rxllm-stream-id": run.stream_id or ""}
         if not req.stream:
             acc = Accumulator()
@@ -191,12 +218,7 @@ class _Api:
         # The body's other fields pass upstream, as on /v1/chat/completions.
         messages = to_openai_messages(ui.messages)
         req = validate(ChatRequest, {**body, "model": model, "messages": messages})
-        # A conversation stays on one key of a sticky pool (the provider's prompt cache).
-        conversation = request.headers.get("x-rxllm-conversation-id")
-        if conversation is None and req.model_extra:
-            user = req.model_extra.get("user")
-            conversation = user if isinstance(user, str) else None
-        run = gw.open_stream(req.upstream_params(), tools=req.tools, conversation_id=conversation)
+        run = gw.open_stream(req.upstream_params(), tools=req.tools, **_per_request(request, req))
         stream_id = run.stream_id or ""
         if gw.bus is not None:  # other processes can read it as soon as the client has the id
             await gw.bus.register(stream_id)

@@ -152,11 +152,18 @@ class Gateway:
         )
 
     def open_stream(
-        self, params: dict[str, Any], *, tools: Any = None, conversation_id: str | None = None
+        self,
+        params: dict[str, Any],
+        *,
+        tools: Any = None,
+        conversation_id: str | None = None,
+        **timeouts: float,
     ) -> StreamRun:
         """A new, not yet started, stream for a Chat Completions request.
 
-        ``conversation_id`` keeps a conversation on one key of a sticky key pool.
+        ``conversation_id`` keeps a conversation on one key of a sticky key
+        pool; ``timeouts`` (``first_token_timeout``, ``idle_timeout``,
+        ``total_timeout``) override the configured ones for this request.
         """
         stream_id = uuid.uuid4().hex
         params = dict(params)
@@ -169,7 +176,7 @@ class Gateway:
             tools=tools,
             conversation_id=conversation_id,
             metrics=self.metrics,
-            **self.failover_options.kwargs(),
+            **{**self.failover_options.kwargs(), **timeouts},
         )
         run = StreamRun(events, stream_id=stream_id)
         self.hub.register(run)
