@@ -91,7 +91,9 @@ class Gateway:
             from pipeline.mock import MockScript, MockServer
 
             rate = settings.mock_tokens_per_second
-            script = MockScript(interval=1.0 / rate if rate > 0 else 0.0)
+            # A short think before the first token, as a real model has, so the page's
+            # time to first token shows something.
+            script = MockScript(interval=1.0 / rate if rate > 0 else 0.0, stall=0.2)
             self._mock = MockServer(script)
             await self._mock.__aenter__()
             self.upstreams = [Upstream("builtin", self._mock.base_url, "no-key-needed")]
