@@ -28,9 +28,9 @@ def main(path: str, rounds: int = 20) -> None:
         llm_stream(sse_body(body)).subscribe(acc.add)
         acc.result()
         best = min(best, time.perf_counter() - started)
-    print(
-        f"{Path(path).name}: {chunks} chunks, {best / chunks * 1e6:.2f} µs per chunk (best of {rounds})"
-    )
+    per_chunk = best / chunks * 1e6
+    name = Path(path).name
+    print(f"{name}: {chunks} chunks, {per_chunk:.2f} µs per chunk (best of {rounds})")
 
 
 if __name__ == "__main__":
