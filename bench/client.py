@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -162,7 +164,7 @@ async def sdk_helper(ctx: Ctx) -> int:
     message = final.choices[0].message
     if ctx.tools_stream:
         calls = message.tool_calls or []
-        assert calls and calls[0].function.parsed_arguments is not None  # type: ignore[union-attr]
+        assert calls and calls[0].function.parsed_arguments is not None
     else:
         assert message.content
     return seen
@@ -301,3 +303,29 @@ async def measure_client(
     if got != expected:
         measured.extra["warning"] = f"saw {got} content chunks, expected {expected}"
     return measured
+
+
+async def serve_samples(name: str, base_url: str, chunks: int, tools_stream: bool) -> None:
+    """Measure one run of client ``name`` per ``sample`` line on stdin; ``quit`` ends.
+
+    Prints ``ready`` once imported and set up, then one JSON line per sample
+    (``us``: µs of CPU per chunk; ``got``/``expected`` content chunks). The
+    orchestrator interleaves the rows' samples, so a burst of other work on
+    the machine lands on one sample of every row instead of on every sample
+    of one row.
+    """
+    client = CLIENTS[name]
+    ctx = Ctx(base_url, chunks, tools_stream, {})
+    expected = ctx.expected
+    loop = asyncio.get_running_loop()
+    print("ready", flush=True)
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if line.strip() != "sample":
+            return
+        gc.collect()
+        start = time.process_time()
+        got = await client(ctx)
+        spent = time.process_time() - start
+        sample = {"us": spent / expected * 1e6, "got": got, "expected": expected}
+        print(json.dumps(sample), flush=True)

@@ -8,10 +8,12 @@ with an ``Accumulator`` sink.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -162,57 +164,76 @@ async def measure_memory(base_url: str, streams: int, interval: float, mode: str
     return Measured([per_stream], {"streams": streams, "rss_growth_mb": (during - before) / 2**20})
 
 
-async def measure_cancel(streams: int, interval: float, spacing: float) -> Measured:
+def _spawn_model(interval: float, cpu: int | None) -> subprocess.Popen[str]:
+    from bench.common import pinned, python_env
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.recorded_mock", str(interval)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=python_env(),
+        preexec_fn=pinned(cpu),
+    )
+
+
+async def measure_cancel(
+    streams: int, interval: float, spacing: float, server_cpu: int | None
+) -> Measured:
     """Cancel ``streams`` streams mid-answer, one every ``spacing`` seconds.
 
-    The mock runs in this process (its recorder sees the TCP connections
-    close): the latency of one is the time from ``StreamRun.cancel()`` to the
-    mock's ``connection_lost`` for its connection.
+    The model runs with its recorder in a process of its own
+    (:mod:`bench.recorded_mock`, pinned to the servers' core), which sees
+    the TCP connections close: the latency of one stream is the time from
+    ``StreamRun.cancel()`` to the model's ``connection_lost`` for its
+    connection (``time.monotonic()`` in both processes).
     """
     from openai import AsyncOpenAI
 
-    from pipeline.mock import MockScript, MockServer
+    _raise_fd_limit(streams * 2 + 256)
+    model = _spawn_model(interval, server_cpu)
+    assert model.stdin is not None and model.stdout is not None
+    stdin, stdout = model.stdin, model.stdout
 
-    _raise_fd_limit(streams * 4 + 256)
-    async with (
-        MockServer(MockScript(interval=interval), shutdown_grace=1.0) as server,
-        AsyncOpenAI(base_url=server.base_url, api_key="bench-key", max_retries=0) as client,
-    ):
-        await _warm_up(client)
-        scripts = [{"text": SLOW_TEXT, "fault_key": f"bench-{i}"} for i in range(streams)]
-        active = await _start(client, scripts, 120)
-        cancelled_at: dict[str, float] = {}
-        for i, stream in enumerate(active):
-            cancelled_at[f"bench-{i}"] = time.monotonic()
-            stream.run.cancel("client went away")
-            await asyncio.sleep(spacing)
-        recorder = server.recorder
-        keys = set(cancelled_at)
+    def report() -> dict[str, float | None]:
+        stdin.write("report\n")
+        stdin.flush()
+        return {row["key"]: row["closed_at"] for row in json.loads(stdout.readline())}
 
-        def all_closed() -> bool:
-            records = [r for r in recorder.requests if (r.script or {}).get("fault_key") in keys]
-            return len(records) == streams and all(
-                r.connection is not None and r.connection.closed_at is not None for r in records
-            )
-
-        with contextlib.suppress(TimeoutError):
-            await recorder.wait_for_async(all_closed, 10.0)
-        latencies: list[float] = []
-        closed = 0
-        for record in recorder.requests:
-            key = (record.script or {}).get("fault_key")
-            connection = record.connection
-            if key in keys and connection is not None and connection.closed_at is not None:
-                closed += 1
-                latencies.append((connection.closed_at - cancelled_at[key]) * 1000)
-        terminals = [s.run.terminal.type if s.run.terminal else None for s in active]
-    latencies.sort()
+    try:
+        port = int(stdout.readline())
+        base_url = f"http://127.0.0.1:{port}/v1"
+        async with AsyncOpenAI(base_url=base_url, api_key="bench-key", max_retries=0) as client:
+            await _warm_up(client)
+            scripts = [{"text": SLOW_TEXT, "fault_key": f"bench-{i}"} for i in range(streams)]
+            active = await _start(client, scripts, 120)
+            cancelled_at: dict[str, float] = {}
+            for i, stream in enumerate(active):
+                cancelled_at[f"bench-{i}"] = time.monotonic()
+                stream.run.cancel("client went away")
+                await asyncio.sleep(spacing)
+            deadline = time.monotonic() + 10
+            while True:
+                closed_at = report()
+                done = [k for k in cancelled_at if closed_at.get(k) is not None]
+                if len(done) == streams or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            terminals = [getattr(s.run.terminal, "type", None) for s in active]
+        stdin.write("quit\n")
+        stdin.flush()
+        model.wait(15)
+    finally:
+        if model.poll() is None:
+            model.kill()
+            model.wait()
+    latencies = sorted((closed_at[k] - cancelled_at[k]) * 1000 for k in done)  # type: ignore[operator]
     p99 = latencies[max(0, round(0.99 * len(latencies)) - 1)] if latencies else float("nan")
     return Measured(
         [p99],
         {
             "streams": streams,
-            "closed": closed,
+            "closed": len(done),
             "cancelled_events": terminals.count("cancelled"),
             "p50_ms": statistics.median(latencies) if latencies else None,
             "max_ms": latencies[-1] if latencies else None,

@@ -5,11 +5,14 @@
     .venv/bin/python -m bench.run --only rxllm.text,floor.lines
 
 The built-in model runs in a separate process (``pipeline.mock.serve``) on
-loopback; every measured client runs in a fresh process of its own, pinned
-to another core than the servers where the machine has two. Each row is run
-once to warm up, then ``--repeats`` times; the table gives the median, min
-and max, and the ratio of the median to the row's reference (the floor for
-per-chunk rows). It prints the table and writes ``bench/results.md`` and
+loopback; every measured client runs in a process of its own, pinned to
+another core than the servers where the machine has two. Each row is run
+once to warm up, then ``--repeats`` times; the per-chunk client rows are
+interleaved (round 1 of every row, then round 2, ...) so that a burst of
+other work on the machine lands on one sample of every row rather than on
+all the samples of one. The table gives the median, min and max, and the
+ratio of the median to the row's reference (the floor for per-chunk rows).
+It prints the table and writes ``bench/results.md`` and
 ``bench/results.json``. See ``bench/README.md`` for what each row means.
 """
 
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import select
 import subprocess
 import sys
 import tempfile
@@ -114,7 +119,7 @@ def rows() -> list[Row]:
             "KB/stream", {"mode": "rxllm", "interval": 0.2}, ref="memory.httpx", target=50.0),
         Row("cancel", "1,000 disconnects mid-stream: p99 cancel → upstream socket closed",
             "cancel", "ms", {"streams": 1000, "interval": 0.2, "spacing": 0.002}, target=100.0,
-            group="cancellation (StreamRun + source + chain, mock in process)"),
+            group="cancellation (StreamRun + source + chain)"),
         Row("serve.proxy", "`rxllm serve` relaying (store + metrics on), server CPU per chunk",
             "serve", chunk, {"mode": "proxy"}, target=40.0, group="rxllm serve"),
         Row("litellm.proxy", "LiteLLM proxy relaying, server CPU per chunk (5,000 chunks)",
@@ -129,7 +134,19 @@ def rows() -> list[Row]:
 # -- the worker: one row, in its own process ----------------------------------------------
 
 
-def worker(args: argparse.Namespace) -> Measured:
+def worker(args: argparse.Namespace) -> Measured | None:
+    if args.interactive:
+        from bench.client import serve_samples
+
+        row = {r.id: r for r in rows()}[args.worker]
+        chunks = min(args.chunks, row.params.get("chunks", args.chunks))
+        client, tools = row.params["client"], row.params["tools"]
+        asyncio.run(serve_samples(client, args.base_url, chunks, tools))
+        return None
+    if args.worker == "warm-up":
+        from bench.client import measure_client
+
+        return asyncio.run(measure_client("floor_lines", args.base_url, args.chunks, False, 2))
     row = {r.id: r for r in rows()}[args.worker]
     p = row.params
     # The slowest peers stream fewer chunks (the cost is per chunk), to keep the run short.
@@ -152,7 +169,9 @@ def worker(args: argparse.Namespace) -> Measured:
     if row.kind == "cancel":
         from bench.concurrency import measure_cancel
 
-        return asyncio.run(measure_cancel(args.streams, p["interval"], p["spacing"]))
+        return asyncio.run(
+            measure_cancel(args.streams, p["interval"], p["spacing"], args.server_cpu)
+        )
     if row.kind == "serve":
         from bench.serve import measure_serve
 
@@ -217,6 +236,97 @@ def run_worker(
     return Measured.from_json(lines[-1])
 
 
+class Interleaved:
+    """One long-lived worker per client row; samples are taken round by round."""
+
+    def __init__(self, selected: list[Row], args: argparse.Namespace, base_url: str) -> None:
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.failed: dict[str, str] = {}
+        self.samples: dict[str, list[float]] = {row.id: [] for row in selected}
+        self.warnings: dict[str, str] = {}
+        self.timeout = args.timeout
+        for row in selected:  # one at a time: no import runs while another row measures
+            command = [
+                sys.executable, "-m", "bench.run", "--worker", row.id, "--interactive",
+                "--base-url", base_url, "--chunks", str(args.chunks),
+            ]  # fmt: skip
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env=python_env(),
+                cwd=ROOT,
+                preexec_fn=pinned(args.client_cpu),
+            )
+            self.procs[row.id] = proc
+            if self._line(row.id) != "ready":
+                self._fail(row.id, "did not start")
+
+    def _line(self, row_id: str) -> str | None:
+        proc = self.procs[row_id]
+        assert proc.stdout is not None
+        while True:
+            ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
+            if not ready:
+                return None
+            line = proc.stdout.readline()
+            if not line:
+                return None
+            line = line.strip()
+            if line == "ready" or line.startswith("{"):
+                return line
+
+    def _fail(self, row_id: str, why: str) -> None:
+        self.failed[row_id] = why
+        proc = self.procs.pop(row_id)
+        proc.kill()
+        proc.wait()
+
+    def sample(self, row_id: str, keep: bool = True) -> None:
+        proc = self.procs.get(row_id)
+        if proc is None:
+            return
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write("sample\n")
+            proc.stdin.flush()
+        except OSError:
+            self._fail(row_id, "worker died")
+            return
+        line = self._line(row_id)
+        if line is None or not line.startswith("{"):
+            self._fail(row_id, "failed or timed out")
+            return
+        data = json.loads(line)
+        if keep:
+            self.samples[row_id].append(data["us"])
+        if data["got"] != data["expected"]:
+            self.warnings[row_id] = f"saw {data['got']} content chunks, expected {data['expected']}"
+
+    def result(self, row_id: str) -> Measured:
+        if row_id in self.failed:
+            return Measured(skipped=self.failed[row_id])
+        measured = Measured(self.samples[row_id])
+        if row_id in self.warnings:
+            measured.extra["warning"] = self.warnings[row_id]
+        return measured
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.write("quit\n")
+                    proc.stdin.flush()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def fmt(value: float | None) -> str:
     if value is None or value != value:
         return "-"
@@ -260,6 +370,14 @@ def table(results: list[tuple[Row, Measured]]) -> str:
     return "\n".join(out)
 
 
+def report(row: Row, measured: Measured, took: float | None = None) -> None:
+    if measured.skipped:
+        print(f"  {row.id:22s} skipped: {measured.skipped}", flush=True)
+        return
+    line = f"  {row.id:22s} median {fmt(measured.median):>7s} {row.unit}"
+    print(line + (f" ({took:.0f} s)" if took is not None else ""), flush=True)
+
+
 def target_text(row: Row) -> str:
     if row.target is not None:
         return f"≤ {row.target:g}"
@@ -288,23 +406,38 @@ def orchestrate(args: argparse.Namespace) -> int:
     results: list[tuple[Row, Measured]] = []
     started = time.monotonic()
     try:
+        base_url = f"http://127.0.0.1:{port}/v1"
         if any(r.kind in ("client", "memory") for r in selected):
             mock = start_process(mock_command(port), cores.server, port, logs / "mock.log")
-        base_url = f"http://127.0.0.1:{port}/v1"
-        for row in selected:
+            # A cold model answers its first streams slower, and how fast chunks arrive
+            # changes what the client spends on each: warm it up before the first row.
+            warm = Row("warm-up", "", "client", "", {"client": "floor_lines", "tools": False})
+            run_worker(warm, args, base_url, cores.client, args.timeout)
+        measured_rows: dict[str, Measured] = {}
+        clients = [row for row in selected if row.kind == "client"]
+        if clients:
             t0 = time.monotonic()
-            cpu = None if row.kind in ("cancel", "serve") else cores.client
-            measured = run_worker(row, args, base_url, cpu, args.timeout)
-            results.append((row, measured))
-            took = time.monotonic() - t0
-            if measured.skipped:
-                print(f"  {row.id:22s} skipped: {measured.skipped}", flush=True)
-            else:
-                print(
-                    f"  {row.id:22s} median {fmt(measured.median):>7s} {row.unit:10s}"
-                    f" ({took:.0f} s)",
-                    flush=True,
-                )
+            interleaved = Interleaved(clients, args, base_url)
+            try:
+                for row in clients:  # the warm-up round
+                    interleaved.sample(row.id, keep=False)
+                for _ in range(args.repeats):
+                    for row in clients:
+                        interleaved.sample(row.id)
+            finally:
+                interleaved.close()
+            for row in clients:
+                measured_rows[row.id] = interleaved.result(row.id)
+                report(row, measured_rows[row.id])
+            print(f"  (client rows, interleaved: {time.monotonic() - t0:.0f} s)", flush=True)
+        for row in selected:
+            if row.kind == "client":
+                continue
+            t0 = time.monotonic()
+            cpu = None if row.kind == "serve" else cores.client
+            measured_rows[row.id] = run_worker(row, args, base_url, cpu, args.timeout)
+            report(row, measured_rows[row.id], time.monotonic() - t0)
+        results.extend((row, measured_rows[row.id]) for row in selected)
     finally:
         if mock is not None:
             stop_process(mock)
@@ -370,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--cores", help=argparse.SUPPRESS)
+    parser.add_argument("--interactive", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.chunks = args.chunks or (5000 if args.quick else 20000)
     args.repeats = args.repeats or (3 if args.quick else 5)
@@ -377,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         args.server_cpu, args.client_cpu = json.loads(args.cores) if args.cores else (None, None)
         measured = worker(args)
-        print(measured.to_json(), flush=True)
+        if measured is not None:
+            print(measured.to_json(), flush=True)
         return 0
     return orchestrate(args)
 

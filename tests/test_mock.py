@@ -436,7 +436,8 @@ async def test_client_closing_mid_stream_is_recorded(
     await stream.close()
     closed_at = await connection.wait_closed_async(timeout=5)
     assert closed_at >= before_close
-    assert connection.error is None  # the client closed it in order (FIN)
+    # FIN or RST both count: closing with unread bytes in the receive buffer
+    # makes the kernel send a reset, which is a race with the first token here.
     await server.recorder.wait_for_async(lambda: request.outcome, timeout=5)
     assert request.outcome == "client_gone"
     assert request.ended_at is not None and request.ended_at >= before_close
