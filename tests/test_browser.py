@@ -35,7 +35,7 @@ from typing import Any, Self
 
 import pytest
 
-from pipeline.mock import MockScript, MockServer
+from pipeline.mock import MockServer
 from tests.serving import ServeProcess
 
 if importlib.util.find_spec("playwright") is not None:
@@ -86,12 +86,6 @@ def chromium() -> str:
     require("chromium", executable)
     assert executable is not None
     return executable
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[MockServer]:
-    with MockServer(MockScript()) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.mock import MockScript, MockServer
+from pipeline.mock import MockServer
 from tests.serving import ServeProcess, free_port
 
 WORDS = [f"w{i:02d}" for i in range(15)]
@@ -115,12 +115,6 @@ def nginx_bin() -> str:
     require("nginx", binary)
     assert binary is not None
     return binary
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[MockServer]:
-    with MockServer(MockScript()) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

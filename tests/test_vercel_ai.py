@@ -56,12 +56,6 @@ def node() -> str:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[MockServer]:
-    with MockServer(MockScript()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def served(
     node: str, upstream: MockServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
