@@ -54,6 +54,7 @@ Metric names (prefix ``rxllm_`` by default)::
     rxllm_failovers_total                  counter    from_upstream, to_upstream
     rxllm_retries_total                    counter    upstream, kind
     rxllm_store_buffer_dropped_total       counter    sink
+    rxllm_api_keys_removed_total           counter    upstream
 
 Example::
 
@@ -543,6 +544,13 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self._keys_removed = Counter(
+            "api_keys_removed_total",
+            "API keys taken out of a pool after a 401/403 (never the key itself).",
+            ["upstream"],
+            namespace=ns,
+            registry=reg,
+        )
 
     # -- streams -------------------------------------------------------------
 
@@ -601,6 +609,10 @@ class Metrics:
     def inc_store_buffer_dropped(self, n: int = 1, *, sink: str = "store") -> None:
         """Count ``n`` events a sink's full write buffer could not keep."""
         self._store_dropped.labels(sink).inc(n)
+
+    def inc_key_removed(self, upstream: str) -> None:
+        """Count an API key taken out of ``upstream``'s pool."""
+        self._keys_removed.labels(upstream).inc()
 
     # -- reading ------------------------------------------------------------
 

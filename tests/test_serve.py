@@ -380,3 +380,47 @@ async def test_first_token_timeout_per_request_header(served: ServeProcess) -> N
             "/v1/chat/completions", json=body, headers={"x-rxllm-idle-timeout": "soon"}
         )
         assert bad.status_code == 400
+
+
+def test_config_file_failover_and_key_pool(tmp_path: Path) -> None:
+    """--config: a dead first upstream fails over; a rejected key leaves the pool, counted."""
+    bad, good = "sk-pool-REJECTED-1111", "sk-pool-GOOD-2222"
+    with MockServer(reject_keys={bad}) as healthy:
+        config = tmp_path / "upstreams.toml"
+        config.write_text(
+            f"""
+[failover]
+retries = 1
+backoff = 0.01
+
+[[upstreams]]
+name = "dead"
+base_url = "http://127.0.0.1:9/v1"
+
+[[upstreams]]
+name = "pool"
+base_url = "{healthy.base_url}"
+api_key_env = "TEST_POOL_KEYS"
+"""
+        )
+        env = {"TEST_POOL_KEYS": f"{bad},{good}"}
+        args = ["--config", str(config), "--model", "mock-model", "--no-store"]
+        with ServeProcess(*args, log_path=tmp_path / "serve.log", env=env) as proc:
+            with httpx.Client(base_url=proc.url, timeout=20) as http:
+                for i in range(3):
+                    answer = http.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": "mock-model",
+                            "messages": MESSAGES,
+                            "mock": {"text": f"answer {i}"},
+                        },
+                    )
+                    assert answer.status_code == 200, answer.text
+                    assert answer.json()["choices"][0]["message"]["content"] == f"answer {i}"
+                metrics = http.get("/metrics").text
+            log = proc.log()
+    assert 'rxllm_failovers_total{from_upstream="dead",to_upstream="pool"}' in metrics
+    assert 'rxllm_api_keys_removed_total{upstream="pool"} 1.0' in metrics
+    for key in (bad, good):
+        assert key not in log and key not in metrics

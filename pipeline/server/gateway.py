@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.failover import Upstream, failover
@@ -69,6 +70,14 @@ class Gateway:
         """The metrics label of the upstreams: their names."""
         return "+".join(u.name for u in self.upstreams) or "none"
 
+    def _key_removed(self, upstream: str) -> Callable[[str], None]:
+        """The hook a key pool calls when it takes a key out: count it."""
+
+        def removed(_fingerprint: str) -> None:
+            self.metrics.inc_key_removed(upstream)
+
+        return removed
+
     @property
     def instance(self) -> str:
         """This process's name in Redis and as the store's owner."""
@@ -83,7 +92,9 @@ class Gateway:
         settings = self.settings
         if settings.config is not None:
             config = load_config(settings.config)
-            self.upstreams = [u.build() for u in config.upstreams]
+            self.upstreams = [
+                u.build(on_key_removed=self._key_removed(u.name)) for u in config.upstreams
+            ]
             self.failover_options = config.failover
         elif settings.upstream is not None:
             self.upstreams = [Upstream("upstream", settings.upstream, settings.api_key)]
@@ -105,16 +116,20 @@ class Gateway:
             # would otherwise mark the other's live streams interrupted.
             shared = settings.instance or settings.redis_url
             store_settings = StoreSettings(owner=self.instance) if shared else None
-            self.store = Store(settings.db_url, settings=store_settings)
+            metrics = self.metrics
+            self.store = Store(
+                settings.db_url,
+                settings=store_settings,
+                on_drop=lambda n: metrics.inc_store_buffer_dropped(n, sink="store"),
+            )
             await self.store.open()
         if settings.redis_url:
             from sinks.redis_bus import RedisBus
 
-            metrics = self.metrics
             self.bus = RedisBus(
                 settings.redis_url,
                 owner=self.instance,
-                on_drop=lambda n: metrics.inc_store_buffer_dropped(n, sink="redis"),
+                on_drop=lambda n: self.metrics.inc_store_buffer_dropped(n, sink="redis"),
             )
             await self.bus.open()
             self.bus.listen(self._remote_cancel)
