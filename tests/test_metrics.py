@@ -422,6 +422,7 @@ FAMILIES = {
     "rxllm_failovers",
     "rxllm_retries",
     "rxllm_store_buffer_dropped",
+    "rxllm_api_keys_removed",
 }
 
 
