@@ -1,1 +1,1 @@
-"""rxllm's benchmarks: ``python -m bench.run`` (see ``bench/README.md``)."""
+"""rxllm's benchmarks: ``python -m bench.run`` (see the README, section Performance)."""
