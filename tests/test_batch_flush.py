@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +13,7 @@ from reactivex import Observable, abc, typing
 from reactivex.disposable import Disposable
 from reactivex.notification import OnNext
 from reactivex.subject import Subject
-from reactivex.testing import ReactiveTest, TestScheduler
+from reactivex.testing import TestScheduler
 from reactivex.testing.marbles import marbles_testing
 from reactivex.testing.recorded import Recorded
 
@@ -30,45 +30,10 @@ from pipeline.events import (
     ToolCallStarted,
     UsageReport,
 )
+from tests.virtual_time import SpyScheduler, on_completed, on_error, on_next
 
 _S = TypeVar("_S")
 SID = "s1"
-
-
-# ReactiveTest types ticks as int, but TestScheduler's ticks are float seconds.
-def on_next(ticks: float, value: Any) -> Recorded[Any]:
-    return ReactiveTest.on_next(cast(int, ticks), value)
-
-
-def on_error(ticks: float, error: Exception) -> Recorded[Any]:
-    return ReactiveTest.on_error(cast(int, ticks), error)
-
-
-def on_completed(ticks: float) -> Recorded[Any]:
-    return ReactiveTest.on_completed(cast(int, ticks))
-
-
-class SpyScheduler(TestScheduler):
-    """Counts the timers scheduled and the ones that fired."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scheduled = 0
-        self.fired = 0
-
-    def schedule_relative(
-        self,
-        duetime: typing.RelativeTime,
-        action: typing.ScheduledAction[_S],
-        state: _S | None = None,
-    ) -> abc.DisposableBase:
-        self.scheduled += 1
-
-        def spy(scheduler: abc.SchedulerBase, state: _S | None = None) -> Any:
-            self.fired += 1
-            return action(scheduler, state)
-
-        return super().schedule_relative(duetime, spy, state)
 
 
 def started(seq: int = 0) -> Started:

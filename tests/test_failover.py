@@ -36,6 +36,7 @@ from pipeline.mock import MockScript, MockServer
 from pipeline.runner import StreamRun
 from pipeline.sse import SSEMessage
 from sinks.metrics import Metrics
+from tests.virtual_time import on_next
 
 SID = "stream-1"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -48,10 +49,6 @@ REQUEST = httpx2.Request("POST", "http://upstream.test/v1/chat/completions")
 def note(message: Recorded[Any]) -> Any:
     """The recorded notification (reactivex types it as a union of predicates too)."""
     return message.value
-
-
-def on_next(ticks: float, value: Any) -> Recorded[Any]:
-    return ReactiveTest.on_next(cast(int, ticks), value)
 
 
 def status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import httpx2
@@ -13,7 +13,7 @@ import reactivex
 from reactivex import Observable
 from reactivex.notification import OnNext
 from reactivex.subject import Subject
-from reactivex.testing import ReactiveTest, TestScheduler
+from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from operators.map_errors import classify, map_errors, scrub
@@ -35,20 +35,7 @@ from pipeline.events import (
     ToolCallStarted,
     UsageReport,
 )
-
-
-# ReactiveTest types ticks as int, but TestScheduler's ticks are float seconds.
-def on_next(ticks: float, value: Any) -> Recorded[Any]:
-    return ReactiveTest.on_next(cast(int, ticks), value)
-
-
-def on_error(ticks: float, error: Exception) -> Recorded[Any]:
-    return ReactiveTest.on_error(cast(int, ticks), error)
-
-
-def on_completed(ticks: float) -> Recorded[Any]:
-    return ReactiveTest.on_completed(cast(int, ticks))
-
+from tests.virtual_time import on_completed, on_error, on_next
 
 SID = "s1"
 KEY = "sk-proj-AbCdEf0123456789xyz"

@@ -9,12 +9,11 @@ import math
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import pytest
 from openai import AsyncOpenAI
-from reactivex import abc, typing
-from reactivex.testing import ReactiveTest, TestScheduler
+from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from operators.accumulate import Accumulator
@@ -44,8 +43,8 @@ from pipeline.stream import llm_stream
 from sinks.recording import JsonlRecorder, record_to
 from sinks.store import Store, StoreSettings
 from tests.fixtures import TEXT_STREAM
+from tests.virtual_time import SpyScheduler, on_completed, on_next
 
-_S = TypeVar("_S")
 SID = "rec-1"
 SUBSCRIBED = 200.0  # TestScheduler.start subscribes at this virtual time
 
@@ -62,41 +61,6 @@ def stream(*times: float, text: str = "tok") -> list[Event]:
 
 
 RECORDING = stream(0.05, 0.1, 0.1, 0.25)
-
-
-# ReactiveTest types ticks as int, but TestScheduler's ticks are float seconds.
-def on_next(ticks: float, value: Any) -> Recorded[Any]:
-    return ReactiveTest.on_next(cast(int, ticks), value)
-
-
-def on_completed(ticks: float) -> Recorded[Any]:
-    return ReactiveTest.on_completed(cast(int, ticks))
-
-
-class SpyScheduler(TestScheduler):
-    """Counts the timers pending at once, and those that fired."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending = 0
-        self.max_pending = 0
-        self.fired = 0
-
-    def schedule_relative(
-        self,
-        duetime: typing.RelativeTime,
-        action: typing.ScheduledAction[_S],
-        state: _S | None = None,
-    ) -> abc.DisposableBase:
-        self.pending += 1
-        self.max_pending = max(self.max_pending, self.pending)
-
-        def spy(scheduler: abc.SchedulerBase, state: _S | None = None) -> Any:
-            self.pending -= 1
-            self.fired += 1
-            return action(scheduler, state)
-
-        return super().schedule_relative(duetime, spy, state)
 
 
 def expected(events: list[Event], speed: float) -> list[Recorded[Any]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pytest
-from reactivex import Observable, abc, typing
-from reactivex.testing import ReactiveTest, TestScheduler
+from reactivex import Observable
+from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from operators.map_errors import map_errors
@@ -17,44 +17,14 @@ from pipeline.errors import StreamTimeoutError
 from pipeline.events import Event, Finished, Started, StreamError, TextDelta, UsageReport
 from pipeline.sse import SSEMessage
 from pipeline.stream import llm_stream
+from tests.virtual_time import SpyScheduler, on_completed, on_error, on_next
 
-_S = TypeVar("_S")
 SID = "s1"
 
 
 def note(message: Recorded[Any]) -> Any:
     """The recorded notification (reactivex types it as a union of predicates too)."""
     return message.value
-
-
-# ReactiveTest types ticks as int, but TestScheduler's ticks are float seconds.
-def on_next(ticks: float, value: Any) -> Recorded[Any]:
-    return ReactiveTest.on_next(cast(int, ticks), value)
-
-
-def on_error(ticks: float, error: Exception) -> Recorded[Any]:
-    return ReactiveTest.on_error(cast(int, ticks), error)
-
-
-def on_completed(ticks: float) -> Recorded[Any]:
-    return ReactiveTest.on_completed(cast(int, ticks))
-
-
-class SpyScheduler(TestScheduler):
-    """Counts the timers scheduled."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scheduled = 0
-
-    def schedule_relative(
-        self,
-        duetime: typing.RelativeTime,
-        action: typing.ScheduledAction[_S],
-        state: _S | None = None,
-    ) -> abc.DisposableBase:
-        self.scheduled += 1
-        return super().schedule_relative(duetime, action, state)
 
 
 def started(seq: int = 0) -> Started:
