@@ -53,6 +53,7 @@ from redis.asyncio import Redis
 
 from pipeline.events import Event, dump_event, is_terminal
 from pipeline.runner import StreamRun
+from sinks._waiters import Waiters
 from sinks.redis_bus.settings import BusSettings, entry_id
 
 __all__ = ["RETRYABLE", "DropHook", "RedisPublisher", "is_duplicate"]
@@ -103,7 +104,7 @@ class RedisPublisher:
         self._closed = False
         self._put = 0  # events accepted so far
         self._done = 0  # events written (or refused for good) so far
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters = Waiters()
         self._overflowing = False
         self._down: BaseException | None = None
         self._refresh_now = False  # after an outage: owner records may be lost
@@ -188,8 +189,7 @@ class RedisPublisher:
         target = self._put
         if self._done >= target:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
+        future = self._waiters.until(target)
         self._wakeup.set()
         await future
 
@@ -215,10 +215,7 @@ class RedisPublisher:
             await asyncio.wait([task])
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _, future in waiters:
-            if not future.done():
-                future.set_exception(RuntimeError("the redis bus publisher stopped"))
+        self._waiters.fail(RuntimeError("the redis bus publisher stopped"))
 
     # -- the writer task --------------------------------------------------------
 
@@ -265,7 +262,7 @@ class RedisPublisher:
             for _ in range(size):
                 self._queue.popleft()
             self._done += size
-            self._wake_waiters()
+            self._waiters.reached(self._done)
             if self._down is not None:
                 log.warning(
                     "redis bus: Redis is reachable again after %d retries (%d events dropped "
@@ -355,15 +352,3 @@ class RedisPublisher:
                 error,
                 self.failed,
             )
-
-    def _wake_waiters(self) -> None:
-        if not self._waiters:
-            return
-        still: list[tuple[int, asyncio.Future[None]]] = []
-        for target, future in self._waiters:
-            if target <= self._done:
-                if not future.done():
-                    future.set_result(None)
-            else:
-                still.append((target, future))
-        self._waiters = still

@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from operators.accumulate import Accumulator, Result
 from pipeline.events import Event, EventBase, Finished
+from sinks._waiters import Waiters
 from sinks.store.models import Status, events_table, streams_table
 
 __all__ = [
@@ -271,7 +272,7 @@ class BatchWriter:
         self._controls: deque[StreamOpen | StreamClose] = deque()
         self._n = 0  # the number of the last record put
         self._committed = 0  # every record numbered up to this one is written
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters = Waiters()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -379,8 +380,7 @@ class BatchWriter:
         target = self._n
         if self._committed >= target:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
+        future = self._waiters.until(target)
         self._wakeup.set()
         await future
 
@@ -409,10 +409,7 @@ class BatchWriter:
             await asyncio.wait([task])
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _, future in waiters:
-            if not future.done():
-                future.set_exception(RuntimeError("the transcript store writer stopped"))
+        self._waiters.fail(RuntimeError("the transcript store writer stopped"))
 
     # -- the writer task --------------------------------------------------------
 
@@ -498,15 +495,7 @@ class BatchWriter:
                 "the transcript store buffer has room again; %d events dropped in all",
                 self.dropped,
             )
-        if self._waiters:
-            still: list[tuple[int, asyncio.Future[None]]] = []
-            for target, future in self._waiters:
-                if target <= self._committed:
-                    if not future.done():
-                        future.set_result(None)
-                else:
-                    still.append((target, future))
-            self._waiters = still
+        self._waiters.reached(self._committed)
 
     async def _write_batch(self, batch: _Batch) -> None:
         try:
