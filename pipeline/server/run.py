@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 
@@ -10,7 +11,7 @@ import uvicorn
 from pipeline.server.app import create_app
 from pipeline.server.settings import ServerSettings
 
-__all__ = ["listening_socket", "serve"]
+__all__ = ["GC_THRESHOLD", "listening_socket", "serve", "tune_gc"]
 
 log = logging.getLogger("rxllm.serve")
 
@@ -35,9 +36,31 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the per-chunk path of a long-running server.
+
+    Every chunk allocates a few short-lived containers, and the transcript
+    store holds a batch of events until it is written, so the collector runs
+    often and its full collections walk every object the imports made (the
+    SDK, SQLAlchemy, pydantic: hundreds of thousands). ``gc.freeze()`` moves
+    what exists after start-up out of the collector's sight, and a larger
+    first-generation threshold makes collections rarer (the ``serve.proxy``
+    row of ``python -m bench.run``; see the README's performance section).
+    """
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, second, third)
+
+
+GC_THRESHOLD = 20_000
+"""Allocations between first-generation collections in ``rxllm serve`` (CPython's default: 700)."""
+
+
 def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
     """Serve until interrupted (Ctrl+C)."""
     app = create_app(settings)
+    tune_gc()
     sock = listening_socket(settings.host, settings.port)
     upstream = settings.upstream or "the built-in model"
     print(
@@ -45,8 +68,15 @@ def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
         f"(upstream: {upstream}; auth: {'on' if settings.auth_token else 'off'})",
         flush=True,
     )
+    # h11, not httptools: uvicorn's httptools protocol answers an HTTP/1.0
+    # request (nginx's default to upstreams) with chunked encoding, which
+    # HTTP/1.0 does not have; h11 ends such a body by closing the connection.
     config = uvicorn.Config(
-        app, log_level=log_level, timeout_graceful_shutdown=2, proxy_headers=False
+        app,
+        log_level=log_level,
+        timeout_graceful_shutdown=2,
+        proxy_headers=False,
+        http="h11",
     )
     server = uvicorn.Server(config)
     try:
