@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageParam
 
 from operators.accumulate import Accumulator, Result
 from pipeline import sources
@@ -208,3 +208,84 @@ async def test_async_byte_stream_is_a_source() -> None:
 
     result, _ = await collect(StreamRun(llm_stream(sources.sse_body(body()))))
     assert result.choices[0].content == "ab"
+
+
+async def test_the_request_body_is_sent_as_given(server: MockServer, client: AsyncOpenAI) -> None:
+    """Plain JSON parameters reach the upstream unchanged, vendor ones included."""
+    messages: list[Any] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Say hello"}]},
+    ]
+    source = sources.chat_completions(
+        client,
+        model="mock-model",
+        messages=messages,
+        temperature=0.5,
+        top_k=3,  # not in the SDK's signature
+        extra_body={"mock": {"text": "hi"}},
+        extra_headers={"x-trace": "t1"},
+    )
+    result, _ = await collect(StreamRun(llm_stream(source)))
+    assert result.choices[0].content == "hi"
+    request = server.recorder.last_request
+    assert request is not None
+    assert request.body == {
+        "model": "mock-model",
+        "messages": messages,
+        "temperature": 0.5,
+        "top_k": 3,
+        "mock": {"text": "hi"},
+        "stream": True,
+    }
+
+
+async def test_sdk_objects_in_the_parameters_are_converted_by_the_sdk(
+    server: MockServer, client: AsyncOpenAI
+) -> None:
+    """A message given as the SDK's own model (a previous answer) takes the SDK's typed path."""
+    previous = ChatCompletionMessage(role="assistant", content="Hello!")
+    messages: list[Any] = [*MESSAGES, previous, {"role": "user", "content": "Again"}]
+    source = sources.chat_completions(
+        client, model="mock-model", messages=messages, top_k=3, extra_body={"mock": {"text": "ok"}}
+    )
+    result, _ = await collect(StreamRun(llm_stream(source)))
+    assert result.choices[0].content == "ok"
+    request = server.recorder.last_request
+    assert request is not None
+    assert request.body["messages"][1] == {"role": "assistant", "content": "Hello!"}
+    assert request.body["top_k"] == 3 and request.body["mock"] == {"text": "ok"}
+
+
+async def test_a_burst_in_one_read_is_handed_on_one_loop_turn_apart() -> None:
+    """The first messages leave room for consumers between them: the first token goes out first."""
+    burst = b"".join(
+        b'data: {"choices":[{"index":0,"delta":{"content":"%d"}}]}\n\n' % i for i in range(5)
+    )
+
+    class Response:
+        async def __aenter__(self) -> Response:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def iter_bytes(self) -> AsyncIterator[bytes]:
+            yield burst
+
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def other_task() -> None:
+        while not done.is_set():
+            seen.append("turn")
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    sources._from_request(Response).subscribe(
+        lambda message: seen.append(message.data), on_completed=done.set
+    )
+    await asyncio.wait_for(done.wait(), 5)
+    await other
+    messages = [i for i, item in enumerate(seen) if item != "turn"]
+    assert len(messages) == 5
+    assert all(b - a > 1 for a, b in itertools.pairwise(messages)), seen
