@@ -109,6 +109,7 @@ class Gateway:
             await self._mock.__aenter__()
             self.upstreams = [Upstream("builtin", self._mock.base_url, "no-key-needed")]
             self.models = frozenset({"mock-model"})
+        self._warm_up_clients()
         if settings.store:
             from sinks.store import Store, StoreSettings
 
@@ -133,6 +134,18 @@ class Gateway:
             )
             await self.bus.open()
             self.bus.listen(self._remote_cancel)
+
+    def _warm_up_clients(self) -> None:
+        """Make each single-key upstream's client now, not on the first request.
+
+        The first client costs tens of milliseconds (its TLS context, the SDK's
+        chat modules imported on first use): a first request would wait for it.
+        A key pool's clients are made on each key's first use.
+        """
+        for upstream in self.upstreams:
+            key = upstream.api_key
+            if key is None or isinstance(key, str):  # the key failover will ask for
+                upstream.client(key).chat.completions  # noqa: B018 (imports on first access)
 
     async def shutdown(self) -> None:
         """Cancel live streams, then close the store, the client and the built-in model."""
