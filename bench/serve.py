@@ -8,6 +8,12 @@
   proxy to go idle after the stream).
 * ``ttft``: time to first token through ``rxllm serve`` minus a direct
   connection to the same model, median over one stream at a time.
+* ``ttft_p99``: the same under load: ``streams - 1`` background streams at 20
+  tokens/s through ``rxllm serve`` (store and metrics on), then probe pairs
+  (one straight to the model, one through the proxy), one pair at a time; the
+  p99 of the proxied probes minus the p99 of the direct ones. The proxy's CPU
+  per chunk at this rate is reported beside it. With fewer than four cores
+  the load is 200 streams, not 1,000 (see ``_ttft_p99_row``).
 
 ``rxllm serve`` is started as ``python -m pipeline.cli serve``; the rows are
 skipped with a note when ``pipeline.server`` does not import. LiteLLM's proxy
@@ -38,6 +44,7 @@ from bench.common import (
     Measured,
     cpu_seconds,
     free_port,
+    mock_command,
     start_process,
     stop_process,
     text_script,
@@ -233,16 +240,149 @@ def _ttft_row(args: argparse.Namespace) -> Measured:
     return Measured(diffs, {"direct_ms": direct, "served_ms": served, "rounds": len(diffs)})
 
 
+LOAD_RATE = 20.0  # tokens per second of each background stream
+LOAD_RAMP = 8.0  # seconds over which the background streams start
+PROBE_PAUSE = 0.05  # seconds between two probe pairs
+SMALL_MACHINE_STREAMS = 200  # the p99 row's streams on a machine of fewer than 4 cores
+
+
+async def _load_and_probe(
+    direct: str, served: str, streams: int, probes: int
+) -> tuple[list[float], list[float], int]:
+    """``streams - 1`` background streams through the proxy, then probes one pair at a time.
+
+    Each probe pair is one stream straight to the model and one through the
+    proxy (so at most ``streams`` are open through it), each timed to its
+    first content. The background streams are read raw (no parsing), to keep
+    the load generator light; they last until the probes are done.
+    """
+    import httpx2
+
+    words = int((LOAD_RAMP + probes * 0.5 + 30) * LOAD_RATE)
+    load_body = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "stream": True,
+        "mock": {"text": " ".join(["word"] * words), "interval": 1.0 / LOAD_RATE},
+    }
+    probe_body = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "stream": True,
+        "mock": {"text": "probe answer", "interval": 1.0 / LOAD_RATE},
+    }
+    limits = httpx2.Limits(max_connections=streams + 16, max_keepalive_connections=32)
+    load_failed = 0
+    async with httpx2.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def background(delay: float) -> None:
+            nonlocal load_failed
+            await asyncio.sleep(delay)
+            try:
+                async with client.stream("POST", served, json=load_body) as response:
+                    response.raise_for_status()
+                    async for _ in response.aiter_raw():
+                        pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                load_failed += 1
+
+        load = [
+            asyncio.create_task(background(i * LOAD_RAMP / (streams - 1)))
+            for i in range(streams - 1)
+        ]
+        await asyncio.sleep(LOAD_RAMP + 2.0)
+        direct_ms: list[float] = []
+        served_ms: list[float] = []
+        for _ in range(probes):
+            for url, out in ((direct, direct_ms), (served, served_ms)):
+                start = time.perf_counter()
+                _, first = await _stream(url, probe_body, client)
+                if first is not None:
+                    out.append((first - start) * 1000)
+            await asyncio.sleep(PROBE_PAUSE)
+        still = sum(1 for task in load if not task.done())
+        for task in load:
+            task.cancel()
+        await asyncio.gather(*load, return_exceptions=True)
+    if still != streams - 1 - load_failed:
+        load_failed = streams - 1 - still
+    return direct_ms, served_ms, load_failed
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def _ttft_p99_row(args: argparse.Namespace) -> Measured:
+    reason = _serve_available()
+    if reason:
+        return Measured(skipped=reason)
+    import resource
+
+    # 1,000 streams at 20 tokens/s are 20,000 chunks/s, which at this rate (one read
+    # and one write per chunk) need about three cores for the proxy alone: with
+    # fewer than four, run the load the machine carries and say so in the row.
+    cores = os.cpu_count() or 1
+    streams = args.streams if cores >= 4 else min(args.streams, SMALL_MACHINE_STREAMS)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 4 * streams + 256  # the proxy: client and upstream sockets; the model; here
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-p99-"))
+    upstream_port, proxy_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    if args.server_cpu is not None:  # the load generator shares the model's core
+        os.sched_setaffinity(0, {args.server_cpu})
+    mock = start_process(mock_command(upstream_port), args.server_cpu, upstream_port,
+                         logs / "mock.log")  # fmt: skip
+    try:
+        db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
+        command = [
+            sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
+            "--port", str(proxy_port), "--upstream", upstream, "--db", db,
+            "--log-level", "warning",
+        ]  # fmt: skip
+        proxy = start_process(command, args.client_cpu, proxy_port, logs / "proxy.log", 120)
+        try:
+            probes = 50 if args.quick else 200
+            cpu_before = cpu_seconds(proxy.pid)
+            wall_before = time.monotonic()
+            direct, served, failed = asyncio.run(
+                _load_and_probe(upstream + "/chat/completions",
+                                f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+                                streams, probes)
+            )  # fmt: skip
+            busy = (cpu_seconds(proxy.pid) - cpu_before) / (time.monotonic() - wall_before)
+        finally:
+            stop_process(proxy)
+    finally:
+        stop_process(mock)
+    if not direct or not served:
+        return Measured(skipped="no probe got a first token")
+    p99_direct, p99_served = _percentile(direct, 0.99), _percentile(served, 0.99)
+    return Measured(
+        [p99_served - p99_direct],
+        {
+            "streams": streams,
+            "probes": len(served),
+            "p99_direct_ms": round(p99_direct, 2),
+            "p99_served_ms": round(p99_served, 2),
+            "p50_direct_ms": round(statistics.median(direct), 2),
+            "p50_served_ms": round(statistics.median(served), 2),
+            "background_failed": failed,
+            "proxy_cpu_busy": round(busy, 2),
+            "proxy_cpu_us_per_chunk": round(busy / (streams * LOAD_RATE) * 1e6, 1),
+        },
+    )
+
+
 def measure_serve(mode: str, args: argparse.Namespace) -> Measured:
     """Measure one of the proxy rows; see the module docstring."""
     if mode == "ttft":
         return _ttft_row(args)
     if mode == "ttft_p99":
-        # The hook for target 4's second half. 1,000 streams at 20 tokens/s are 20,000
-        # chunks/s through the model, rxllm serve (~50 µs each) and the readers: more than
-        # the 2 cores this was written on can carry, so it would measure an overload.
-        return Measured(
-            skipped="not run: needs more cores than 2 (20,000 chunks/s through model, "
-            "serve and readers); hook in bench/serve.py"
-        )
+        return _ttft_p99_row(args)
     return _proxy(mode, args)
