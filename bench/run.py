@@ -127,7 +127,8 @@ def rows() -> list[Row]:
         Row("serve.ttft", "TTFT through `rxllm serve` minus direct, one stream at a time",
             "serve", "ms", {"mode": "ttft"}, target=2.0),
         Row("serve.ttft.p99", "TTFT through `rxllm serve` minus direct, p99, 1,000 streams at "
-            "20 tokens/s", "serve", "ms", {"mode": "ttft_p99"}, target=20.0),
+            "20 tokens/s (200 on fewer than 4 cores)", "serve", "ms", {"mode": "ttft_p99"},
+            target=20.0),
     ]  # fmt: skip
 
 
@@ -360,8 +361,10 @@ def table(results: list[tuple[Row, Measured]]) -> str:
             verdict = "met" if median <= row.target else "**not met**"
         if row.target_ratio is not None and ratio is not None:
             verdict = "met" if ratio <= row.target_ratio else "**not met**"
+        extra = dict(m.extra)
+        verdict = extra.pop("verdict", verdict)  # a row measured off its target's terms says so
         notes = [verdict] if verdict else []
-        notes += [f"{k}: {fmt(v) if isinstance(v, float) else v}" for k, v in m.extra.items()]
+        notes += [f"{k}: {fmt(v) if isinstance(v, float) else v}" for k, v in extra.items()]
         ratio_text = f"{ratio:.2f}x" if ratio is not None else ""
         out.append(
             f"| {row.label} | {row.unit} | {fmt(median)} | {fmt(min(m.samples))} | "

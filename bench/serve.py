@@ -73,6 +73,15 @@ def _litellm_executable() -> str | None:
     return None
 
 
+def _serve_command(port: int, upstream: str, logs: Path) -> list[str]:
+    """``rxllm serve`` in front of ``upstream``, with a SQLite store in ``logs`` and metrics."""
+    db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
+    return [
+        sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
+        "--port", str(port), "--upstream", upstream, "--db", db, "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def _fixed_mock(port: int, chunks: int, logs: Path) -> list[str]:
     """A built-in model whose default answer is the benchmark's text stream."""
     answer = logs / "answer.txt"
@@ -152,12 +161,7 @@ def _proxy(mode: str, args: argparse.Namespace) -> Measured:
         reason = _serve_available()
         if reason:
             return Measured(skipped=reason)
-        db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
-        command = [
-            sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
-            "--port", str(proxy_port), "--upstream", upstream, "--db", db,
-            "--log-level", "warning",
-        ]  # fmt: skip
+        command = _serve_command(proxy_port, upstream, logs)
         note = "store (SQLite) and metrics on"
         env: dict[str, str] = {}
         headers: dict[str, str] = {}
@@ -219,12 +223,7 @@ def _ttft_row(args: argparse.Namespace) -> Measured:
     mock = start_process(_fixed_mock(upstream_port, 20, logs), args.server_cpu, upstream_port,
                          logs / "mock.log")  # fmt: skip
     try:
-        db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
-        command = [
-            sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
-            "--port", str(proxy_port), "--upstream", upstream, "--db", db,
-            "--log-level", "warning",
-        ]  # fmt: skip
+        command = _serve_command(proxy_port, upstream, logs)
         proxy = start_process(command, args.client_cpu, proxy_port, logs / "proxy.log", 120)
         try:
             rounds = 20 if args.quick else 50
@@ -339,12 +338,7 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
     mock = start_process(mock_command(upstream_port), args.server_cpu, upstream_port,
                          logs / "mock.log")  # fmt: skip
     try:
-        db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
-        command = [
-            sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
-            "--port", str(proxy_port), "--upstream", upstream, "--db", db,
-            "--log-level", "warning",
-        ]  # fmt: skip
+        command = _serve_command(proxy_port, upstream, logs)
         proxy = start_process(command, args.client_cpu, proxy_port, logs / "proxy.log", 120)
         try:
             probes = 50 if args.quick else 200
@@ -363,9 +357,18 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
     if not direct or not served:
         return Measured(skipped="no probe got a first token")
     p99_direct, p99_served = _percentile(direct, 0.99), _percentile(served, 0.99)
+    per_chunk = busy / (streams * LOAD_RATE) * 1e6
+    verdict: dict[str, str] = {}
+    if streams < args.streams:
+        verdict["verdict"] = (
+            f"**not measured at {args.streams:,} streams**: {streams} on {cores} cores "
+            f"({per_chunk:.0f} µs of proxy CPU per chunk at this rate: {args.streams:,} "
+            f"streams would need {args.streams * LOAD_RATE * per_chunk / 1e6:.1f} cores)"
+        )
     return Measured(
         [p99_served - p99_direct],
         {
+            **verdict,
             "streams": streams,
             "probes": len(served),
             "p99_direct_ms": round(p99_direct, 2),
@@ -374,7 +377,7 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
             "p50_served_ms": round(statistics.median(served), 2),
             "background_failed": failed,
             "proxy_cpu_busy": round(busy, 2),
-            "proxy_cpu_us_per_chunk": round(busy / (streams * LOAD_RATE) * 1e6, 1),
+            "proxy_cpu_us_per_chunk": round(per_chunk, 1),
         },
     )
 
