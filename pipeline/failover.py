@@ -94,6 +94,7 @@ from pipeline.events import (
     is_terminal,
 )
 from pipeline.keypool import KeyPool, Lease, NoKeyAvailable, fingerprint
+from pipeline.netbackend import http_client
 from pipeline.stream import llm_stream
 
 __all__ = [
@@ -143,7 +144,8 @@ class Upstream:
     for local servers that want none). ``models`` maps a requested model name
     to this upstream's name for it (``"*"``: any other name). The timeouts
     (seconds) override those given to :func:`failover` for this upstream.
-    ``client_options`` go to ``AsyncOpenAI`` (``timeout``, ``default_headers``...).
+    ``client_options`` go to ``AsyncOpenAI`` (``timeout``, ``default_headers``...; without
+    an ``http_client``, :func:`pipeline.netbackend.http_client` is used).
     The repr shows fingerprints, never keys.
     """
 
@@ -182,6 +184,8 @@ class Upstream:
         if client is None:
             key = api_key or os.environ.get("OPENAI_API_KEY") or "unused"
             options = {**self.client_options, "max_retries": 0}  # failover does the retries
+            if "http_client" not in options:
+                options["http_client"] = http_client()  # the asyncio-native network backend
             client = AsyncOpenAI(base_url=self.base_url, api_key=key, **options)
             clients[api_key] = client
         return client

@@ -17,6 +17,7 @@ from operators.accumulate import Accumulator, Result
 from pipeline import sources
 from pipeline.events import EventBase, is_terminal
 from pipeline.mock import MockServer
+from pipeline.netbackend import http_client
 from pipeline.runner import StreamRun
 from pipeline.stream import llm_stream
 
@@ -29,9 +30,13 @@ async def server() -> AsyncIterator[MockServer]:
         yield srv
 
 
-@pytest.fixture
-async def client(server: MockServer) -> AsyncIterator[AsyncOpenAI]:
-    async with AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0) as c:
+@pytest.fixture(params=["default-backend", "asyncio-backend"])
+async def client(server: MockServer, request: pytest.FixtureRequest) -> AsyncIterator[AsyncOpenAI]:
+    """The SDK's own HTTP client, and the one on rxllm's asyncio-native network backend."""
+    http = http_client() if request.param == "asyncio-backend" else None
+    async with AsyncOpenAI(
+        base_url=server.base_url, api_key="test-key", max_retries=0, http_client=http
+    ) as c:
         yield c
 
 

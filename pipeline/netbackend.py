@@ -1,0 +1,285 @@
+"""An asyncio-native network backend for the HTTP client under the ``openai`` SDK.
+
+The SDK talks HTTP through httpx2 and httpcore2, whose default network
+backend goes through anyio: every socket read enters an anyio cancel scope
+(a ``sniffio`` lookup, the current task, a deadline) inside a
+``map_exceptions`` context. At a real token rate every chunk is its own
+read, and that layer costs a third of a stream's client CPU per chunk
+(``bench/README.md``). :class:`AsyncioBackend` implements httpcore2's
+``AsyncNetworkBackend`` on an asyncio protocol instead: a read takes what
+has arrived, or waits on one future with a timer only when a timeout is set.
+
+:func:`http_client` gives the SDK's default client (``DefaultAsyncHttpxClient``:
+its timeouts, connection limits and redirects) on this backend; pass it as
+``AsyncOpenAI(http_client=...)``. ``rxllm serve`` uses it for its upstreams.
+httpx2's transport has no parameter for a network backend, so it is set on
+the transport's connection pool; if that pool is not where this module
+expects it (another httpx2 version), the client keeps the default backend
+and a debug line says so.
+
+Errors are httpcore2's, as with the default backend (the SDK maps them):
+``ConnectError`` / ``ConnectTimeout`` when connecting or in the TLS
+handshake, ``ReadError`` / ``ReadTimeout``, ``WriteError`` /
+``WriteTimeout``. TLS inside TLS (an HTTPS proxy in front of an HTTPS
+upstream) is not supported by asyncio's ``start_tls``: use the default
+client for that.
+"""
+
+# httpcore2's interface takes timeouts as parameters (ASYNC109).
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, cast
+
+import httpcore2
+import httpx2
+from httpcore2 import (
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    ReadTimeout,
+    WriteError,
+    WriteTimeout,
+)
+from openai import DefaultAsyncHttpxClient
+
+__all__ = ["AsyncioBackend", "AsyncioStream", "http_client"]
+
+log = logging.getLogger(__name__)
+
+READ_BUFFER = 256 * 1024
+"""Bytes received and not yet read at which the socket stops being read."""
+
+
+class _Protocol(asyncio.Protocol):
+    """Collects what arrives; wakes the one reader and the one writer waiting."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.eof = False
+        self.error: Exception | None = None
+        self.reader: asyncio.Future[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
+        self.writing_paused = False
+        self.reading_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > READ_BUFFER and not self.reading_paused and self.transport:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake_reader()
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake_reader()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._wake_writer()
+
+    def _wake_reader(self) -> None:
+        if self.reader is not None and not self.reader.done():
+            self.reader.set_result(None)
+
+    def _wake_writer(self) -> None:
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def _wait(future: asyncio.Future[None], timeout: float | None) -> None:
+    """Await ``future``; ``TimeoutError`` after ``timeout`` seconds (``None``: no limit)."""
+    if timeout is None:
+        await future
+        return
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
+
+
+class AsyncioStream(httpcore2.AsyncNetworkStream):
+    """One connection: an asyncio transport and the protocol collecting its bytes."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        protocol = self._protocol
+        if not protocol.chunks:
+            if protocol.error is not None:
+                raise ReadError(f"the connection was lost: {protocol.error}")
+            if protocol.eof:
+                return b""
+            protocol.reader = asyncio.get_running_loop().create_future()
+            try:
+                await _wait(protocol.reader, timeout)
+            except TimeoutError:
+                raise ReadTimeout(f"no data within {timeout} s") from None
+            finally:
+                protocol.reader = None
+            if not protocol.chunks:
+                if protocol.error is not None:
+                    raise ReadError(f"the connection was lost: {protocol.error}")
+                return b""
+        data = protocol.chunks.popleft()
+        if len(data) > max_bytes:
+            protocol.chunks.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        protocol.buffered -= len(data)
+        if protocol.reading_paused and protocol.buffered <= READ_BUFFER // 4:
+            protocol.reading_paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        protocol = self._protocol
+        if protocol.error is not None or self._transport.is_closing():
+            raise WriteError("the connection is closed")
+        self._transport.write(buffer)
+        if protocol.writing_paused:
+            protocol.drained = asyncio.get_running_loop().create_future()
+            try:
+                await _wait(protocol.drained, timeout)
+            except TimeoutError:
+                raise WriteTimeout(f"the write did not drain within {timeout} s") from None
+            finally:
+                protocol.drained = None
+            if protocol.error is not None:
+                raise WriteError(f"the connection was lost: {protocol.error}")
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport = await loop.start_tls(
+                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
+                )
+        except TimeoutError:
+            self._transport.close()
+            raise ConnectTimeout(f"the TLS handshake took more than {timeout} s") from None
+        except (OSError, ssl.SSLError) as exc:
+            self._transport.close()
+            raise ConnectError(f"the TLS handshake failed: {exc}") from exc
+        if transport is None:  # the connection closed during the handshake
+            raise ConnectError("the connection closed during the TLS handshake")
+        return AsyncioStream(transport, self._protocol)
+
+    def get_extra_info(self, info: str) -> Any:
+        transport = self._transport
+        if info == "ssl_object":
+            return transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return transport.get_extra_info("peername")
+        if info == "socket":
+            return transport.get_extra_info("socket")
+        if info == "is_readable":
+            # An idle pooled connection with something to read (data, EOF) is
+            # one the server has closed or broken: the pool drops it.
+            protocol = self._protocol
+            return bool(protocol.chunks) or protocol.eof or transport.is_closing()
+        return None
+
+
+class AsyncioBackend(httpcore2.AsyncNetworkBackend):
+    """httpcore2's network backend on asyncio transports (see the module)."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        local = (local_address, 0) if local_address else None
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol = await loop.create_connection(
+                    _Protocol, host, port, local_addr=local
+                )
+        except TimeoutError:
+            raise ConnectTimeout(f"connecting to {host}:{port} took over {timeout} s") from None
+        except OSError as exc:
+            raise ConnectError(f"connecting to {host}:{port} failed: {exc}") from exc
+        sock = transport.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return AsyncioStream(transport, protocol)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol = await loop.create_unix_connection(_Protocol, path)
+        except TimeoutError:
+            raise ConnectTimeout(f"connecting to {path} took more than {timeout} s") from None
+        except OSError as exc:
+            raise ConnectError(f"connecting to {path} failed: {exc}") from exc
+        return AsyncioStream(transport, protocol)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def http_client(**options: Any) -> httpx2.AsyncClient:
+    """The ``openai`` SDK's default async HTTP client on :class:`AsyncioBackend`.
+
+    ``options`` go to ``openai.DefaultAsyncHttpxClient`` (``timeout``,
+    ``limits``, ``proxy``...). Use it as ``AsyncOpenAI(http_client=http_client())``.
+    """
+    client = DefaultAsyncHttpxClient(**options)
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    if isinstance(pool, httpcore2.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
+        pool._network_backend = AsyncioBackend()
+    else:
+        log.debug("httpx2's connection pool is not where expected: keeping its network backend")
+    return client

@@ -1,0 +1,192 @@
+"""The asyncio-native network backend under the SDK's HTTP client, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpcore2
+import httpx2
+import pytest
+import trustme
+import uvloop
+from openai import AsyncOpenAI
+
+import pipeline.netbackend
+from operators.accumulate import Accumulator, Result
+from pipeline import sources
+from pipeline.mock import MockServer
+from pipeline.netbackend import AsyncioBackend, http_client
+from pipeline.stream import llm_stream
+
+MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    with MockServer() as srv:
+        yield srv
+
+
+async def consume(client: AsyncOpenAI, mock: dict[str, Any]) -> Result:
+    source = sources.chat_completions(
+        client, model="mock-model", messages=MESSAGES, extra_body={"mock": mock}
+    )
+    acc = Accumulator()
+    done = asyncio.Event()
+    llm_stream(source).subscribe(acc.add, on_completed=done.set)
+    await asyncio.wait_for(done.wait(), 20)
+    return acc.result()
+
+
+def test_http_client_runs_on_the_asyncio_backend() -> None:
+    client = http_client()
+    pool = client._transport._pool  # type: ignore[attr-defined]
+    assert isinstance(pool._network_backend, AsyncioBackend)
+
+
+def test_http_client_keeps_the_default_backend_when_the_pool_is_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        pipeline.netbackend,
+        "DefaultAsyncHttpxClient",
+        lambda **_: httpx2.AsyncClient(transport=None),
+    )
+    client = http_client()  # no exception: a client on its own backend
+    assert isinstance(client, httpx2.AsyncClient)
+
+
+def test_a_stream_on_uvloop(server: MockServer) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; the backend works with them."""
+    words = " ".join(f"w{i}" for i in range(200))
+
+    async def main() -> Result:
+        async with AsyncOpenAI(
+            base_url=server.base_url, api_key="k", max_retries=0, http_client=http_client()
+        ) as client:
+            return await consume(client, {"text": words, "interval": 0.001})
+
+    result = uvloop.run(main())
+    assert result.choices[0].content == words
+
+
+async def test_a_body_read_late_arrives_whole(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More than the read buffer arrives before it is read: reading pauses, then resumes."""
+    monkeypatch.setattr(pipeline.netbackend, "READ_BUFFER", 16 * 1024)
+    paused: list[bool] = []
+    received_data = pipeline.netbackend._Protocol.data_received
+
+    def spy(self: pipeline.netbackend._Protocol, data: bytes) -> None:
+        received_data(self, data)
+        paused.append(self.reading_paused)
+
+    monkeypatch.setattr(pipeline.netbackend._Protocol, "data_received", spy)
+    words = " ".join(f"word{i}" for i in range(5_000))  # about 600 KB of SSE frames
+    body = {"model": "mock-model", "messages": MESSAGES, "stream": True, "mock": {"text": words}}
+    received = bytearray()
+    async with (
+        httpx2.AsyncClient(transport=_transport(), timeout=30) as http,
+        http.stream("POST", server.base_url + "/chat/completions", json=body) as response,
+    ):
+        await asyncio.sleep(0.5)  # the model streams on; nothing is read meanwhile
+        async for chunk in response.aiter_raw():
+            received += chunk
+    assert any(paused)
+    assert received.count(b"data: ") == 5_000 + 3  # role, the words, finish, [DONE]
+    assert received.rstrip().endswith(b"data: [DONE]")
+
+
+async def test_a_read_that_waits_too_long_is_a_read_timeout(server: MockServer) -> None:
+    async with httpx2.AsyncClient(
+        transport=_transport(), timeout=httpx2.Timeout(5, read=0.2)
+    ) as http:
+        body = {
+            "model": "mock-model",
+            "messages": MESSAGES,
+            "stream": True,
+            "mock": {"text": "late", "stall": 3},
+        }
+        with pytest.raises(httpx2.ReadTimeout):
+            async with http.stream("POST", server.base_url + "/chat/completions", json=body) as r:
+                async for _ in r.aiter_raw():
+                    pass
+
+
+async def test_nothing_listening_is_a_connect_error() -> None:
+    backend = AsyncioBackend()
+    with pytest.raises(httpcore2.ConnectError):
+        await backend.connect_tcp("127.0.0.1", _closed_port(), timeout=5)
+
+
+@pytest.fixture
+async def tls_server() -> AsyncIterator[tuple[int, trustme.CA]]:
+    """An HTTPS server answering every request with a two-token SSE stream."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    sse = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"over "}}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{"content":"TLS"}}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        length = head.split(b"content-length:")[1].split(b"\r\n")[0]
+        await reader.readexactly(int(length))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(sse)
+            + sse
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1], ca
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_https_through_the_sdk(tls_server: tuple[int, trustme.CA]) -> None:
+    port, ca = tls_server
+    verify = ssl.create_default_context()
+    ca.configure_trust(verify)
+    async with AsyncOpenAI(
+        base_url=f"https://localhost:{port}/v1",
+        api_key="k",
+        max_retries=0,
+        http_client=http_client(verify=verify),
+    ) as client:
+        result = await consume(client, {})
+    assert result.choices[0].content == "over TLS"
+
+
+async def test_an_untrusted_certificate_is_a_connect_error(
+    tls_server: tuple[int, trustme.CA],
+) -> None:
+    port, _ = tls_server
+    async with httpx2.AsyncClient(transport=_transport()) as http:
+        with pytest.raises(httpx2.ConnectError):
+            await http.get(f"https://localhost:{port}/")
+
+
+def _transport() -> httpx2.AsyncHTTPTransport:
+    transport = http_client()._transport
+    assert isinstance(transport, httpx2.AsyncHTTPTransport)
+    return transport
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
