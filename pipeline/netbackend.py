@@ -20,9 +20,9 @@ and a debug line says so.
 Errors are httpcore2's, as with the default backend (the SDK maps them):
 ``ConnectError`` / ``ConnectTimeout`` when connecting or in the TLS
 handshake, ``ReadError`` / ``ReadTimeout``, ``WriteError`` /
-``WriteTimeout``. TLS inside TLS (an HTTPS proxy in front of an HTTPS
-upstream) is not supported by asyncio's ``start_tls``: use the default
-client for that.
+``WriteTimeout``. Requests through a proxy (``proxy=``, or the proxy
+variables of the environment) go through httpx2's proxy transports, which
+keep the default backend (and its TLS inside TLS for an HTTPS proxy).
 """
 
 # httpcore2's interface takes timeouts as parameters (ASYNC109).

@@ -59,6 +59,16 @@ def test_http_client_keeps_the_default_backend_when_the_pool_is_elsewhere(
     assert isinstance(client, httpx2.AsyncClient)
 
 
+def test_proxied_requests_keep_the_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    client = http_client()
+    proxies = [t for t in client._mounts.values() if t is not None]
+    assert proxies
+    for transport in proxies:
+        assert isinstance(transport, httpx2.AsyncHTTPTransport)
+        assert not isinstance(transport._pool._network_backend, AsyncioBackend)
+
+
 def test_a_stream_on_uvloop(server: MockServer) -> None:
     """uvloop's transports are not asyncio.Transport subclasses; the backend works with them."""
     words = " ".join(f"w{i}" for i in range(200))
