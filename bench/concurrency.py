@@ -28,10 +28,28 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
-class _Stream:
-    """One stream run with an Accumulator sink; ``first`` is set at its first text event."""
+class _Started:
+    """Counts the streams that have sent text (or ended); one Event for all of them.
 
-    def __init__(self, client: Any, script: dict[str, Any]) -> None:
+    One per stream would be the harness's own memory (an ``asyncio.Event`` is
+    0.8 KB), counted against the path being measured.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.all = asyncio.Event()
+
+    def one(self) -> None:
+        self.count += 1
+        if self.count == self.expected:
+            self.all.set()
+
+
+class _Stream:
+    """One stream run with an Accumulator sink; tells ``started`` at its first text event."""
+
+    def __init__(self, client: Any, script: dict[str, Any], started: _Started) -> None:
         from operators.accumulate import Accumulator
         from pipeline.runner import StreamRun
         from pipeline.sources import chat_completions
@@ -42,23 +60,27 @@ class _Stream:
         )
         self.run = StreamRun(llm_stream(source))
         self.acc = Accumulator()
-        self.first = asyncio.Event()
-        self.run.subscribe(self.acc.add)
+        self.started: _Started | None = started
         self.run.subscribe(self._on_event)
 
     def _on_event(self, event: Any) -> None:
-        if (event.type == "text" and event.text) or event.type in ("error", "cancelled"):
-            self.first.set()
+        self.acc.add(event)  # the Accumulator sink, and the harness's check in one observer
+        if self.started is not None and (
+            (event.type == "text" and event.text) or event.type in ("error", "cancelled")
+        ):
+            self.started.one()
+            self.started = None
 
 
 async def _start(
     client: Any, scripts: list[dict[str, Any]], wait: float, check: bool = True
 ) -> list[_Stream]:
     """Start one stream per script; return once each has sent text (``check``: none ended)."""
-    streams = [_Stream(client, script) for script in scripts]
+    started = _Started(len(scripts))
+    streams = [_Stream(client, script, started) for script in scripts]
     for stream in streams:
         stream.run.start()
-    await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in streams)), wait)
+    await asyncio.wait_for(started.all.wait(), wait)
     failed = [s.run.terminal for s in streams if s.run.terminal is not None]
     if check and failed:
         raise RuntimeError(f"{len(failed)} streams ended before the measurement: {failed[0]!r}")
@@ -107,13 +129,20 @@ async def measure_memory(base_url: str, streams: int, interval: float, mode: str
 
     ``mode``: ``rxllm`` (StreamRun + source + chain + Accumulator), ``source``
     (rxllm's source alone, one plain subscriber), ``sdk`` (the openai SDK's
-    ``create(stream=True)`` iterated) or ``httpx`` (httpx2 streams read raw).
+    ``create(stream=True)`` iterated) or ``httpx`` (httpx2 streams read raw);
+    ``rxllm_http`` and ``source_http``: the same on rxllm's ``http_client()``.
     """
     from openai import AsyncOpenAI
 
+    from pipeline.netbackend import http_client
+
     _raise_fd_limit(streams * 2 + 256)
     script = {"text": SLOW_TEXT, "interval": interval}
-    async with AsyncOpenAI(base_url=base_url, api_key="bench-key", max_retries=0) as client:
+    http = http_client() if mode.endswith("_http") else None
+    mode = mode.removesuffix("_http")
+    async with AsyncOpenAI(
+        base_url=base_url, api_key="bench-key", max_retries=0, http_client=http
+    ) as client:
         await _warm_up(client)
         if mode in ("rxllm", "source"):
             stop: list[Any] = []

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
+from weakref import WeakSet
 
 import openai
 from reactivex import Observable, abc
@@ -46,7 +47,7 @@ from pipeline.events import (
     is_terminal,
 )
 
-__all__ = ["ErrorInfo", "classify", "map_errors", "scrub"]
+__all__ = ["ErrorInfo", "classify", "is_error_mapped", "map_errors", "scrub"]
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,21 @@ def map_errors(
 
             return source.subscribe(on_next, on_error, on_completed, scheduler=scheduler_)
 
-        return Observable(subscribe)
+        mapped: Observable[Event] = Observable(subscribe)
+        _MAPPED.add(mapped)
+        return mapped
 
     return _map_errors
+
+
+_MAPPED: WeakSet[Observable[Any]] = WeakSet()
+
+
+def is_error_mapped(events: Observable[Any]) -> bool:
+    """Whether ``events`` is the output of :func:`map_errors`.
+
+    Such a stream already ends with exactly one terminal event and nothing
+    after it, so applying :func:`map_errors` again would change nothing;
+    :class:`pipeline.runner.StreamRun` uses this to skip the second layer.
+    """
+    return events in _MAPPED

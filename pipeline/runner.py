@@ -30,7 +30,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
 from reactivex.subject import Subject
 
-from operators.map_errors import map_errors
+from operators.map_errors import is_error_mapped, map_errors
 from pipeline.aio import BufferedObserver
 from pipeline.events import Cancelled, Event, EventBase, is_terminal
 
@@ -43,13 +43,16 @@ class StreamRun:
     """One upstream stream multicast to several sinks; see the module docstring."""
 
     def __init__(self, events: Observable[Event], stream_id: str | None = None) -> None:
-        self._source = events.pipe(map_errors(stream_id))
+        # Every stream ends with one terminal event: map_errors guarantees it,
+        # unless the source already ends with it (llm_stream does).
+        self._source = events if is_error_mapped(events) else events.pipe(map_errors(stream_id))
         self._subject: Subject[Event] = Subject()
         self._upstream = SerialDisposable()
         self._started_at: float | None = None
         self._last: EventBase | None = None
         self._terminal: EventBase | None = None
-        self._done = asyncio.Event() if _has_loop() else None
+        self._done: asyncio.Event | None = None  # made by wait() (an Event is 0.8 KB)
+        self._finished = False
         self.stream_id = stream_id
         self.cancel_reason: str | None = None
 
@@ -140,9 +143,9 @@ class StreamRun:
 
     async def wait(self) -> EventBase:
         """Wait for the terminal event and return it."""
-        if self._done is None:
-            self._done = asyncio.Event()
-        if self._terminal is None:
+        if self._terminal is None and not self._finished:
+            if self._done is None:
+                self._done = asyncio.Event()
             await self._done.wait()
         assert self._terminal is not None
         return self._terminal
@@ -168,14 +171,7 @@ class StreamRun:
         self._finish()
 
     def _finish(self) -> None:
+        self._finished = True
         if self._done is not None:
             self._done.set()
         self._upstream.disposable = Disposable()
-
-
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

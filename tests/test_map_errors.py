@@ -16,7 +16,7 @@ from reactivex.subject import Subject
 from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
-from operators.map_errors import classify, map_errors, scrub
+from operators.map_errors import classify, is_error_mapped, map_errors, scrub
 from pipeline.errors import (
     MalformedChunkError,
     StreamTimeoutError,
@@ -301,3 +301,21 @@ def test_events_after_terminal_are_dropped_with_one_warning(
                           on_next(4, text(3)), on_completed(5))  # fmt: skip
     assert messages == [on_next(201, started()), on_next(202, finished), on_completed(205)]
     assert len([r for r in caplog.records if "dropping" in r.message]) == 1
+
+
+def test_map_errors_output_is_known_so_stream_run_skips_a_second_layer() -> None:
+    from pipeline.runner import StreamRun
+    from pipeline.sources import sse_body
+    from pipeline.stream import llm_stream
+
+    raw = sse_body(b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
+    events = llm_stream(raw)
+    assert is_error_mapped(events)
+    assert not is_error_mapped(raw)
+    assert StreamRun(events)._source is events
+    failing: reactivex.Observable[Any] = reactivex.throw(RuntimeError("boom"))
+    run = StreamRun(failing)  # not mapped: StreamRun maps its errors itself
+    seen: list[Any] = []
+    run.subscribe(seen.append)
+    run.start()
+    assert [e.type for e in seen] == ["error"]

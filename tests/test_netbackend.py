@@ -200,3 +200,32 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class _Transport:
+    """Enough of a transport for reading from a protocol fed by hand."""
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_a_reader_that_never_catches_up_holds_no_more_than_it_has_to_read() -> None:
+    protocol = pipeline.netbackend._Protocol()
+    protocol.connection_made(_Transport())  # type: ignore[arg-type]
+    stream = pipeline.netbackend.AsyncioStream(_Transport(), protocol)  # type: ignore[arg-type]
+    protocol.data_received(b"0,")
+    read = bytearray()
+    for i in range(1, 1000):
+        protocol.data_received(b"%d," % i)  # one more arrives before each read
+        read += await stream.read(65536)
+        assert len(protocol.chunks) - protocol.head == 1
+        assert len(protocol.chunks) <= pipeline.netbackend._COMPACT_AT + 1
+    read += await stream.read(65536)
+    assert read == b"".join(b"%d," % i for i in range(1000))
+    assert protocol.buffered == 0
