@@ -322,8 +322,9 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
     import resource
 
     # 1,000 streams at 20 tokens/s are 20,000 chunks/s, which at this rate (one read
-    # and one write per chunk) need about three cores for the proxy alone: with
-    # fewer than four, run the load the machine carries and say so in the row.
+    # and one write per chunk, ~150 µs) are about three cores of work for the one
+    # proxy process: with fewer than four cores, run the load this machine carries
+    # and say so in the row; with more, the row shows what one process does at 1,000.
     cores = os.cpu_count() or 1
     streams = args.streams if cores >= 4 else min(args.streams, SMALL_MACHINE_STREAMS)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -363,7 +364,8 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
         verdict["verdict"] = (
             f"**not measured at {args.streams:,} streams**: {streams} on {cores} cores "
             f"({per_chunk:.0f} µs of proxy CPU per chunk at this rate: {args.streams:,} "
-            f"streams would need {args.streams * LOAD_RATE * per_chunk / 1e6:.1f} cores)"
+            f"streams are {args.streams * LOAD_RATE * per_chunk / 1e6:.1f} cores of work, "
+            f"one process carries about {int(1e6 / per_chunk / LOAD_RATE)})"
         )
     return Measured(
         [p99_served - p99_direct],
