@@ -216,6 +216,8 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
             raise ConnectError(f"the TLS handshake failed: {exc}") from exc
         if transport is None:  # the connection closed during the handshake
             raise ConnectError("the connection closed during the TLS handshake")
+        # Reading is paused and resumed on the TLS transport from now on.
+        self._protocol.transport = transport
         return AsyncioStream(transport, self._protocol)
 
     def get_extra_info(self, info: str) -> Any:

@@ -147,6 +147,12 @@ async def tls_server() -> AsyncIterator[tuple[int, trustme.CA]]:
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        if head.startswith(b"get /big "):  # 1 MB, for the read buffer to fill
+            body = b"x" * 1_000_000
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+            writer.close()
+            return
         length = head.split(b"content-length:")[1].split(b"\r\n")[0]
         await reader.readexactly(int(length))
         writer.write(
@@ -177,6 +183,26 @@ async def test_https_through_the_sdk(tls_server: tuple[int, trustme.CA]) -> None
     ) as client:
         result = await consume(client, {})
     assert result.choices[0].content == "over TLS"
+
+
+async def test_a_tls_body_read_late_arrives_whole(
+    tls_server: tuple[int, trustme.CA], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over TLS too, reading pauses while the buffer is full and resumes as it drains."""
+    monkeypatch.setattr(pipeline.netbackend, "READ_BUFFER", 16 * 1024)
+    port, ca = tls_server
+    verify = ssl.create_default_context()
+    ca.configure_trust(verify)
+    transport = http_client(verify=verify)._transport
+    received = 0
+    async with (
+        httpx2.AsyncClient(transport=transport, timeout=10) as http,
+        http.stream("GET", f"https://localhost:{port}/big") as response,
+    ):
+        await asyncio.sleep(0.3)  # the server sends on; nothing is read meanwhile
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+    assert received == 1_000_000
 
 
 async def test_an_untrusted_certificate_is_a_connect_error(
