@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, cast
 
 import httpcore2
@@ -119,14 +119,18 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(TimeoutError())
 
 
-async def _wait(future: asyncio.Future[None], timeout: float | None) -> None:
-    """Await ``future``; ``TimeoutError`` after ``timeout`` seconds (``None``: no limit)."""
+async def _wait(
+    future: asyncio.Future[None], timeout: float | None, late: type[Exception], what: str
+) -> None:
+    """Await ``future``; after ``timeout`` seconds (``None``: no limit) raise ``late``."""
     if timeout is None:
         await future
         return
     timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
     try:
         await future
+    except TimeoutError:
+        raise late(f"{what} within {timeout} s") from None
     finally:
         timer.cancel()
 
@@ -140,22 +144,16 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
-        if protocol.head == len(protocol.chunks):
+        while protocol.head == len(protocol.chunks):  # nothing unread
             if protocol.error is not None:
                 raise ReadError(f"the connection was lost: {protocol.error}")
             if protocol.eof:
                 return b""
             protocol.reader = asyncio.get_running_loop().create_future()
             try:
-                await _wait(protocol.reader, timeout)
-            except TimeoutError:
-                raise ReadTimeout(f"no data within {timeout} s") from None
+                await _wait(protocol.reader, timeout, ReadTimeout, "no data")
             finally:
                 protocol.reader = None
-            if protocol.head == len(protocol.chunks):
-                if protocol.error is not None:
-                    raise ReadError(f"the connection was lost: {protocol.error}")
-                return b""
         chunks, head = protocol.chunks, protocol.head
         data = chunks[head]
         if len(data) > max_bytes:
@@ -185,9 +183,7 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         if protocol.writing_paused:
             protocol.drained = asyncio.get_running_loop().create_future()
             try:
-                await _wait(protocol.drained, timeout)
-            except TimeoutError:
-                raise WriteTimeout(f"the write did not drain within {timeout} s") from None
+                await _wait(protocol.drained, timeout, WriteTimeout, "the write did not drain")
             finally:
                 protocol.drained = None
             if protocol.error is not None:
@@ -250,21 +246,15 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         local = (local_address, 0) if local_address else None
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(
-                    _Protocol, host, port, local_addr=local
-                )
-        except TimeoutError:
-            raise ConnectTimeout(f"connecting to {host}:{port} took over {timeout} s") from None
-        except OSError as exc:
-            raise ConnectError(f"connecting to {host}:{port} failed: {exc}") from exc
-        sock = transport.get_extra_info("socket")
+        connecting = asyncio.get_running_loop().create_connection(
+            _Protocol, host, port, local_addr=local
+        )
+        stream = await _connect(connecting, f"{host}:{port}", timeout)
+        sock = stream.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
-        return AsyncioStream(transport, protocol)
+        return stream
 
     async def connect_unix_socket(
         self,
@@ -272,18 +262,27 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_Protocol, path)
-        except TimeoutError:
-            raise ConnectTimeout(f"connecting to {path} took more than {timeout} s") from None
-        except OSError as exc:
-            raise ConnectError(f"connecting to {path} failed: {exc}") from exc
-        return AsyncioStream(transport, protocol)
+        connecting = asyncio.get_running_loop().create_unix_connection(_Protocol, path)
+        return await _connect(connecting, path, timeout)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _connect(
+    connecting: Coroutine[Any, Any, tuple[asyncio.BaseTransport, _Protocol]],
+    where: str,
+    timeout: float | None,
+) -> AsyncioStream:
+    """Await ``connecting`` (a loop's ``create_*connection``) as httpcore2 expects."""
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await connecting
+    except TimeoutError:
+        raise ConnectTimeout(f"connecting to {where} took more than {timeout} s") from None
+    except OSError as exc:
+        raise ConnectError(f"connecting to {where} failed: {exc}") from exc
+    return AsyncioStream(cast(asyncio.Transport, transport), protocol)
 
 
 def http_client(**options: Any) -> httpx2.AsyncClient:
