@@ -123,6 +123,14 @@ def pinned(cpu: int | None) -> Any:
     return pin
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0 to 1) of ``values``; NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, round(q * len(ordered)) - 1)]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

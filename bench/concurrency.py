@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import MESSAGES, MODEL, Measured, rss_bytes
+from bench.common import MESSAGES, MODEL, Measured, percentile, rss_bytes
 
 SLOW_TEXT = " ".join(["word"] * 200)  # long enough to still be streaming when measured
 
@@ -256,8 +256,8 @@ async def measure_cancel(
         if model.poll() is None:
             model.kill()
             model.wait()
-    latencies = sorted((closed_at[k] - cancelled_at[k]) * 1000 for k in done)  # type: ignore[operator]
-    p99 = latencies[max(0, round(0.99 * len(latencies)) - 1)] if latencies else float("nan")
+    latencies = [(closed_at[k] - cancelled_at[k]) * 1000 for k in done]  # type: ignore[operator]
+    p99 = percentile(latencies, 0.99)
     return Measured(
         [p99],
         {
@@ -265,6 +265,6 @@ async def measure_cancel(
             "closed": len(done),
             "cancelled_events": terminals.count("cancelled"),
             "p50_ms": statistics.median(latencies) if latencies else None,
-            "max_ms": latencies[-1] if latencies else None,
+            "max_ms": max(latencies) if latencies else None,
         },
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -35,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from bench.common import (
     cpu_seconds,
     free_port,
     mock_command,
+    percentile,
     start_process,
     stop_process,
     text_script,
@@ -80,6 +83,33 @@ def _serve_command(port: int, upstream: str, logs: Path) -> list[str]:
         sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
         "--port", str(port), "--upstream", upstream, "--db", db, "--log-level", "warning",
     ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _behind_serve(
+    model: Callable[[int], list[str]], args: argparse.Namespace, logs: Path
+) -> Iterator[tuple[str, str, int]]:
+    """A model (``model(port)`` is its command) and ``rxllm serve`` in front of it.
+
+    The model runs on the servers' core with this process (the load), the
+    proxy on the other. Yields the model's and the proxy's chat URLs and the
+    proxy's pid; stops both.
+    """
+    upstream_port, proxy_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    if args.server_cpu is not None:
+        os.sched_setaffinity(0, {args.server_cpu})
+    mock = start_process(model(upstream_port), args.server_cpu, upstream_port, logs / "mock.log")
+    try:
+        command = _serve_command(proxy_port, upstream, logs)
+        proxy = start_process(command, args.client_cpu, proxy_port, logs / "proxy.log", 120)
+        try:
+            served = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
+            yield upstream + "/chat/completions", served, proxy.pid
+        finally:
+            stop_process(proxy)
+    finally:
+        stop_process(mock)
 
 
 def _fixed_mock(port: int, chunks: int, logs: Path) -> list[str]:
@@ -216,27 +246,11 @@ def _ttft_row(args: argparse.Namespace) -> Measured:
     if reason:
         return Measured(skipped=reason)
     logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-ttft-"))
-    upstream_port, proxy_port = free_port(), free_port()
-    upstream = f"http://127.0.0.1:{upstream_port}/v1"
-    if args.server_cpu is not None:
-        os.sched_setaffinity(0, {args.server_cpu})
-    mock = start_process(_fixed_mock(upstream_port, 20, logs), args.server_cpu, upstream_port,
-                         logs / "mock.log")  # fmt: skip
-    try:
-        command = _serve_command(proxy_port, upstream, logs)
-        proxy = start_process(command, args.client_cpu, proxy_port, logs / "proxy.log", 120)
-        try:
-            rounds = 20 if args.quick else 50
-            diffs, direct, served = asyncio.run(
-                _ttft(upstream + "/chat/completions",
-                      f"http://127.0.0.1:{proxy_port}/v1/chat/completions", rounds)
-            )  # fmt: skip
-        finally:
-            stop_process(proxy)
-    finally:
-        stop_process(mock)
+    rounds = 20 if args.quick else 50
+    with _behind_serve(lambda port: _fixed_mock(port, 20, logs), args, logs) as (direct, served, _):
+        diffs, direct_ms, served_ms = asyncio.run(_ttft(direct, served, rounds))
     # One sample per round: the table's median/min/max are over the rounds.
-    return Measured(diffs, {"direct_ms": direct, "served_ms": served, "rounds": len(diffs)})
+    return Measured(diffs, {"direct_ms": direct_ms, "served_ms": served_ms, "rounds": len(diffs)})
 
 
 LOAD_RATE = 20.0  # tokens per second of each background stream
@@ -310,11 +324,6 @@ async def _load_and_probe(
     return direct_ms, served_ms, load_failed
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
 def _ttft_p99_row(args: argparse.Namespace) -> Measured:
     reason = _serve_available()
     if reason:
@@ -332,32 +341,16 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
     logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-p99-"))
-    upstream_port, proxy_port = free_port(), free_port()
-    upstream = f"http://127.0.0.1:{upstream_port}/v1"
-    if args.server_cpu is not None:  # the load generator shares the model's core
-        os.sched_setaffinity(0, {args.server_cpu})
-    mock = start_process(mock_command(upstream_port), args.server_cpu, upstream_port,
-                         logs / "mock.log")  # fmt: skip
-    try:
-        command = _serve_command(proxy_port, upstream, logs)
-        proxy = start_process(command, args.client_cpu, proxy_port, logs / "proxy.log", 120)
-        try:
-            probes = 50 if args.quick else 200
-            cpu_before = cpu_seconds(proxy.pid)
-            wall_before = time.monotonic()
-            direct, served, failed = asyncio.run(
-                _load_and_probe(upstream + "/chat/completions",
-                                f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
-                                streams, probes)
-            )  # fmt: skip
-            busy = (cpu_seconds(proxy.pid) - cpu_before) / (time.monotonic() - wall_before)
-        finally:
-            stop_process(proxy)
-    finally:
-        stop_process(mock)
+    probes = 50 if args.quick else 200
+    with _behind_serve(mock_command, args, logs) as (direct_url, served_url, pid):
+        cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+        direct, served, failed = asyncio.run(
+            _load_and_probe(direct_url, served_url, streams, probes)
+        )
+        busy = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
     if not direct or not served:
         return Measured(skipped="no probe got a first token")
-    p99_direct, p99_served = _percentile(direct, 0.99), _percentile(served, 0.99)
+    p99_direct, p99_served = percentile(direct, 0.99), percentile(served, 0.99)
     per_chunk = busy / (streams * LOAD_RATE) * 1e6
     verdict: dict[str, str] = {}
     if streams < args.streams:
