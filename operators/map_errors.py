@@ -47,7 +47,14 @@ from pipeline.events import (
     is_terminal,
 )
 
-__all__ = ["ErrorInfo", "classify", "is_error_mapped", "map_errors", "scrub"]
+__all__ = [
+    "ErrorInfo",
+    "classify",
+    "is_error_mapped",
+    "map_errors",
+    "mark_error_mapped",
+    "scrub",
+]
 
 log = logging.getLogger(__name__)
 
@@ -290,3 +297,14 @@ def is_error_mapped(events: Observable[Any]) -> bool:
     :class:`pipeline.runner.StreamRun` uses this to skip the second layer.
     """
     return events in _MAPPED
+
+
+def mark_error_mapped(events: Observable[Any]) -> None:
+    """Declare that ``events`` keeps :func:`map_errors`' promise without being its output.
+
+    For a source built only from ``map_errors`` outputs that keeps their
+    promise itself (:func:`pipeline.failover.failover`: every event of an
+    attempt comes through ``llm_stream``, the failover ends with one terminal
+    event, never calls ``on_error`` and sends nothing after the end).
+    """
+    _MAPPED.add(events)

@@ -83,7 +83,7 @@ from reactivex.disposable import (
 
 from operators._scheduling import default_scheduler
 from operators.extract_deltas import RawChunk
-from operators.map_errors import classify
+from operators.map_errors import classify, mark_error_mapped
 from pipeline import sources
 from pipeline.events import (
     Event,
@@ -376,7 +376,12 @@ def failover(
         run.attempt()
         return Disposable(run.dispose)
 
-    return Observable(subscribe)
+    # Each attempt is llm_stream's output (one terminal event, errors as events), and
+    # _Run ends with exactly one terminal event, then on_completed, never on_error:
+    # StreamRun needs no second map_errors layer over it.
+    events: Observable[Event] = Observable(subscribe)
+    mark_error_mapped(events)
+    return events
 
 
 class _Run:

@@ -179,6 +179,11 @@ class SSEResponse(Response):
     dialect's closing frames once a terminal event has been written or
     ``content`` is exhausted.
 
+    ``first`` are items already at hand (events a server waited for before
+    choosing the status): they are written in one send right after the
+    headers, before ``content`` is read, which saves the first token a loop
+    turn.
+
     ``on_disconnect(reason)`` is called once if the client goes away (or
     stalls for ``send_timeout`` seconds) before the end; exceptions it raises
     are logged. ``heartbeat`` (seconds, ``None`` for none) is the idle time
@@ -195,6 +200,7 @@ class SSEResponse(Response):
         self,
         content: AsyncIterable[Item],
         *,
+        first: Sequence[Item] = (),
         dialect: Dialect | str = "rxllm",
         on_disconnect: Callable[[str], object] | None = None,
         heartbeat: float | None = 15.0,
@@ -214,6 +220,7 @@ class SSEResponse(Response):
 
             dialect = make_dialect(dialect)
         self.content = content
+        self.first = list(first)
         self.dialect = dialect
         self.on_disconnect = on_disconnect
         self.heartbeat = heartbeat
@@ -227,6 +234,9 @@ class SSEResponse(Response):
         self._busy_since: float | None = None
         self._last_write = 0.0
         self._lock = asyncio.Lock()
+        # "retry:" joins the first frame: alone, its blank line would make the
+        # openai SDK's decoder dispatch an empty event (see encode_comment).
+        self._prefix = b"" if retry is None else f"retry: {int(retry)}\n".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
@@ -240,6 +250,10 @@ class SSEResponse(Response):
         try:
             try:
                 await self._send_with_timeout(send, start)
+                # What is at hand goes out now, not a loop turn later from the writer task.
+                body = b"".join([self._encode(item) for item in self.first])
+                if body:
+                    await self._send_with_timeout(send, _body(body))
             except _ClientGone as gone:
                 self._client_gone(str(gone))
                 await _aclose(aiter(self.content))
@@ -277,29 +291,32 @@ class SSEResponse(Response):
             except Exception:
                 log.exception("the on_disconnect callback of an SSE response failed")
 
+    def _encode(self, item: Item) -> bytes:
+        """One item's frames (the ``retry:`` field before the first frame)."""
+        encode = self.dialect.encode
+        if isinstance(item, EventBase):
+            body = encode(item)
+        else:
+            body = b"".join([encode(event) for event in item])
+        if self._prefix and body:
+            body, self._prefix = self._prefix + body, b""
+        return body
+
     async def _write_all(self, send: Send) -> None:
         """The writer task: every item of ``content`` in one send each, then the end."""
         dialect = self.dialect
-        encode = dialect.encode
         iterator = aiter(self.content)
-        # "retry:" joins the first frame: alone, its blank line would make the
-        # openai SDK's decoder dispatch an empty event (see encode_comment).
-        first = b"" if self.retry is None else f"retry: {int(self.retry)}\n".encode()
         try:
-            async for item in iterator:
-                if isinstance(item, EventBase):
-                    body = encode(item)
-                else:
-                    body = b"".join([encode(event) for event in item])
-                if first:
-                    body, first = first + body, b""
-                if body:
-                    await self._write(send, body)
-                if dialect.done:
-                    break
+            if not dialect.done:  # ``first`` may have held the end already
+                async for item in iterator:
+                    body = self._encode(item)
+                    if body:
+                        await self._write(send, body)
+                    if dialect.done:
+                        break
         finally:
             await _aclose(iterator)
-        tail = first + dialect.close()
+        tail = self._prefix + dialect.close()
         if tail:
             await self._write(send, tail)
         self._busy_since = self._last_write = asyncio.get_running_loop().time()
@@ -315,7 +332,7 @@ class SSEResponse(Response):
                 pass
         self._busy_since = now = asyncio.get_running_loop().time()
         try:
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send(_body(body))
         except (OSError, ClientDisconnect) as exc:
             raise _ClientGone(f"client disconnected ({type(exc).__name__})") from None
         self._busy_since = None
@@ -355,6 +372,10 @@ class SSEResponse(Response):
             raise _ClientGone(f"a write did not complete within {self.send_timeout:g}s") from None
         except (OSError, ClientDisconnect) as exc:
             raise _ClientGone(f"client disconnected ({type(exc).__name__})") from None
+
+
+def _body(body: bytes) -> Message:
+    return {"type": "http.response.body", "body": body, "more_body": True}
 
 
 def _outcome(tasks: list[asyncio.Task[None]]) -> str | None:

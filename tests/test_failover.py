@@ -28,7 +28,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from operators.accumulate import Accumulator
-from operators.map_errors import classify
+from operators.map_errors import classify, is_error_mapped
 from pipeline.events import Event, EventBase, Failover, StreamError, dump_event, is_terminal
 from pipeline.failover import Upstream, UpstreamConfig, failover
 from pipeline.keypool import KeyPool, fingerprint
@@ -346,6 +346,31 @@ def test_a_stream_that_finishes_without_content_is_not_retried() -> None:
     fake = Fake(scheduler, {"a": [lambda: empty]})
     out = run_virtual(scheduler, fake, [Upstream("a")])
     assert [e.type for _, e in out] == ["started", "choice.finished", "finished"]
+
+
+def test_stream_run_adds_no_second_error_mapping_over_a_failover() -> None:
+    # failover ends with one terminal event and never errors (run_virtual checks it), so
+    # StreamRun relays it as it is, without another map_errors layer per event.
+    scheduler = TestScheduler()
+    fake = Fake(scheduler, {"a": [failing(status_error(503))], "b": [good(scheduler)]})
+    events = failover(
+        [Upstream("a"), Upstream("b")],
+        {"model": "gpt", "messages": MESSAGES},
+        stream_id=SID,
+        scheduler=scheduler,
+        client_factory=fake.client,
+        source_factory=fake.source,
+        random=lambda: 0.0,
+    )
+    assert is_error_mapped(events)
+    run = StreamRun(events)
+    assert run._source is events
+    seen: list[Event] = []
+    run.subscribe(seen.append)
+    run.start()
+    scheduler.start()
+    check_stream(seen, SID)
+    assert seen[0].type == "failover" and seen[-1].type == "finished"
 
 
 def test_dispose_while_waiting_makes_no_more_attempts() -> None:

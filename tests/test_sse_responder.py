@@ -456,6 +456,52 @@ async def test_each_batch_is_one_send_and_the_body_ends() -> None:
     assert response.disconnect_reason is None
 
 
+async def test_first_items_go_out_with_the_headers_before_content_is_read() -> None:
+    events = events_of(3)
+    sent: list[Message] = []
+    read_at: list[int] = []
+
+    async def content() -> AsyncIterator[EventBase]:
+        read_at.append(len(sent))  # how many messages were sent when content was first read
+        for event in events[2:]:
+            yield event
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    response = SSEResponse(content(), first=events[:2], heartbeat=None, retry=500)
+    await response({"type": "http"}, never_disconnect, send)
+    assert [m["type"] for m in sent[:2]] == ["http.response.start", "http.response.body"]
+    assert read_at == [2], "content was read only after the first items were sent"
+    first = sent[1]["body"]
+    assert first.startswith(b"retry: 500\nid: 0\n") and first.count(b"\n\n") == 2
+    body = b"".join(m.get("body", b"") for m in sent)
+    assert [m.data for m in SSEDecoder().decode(body)] == [e.model_dump_json() for e in events], (
+        "every event once, in order"
+    )
+
+
+async def test_a_terminal_event_among_the_first_items_ends_without_reading_content() -> None:
+    events = events_of(1)
+    sent: list[Message] = []
+    read: list[bool] = []
+
+    async def content() -> AsyncIterator[EventBase]:
+        read.append(True)
+        yield text(99, "never read")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    response = SSEResponse(content(), first=events, dialect="openai", heartbeat=None)
+    await response({"type": "http"}, never_disconnect, send)
+    assert read == []
+    body = b"".join(m.get("body", b"") for m in sent)
+    assert b'"content":"1"' in body and body.endswith(b"data: [DONE]\n\n")
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert response.disconnect_reason is None
+
+
 async def test_a_stalled_send_times_out_and_cancels() -> None:
     events = events_of(3)
     stalled = asyncio.Event()

@@ -76,11 +76,12 @@ def _upstream_error(event: StreamError) -> ApiError:
     return ApiError(status, event.message, type="upstream_error", code=event.code or event.kind)
 
 
-async def _first_then_rest(run: StreamRun) -> tuple[Event, AsyncIterator[Event]]:
-    """Start ``run``; wait for its first content or terminal event; return it and all events.
+async def _first_then_rest(run: StreamRun) -> tuple[list[Event], AsyncIterator[Event]]:
+    """Start ``run``; wait for its first content or terminal event.
 
-    The response status depends on it: a stream that fails before its first
-    token (after any failover) is answered with an HTTP error.
+    Returns the events so far (the last is that event) and the reader of the
+    rest. The response status depends on it: a stream that fails before its
+    first token (after any failover) is answered with an HTTP error.
     """
     reader = run.iterate()
     run.start()
@@ -89,14 +90,7 @@ async def _first_then_rest(run: StreamRun) -> tuple[Event, AsyncIterator[Event]]
         held.append(event)
         if is_content(event) or is_terminal(event):
             break
-
-    async def chained() -> AsyncIterator[Event]:
-        for event in held:
-            yield event
-        async for event in reader:
-            yield event
-
-    return held[-1], chained()
+    return held, reader
 
 
 def _completion(result: Any, stream_id: str, model: str) -> dict[str, Any]:
@@ -193,7 +187,8 @@ class _Api:
                 return error_response(_upstream_error(terminal), headers)
             body = _completion(acc.result(), run.stream_id or "", req.model)
             return JSONResponse(body, headers=headers)
-        first, events = await _first_then_rest(run)
+        held, events = await _first_then_rest(run)
+        first = held[-1] if held else None
         if isinstance(first, StreamError) and not first.after_first_token:
             return error_response(_upstream_error(first), headers)
         options = req.model_extra.get("stream_options") if req.model_extra else None
@@ -202,6 +197,7 @@ class _Api:
 
         return SSEResponse(
             events,
+            first=held,
             dialect=OpenAIDialect(include_usage=include_usage),
             on_disconnect=run.cancel,
             heartbeat=gw.settings.heartbeat,
@@ -298,9 +294,10 @@ class _Api:
         self._check_model(model)
         params = {"model": model, "messages": to_openai_messages(ui.messages)}
         run = gw.open_stream(params)
-        _, events = await _first_then_rest(run)
+        held, events = await _first_then_rest(run)
         return SSEResponse(
             events,
+            first=held,
             dialect="vercel",
             on_disconnect=run.cancel,
             heartbeat=gw.settings.heartbeat,
