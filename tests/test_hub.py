@@ -52,7 +52,7 @@ async def test_the_replay_buffer_holds_nothing_the_garbage_collector_walks() -> 
     # Event objects (each a tracked instance plus a tracked set) kept by the thousand per
     # stream made every full collection of a busy server walk millions of them.
     hub = StreamHub()
-    run, source = driven(hub)
+    _, source = driven(hub)
     events = make_events(50)
     for event in events[:-1]:
         source.on_next(event)
