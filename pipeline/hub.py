@@ -224,7 +224,7 @@ class StreamHub:
         subscription: abc.DisposableBase | None = None
         if entry.finished_at is None:
             live = BufferedObserver(maxsize)
-            subscription = entry.run.events.subscribe(live)
+            subscription = entry.run.observe(live)
         # Same synchronous step as attaching the live reader: nothing arrives in between.
         replay = list(entry.buffer)
         if entry.dropped is not None and (after is None or after < entry.dropped):

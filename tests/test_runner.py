@@ -164,3 +164,49 @@ async def test_closing_one_reader_does_not_cancel_the_stream() -> None:
     assert [e.seq for e in other] == [0, 1]
     run.cancel()
     await asyncio.wait_for(run.wait(), 1)
+
+
+def test_sinks_detach_on_dispose_and_late_subscribers_get_only_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = CountingSource()
+    run = StreamRun(source.observable, stream_id="s")
+    kept: list[EventBase] = []
+    left: list[EventBase] = []
+    run.subscribe(kept.append)
+    leaving = run.subscribe(left.append)
+    assert run.sink_count == 2
+    run.start()
+    source.subject.on_next(Started(stream_id="s", seq=0))
+    leaving.dispose()
+    leaving.dispose()  # idempotent
+    assert run.sink_count == 1
+    joined: list[EventBase] = []
+    run.observe(joined.append)  # a reader joining mid-stream on purpose: no warning
+    assert not [r for r in caplog.records if "after it started" in r.message]
+    run.subscribe(lambda _: None)  # a sink attached too late is warned about
+    assert [r for r in caplog.records if "after it started" in r.message]
+    source.subject.on_next(text(1, "a"))
+    source.subject.on_completed()
+    assert [e.seq for e in kept] == [0, 1, 2] and [e.seq for e in left] == [0]
+    assert [e.seq for e in joined] == [1, 2]
+    assert run.sink_count == 0, "the sinks are let go at the end"
+    ends: list[str] = []
+    run.events.subscribe(lambda _: ends.append("event"), None, lambda: ends.append("completed"))
+    assert ends == ["completed"]
+
+
+def test_a_sink_failing_at_the_end_does_not_keep_the_others_from_completing() -> None:
+    source = CountingSource()
+    run = StreamRun(source.observable, stream_id="s")
+    done: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("sink bug at the end")
+
+    run.subscribe(reactivex.Observer(None, None, broken))
+    run.subscribe(reactivex.Observer(None, None, lambda: done.append("completed")))
+    run.start()
+    source.subject.on_next(Started(stream_id="s", seq=0))
+    source.subject.on_completed()
+    assert done == ["completed"]
