@@ -11,7 +11,9 @@
 * ``ttft_p99``: the same under load: ``streams - 1`` background streams at 20
   tokens/s through ``rxllm serve`` (store and metrics on), then probe pairs
   (one straight to the model, one through the proxy), one pair at a time; the
-  p99 of the proxied probes minus the p99 of the direct ones. The proxy's CPU
+  p99 of the proxied probes minus the p99 of the direct ones. The model and
+  the background clients are :mod:`bench.light_load`'s, which cost a fraction
+  of the built-in model's and httpx2's per chunk. The proxy's CPU
   per chunk at this rate is reported beside it. With fewer than four cores
   the load is 200 streams, not 1,000 (see ``_ttft_p99_row``).
 
@@ -39,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.common import (
     MESSAGES,
@@ -46,7 +49,6 @@ from bench.common import (
     Measured,
     cpu_seconds,
     free_port,
-    mock_command,
     percentile,
     start_process,
     stop_process,
@@ -88,12 +90,12 @@ def _serve_command(port: int, upstream: str, logs: Path) -> list[str]:
 @contextlib.contextmanager
 def _behind_serve(
     model: Callable[[int], list[str]], args: argparse.Namespace, logs: Path
-) -> Iterator[tuple[str, str, int]]:
+) -> Iterator[tuple[str, str, int, int]]:
     """A model (``model(port)`` is its command) and ``rxllm serve`` in front of it.
 
     The model runs on the servers' core with this process (the load), the
     proxy on the other. Yields the model's and the proxy's chat URLs and the
-    proxy's pid; stops both.
+    proxy's and the model's pids; stops both.
     """
     upstream_port, proxy_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
@@ -105,11 +107,16 @@ def _behind_serve(
         proxy = start_process(command, args.client_cpu, proxy_port, logs / "proxy.log", 120)
         try:
             served = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
-            yield upstream + "/chat/completions", served, proxy.pid
+            yield upstream + "/chat/completions", served, proxy.pid, mock.pid
         finally:
             stop_process(proxy)
     finally:
         stop_process(mock)
+
+
+def _light_model(port: int) -> list[str]:
+    """The load's model: ``bench.light_load`` (a timer per stream, pre-encoded frames)."""
+    return [sys.executable, "-m", "bench.light_load", str(port)]
 
 
 def _fixed_mock(port: int, chunks: int, logs: Path) -> list[str]:
@@ -247,7 +254,8 @@ def _ttft_row(args: argparse.Namespace) -> Measured:
         return Measured(skipped=reason)
     logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-ttft-"))
     rounds = 20 if args.quick else 50
-    with _behind_serve(lambda port: _fixed_mock(port, 20, logs), args, logs) as (direct, served, _):
+    model = lambda port: _fixed_mock(port, 20, logs)  # noqa: E731
+    with _behind_serve(model, args, logs) as (direct, served, *_):
         diffs, direct_ms, served_ms = asyncio.run(_ttft(direct, served, rounds))
     # One sample per round: the table's median/min/max are over the rounds.
     return Measured(diffs, {"direct_ms": direct_ms, "served_ms": served_ms, "rounds": len(diffs)})
@@ -267,10 +275,13 @@ async def _load_and_probe(
 
     Each probe pair is one stream straight to the model and one through the
     proxy (so at most ``streams`` are open through it), each timed to its
-    first content. The background streams are read raw (no parsing), to keep
-    the load generator light; they last until the probes are done.
+    first content. The background streams are raw connections whose answers
+    are read and dropped (:mod:`bench.light_load`), to keep the load
+    generator light; they last until the probes are done.
     """
     import httpx2
+
+    from bench.light_load import read_stream, request_bytes
 
     words = int((LOAD_RAMP + probes * 0.5 + 30) * LOAD_RATE)
     load_body = {
@@ -285,27 +296,26 @@ async def _load_and_probe(
         "stream": True,
         "mock": {"text": "probe answer", "interval": 1.0 / LOAD_RATE},
     }
-    limits = httpx2.Limits(max_connections=streams + 16, max_keepalive_connections=32)
+    proxy = urlsplit(served)
+    host, port = proxy.hostname or "127.0.0.1", proxy.port or 80
+    load_request = request_bytes(host, port, proxy.path, load_body)
+    limits = httpx2.Limits(max_connections=16, max_keepalive_connections=16)
     load_failed = 0
+
+    async def background(delay: float) -> None:
+        nonlocal load_failed
+        await asyncio.sleep(delay)
+        try:
+            await read_stream(host, port, load_request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            load_failed += 1
+
+    load = [
+        asyncio.create_task(background(i * LOAD_RAMP / (streams - 1))) for i in range(streams - 1)
+    ]
     async with httpx2.AsyncClient(timeout=120, limits=limits) as client:
-
-        async def background(delay: float) -> None:
-            nonlocal load_failed
-            await asyncio.sleep(delay)
-            try:
-                async with client.stream("POST", served, json=load_body) as response:
-                    response.raise_for_status()
-                    async for _ in response.aiter_raw():
-                        pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                load_failed += 1
-
-        load = [
-            asyncio.create_task(background(i * LOAD_RAMP / (streams - 1)))
-            for i in range(streams - 1)
-        ]
         await asyncio.sleep(LOAD_RAMP + 2.0)
         direct_ms: list[float] = []
         served_ms: list[float] = []
@@ -316,10 +326,10 @@ async def _load_and_probe(
                 if first is not None:
                     out.append((first - start) * 1000)
             await asyncio.sleep(PROBE_PAUSE)
-        still = sum(1 for task in load if not task.done())
-        for task in load:
-            task.cancel()
-        await asyncio.gather(*load, return_exceptions=True)
+    still = sum(1 for task in load if not task.done())
+    for task in load:
+        task.cancel()
+    await asyncio.gather(*load, return_exceptions=True)
     if still != streams - 1 - load_failed:
         load_failed = streams - 1 - still
     return direct_ms, served_ms, load_failed
@@ -343,12 +353,16 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
     logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-p99-"))
     probes = 50 if args.quick else 200
-    with _behind_serve(mock_command, args, logs) as (direct_url, served_url, pid):
-        cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+    with _behind_serve(_light_model, args, logs) as (direct_url, served_url, pid, model_pid):
+        pids = (pid, model_pid, os.getpid())
+        cpu_before, wall_before = [cpu_seconds(p) for p in pids], time.monotonic()
         direct, served, failed = asyncio.run(
             _load_and_probe(direct_url, served_url, streams, probes)
         )
-        busy = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+        wall = time.monotonic() - wall_before
+        busy, model_busy, load_busy = (
+            (cpu_seconds(p) - before) / wall for p, before in zip(pids, cpu_before, strict=True)
+        )
     if not direct or not served:
         return Measured(skipped="no probe got a first token")
     p99_direct, p99_served = percentile(direct, 0.99), percentile(served, 0.99)
@@ -373,6 +387,8 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
             "p50_served_ms": round(statistics.median(served), 2),
             "background_failed": failed,
             "proxy_cpu_busy": round(busy, 2),
+            "model_cpu_busy": round(model_busy, 2),
+            "load_cpu_busy": round(load_busy, 2),
             "proxy_cpu_us_per_chunk": round(per_chunk, 1),
         },
     )
