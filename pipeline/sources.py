@@ -148,9 +148,12 @@ _FIRST_MESSAGES = 32
 async def _relay_with_turns(
     messages: list[SSEMessage], on_next: Callable[[SSEMessage], None]
 ) -> None:
-    for message in messages:
+    """Hand on ``messages`` with a loop turn between two (none after the last)."""
+    last = len(messages) - 1
+    for i, message in enumerate(messages):
         on_next(message)
-        await asyncio.sleep(0)
+        if i < last:
+            await asyncio.sleep(0)
 
 
 class _CancelTask(abc.DisposableBase):
@@ -201,8 +204,9 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
                             messages = decode(chunk, t)
                             if first > 0 and messages:
                                 first -= len(messages)
-                                await _relay_with_turns(messages, on_next)
-                                continue
+                                if len(messages) > 1:  # one message: nothing to wait for
+                                    await _relay_with_turns(messages, on_next)
+                                    continue
                             for message in messages:
                                 on_next(message)
                         for message in decoder.flush(t):

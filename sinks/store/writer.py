@@ -191,7 +191,8 @@ def final_values(
 
 def event_row(stream_id: str, event: Event) -> tuple[str, int, float, str, str]:
     """An event's row, in :data:`EVENT_COLUMNS` order: its place, its kind and its JSON."""
-    return (stream_id, event.seq, event.t, event.type, event.model_dump_json())
+    data = event.__pydantic_serializer__.to_json(event).decode()  # model_dump_json, leaner
+    return (stream_id, event.seq, event.t, event.type, data)
 
 
 EVENT_COLUMNS = ("stream_id", "seq", "t", "type", "data")
