@@ -436,7 +436,11 @@ class BatchWriter:
 
     async def _drain(self) -> None:
         attempt = 0
-        while self._committed < self._n:
+        # What is queued now; what arrives while it is written waits for the next
+        # wake-up. Draining until nothing was left made a busy server write
+        # continuously in batches of a dozen events (a transaction each).
+        target = self._n
+        while self._committed < target:
             batch = self._take()
             try:
                 await self._write_batch(batch)
