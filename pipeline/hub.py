@@ -26,7 +26,8 @@ not as the event object: a text delta is about 200 bytes that way against
 walks, while buffered objects (two per event, up to ``replay_size`` per
 stream) made every full collection of a busy server visit millions of
 them. Serializing costs under a microsecond per event; a resume parses
-what it replays.
+what it replays. An event that is not JSON (a custom operator's value in
+``partial``, say) is kept as it is.
 
 A finished stream is kept for ``keep_finished`` seconds, and at most
 ``max_finished`` of them (the oldest go first); they are dropped lazily, on
@@ -47,6 +48,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from pydantic_core import PydanticSerializationError
 from reactivex import Observer, abc
 
 from pipeline.aio import BufferedObserver
@@ -96,7 +98,8 @@ class _Entry:
 
     def __init__(self, run: StreamRun, replay_size: int) -> None:
         self.run = run
-        self.buffer: deque[tuple[int, bytes]] = deque(maxlen=replay_size)  # (seq, JSON)
+        # (seq, JSON), or (seq, the event) for the rare event that is not JSON
+        self.buffer: deque[tuple[int, bytes | Event]] = deque(maxlen=replay_size)
         self.dropped: int | None = None  # seq of the last event pushed out of the buffer
         self.finished_at: float | None = None
 
@@ -161,7 +164,11 @@ class StreamHub:
             buffer = entry.buffer
             if len(buffer) == buffer.maxlen:
                 entry.dropped = buffer[0][0]
-            buffer.append((event.seq, event.__pydantic_serializer__.to_json(event)))
+            try:
+                data: bytes | Event = event.__pydantic_serializer__.to_json(event)
+            except PydanticSerializationError:  # a custom operator's non-JSON value
+                data = event
+            buffer.append((event.seq, data))
             if is_terminal(event):
                 self._mark_finished(sid, entry)
 
@@ -262,7 +269,7 @@ class StreamHub:
 
 
 async def _read(
-    replay: list[tuple[int, bytes]],
+    replay: list[tuple[int, bytes | Event]],
     live: BufferedObserver[Event] | None,
     subscription: abc.DisposableBase | None,
     after: int,
@@ -272,7 +279,7 @@ async def _read(
         for seq, data in replay:
             if seq > last:
                 last = seq
-                yield load_event(data)
+                yield load_event(data) if isinstance(data, bytes) else data
         if live is not None:
             async for event in live:
                 if event.seq > last:

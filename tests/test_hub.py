@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 from reactivex.subject import Subject
 
-from pipeline.events import Cancelled, Event, EventBase, Finished, Started, TextDelta
+from pipeline.events import (
+    Cancelled,
+    Event,
+    EventBase,
+    Finished,
+    Started,
+    TextDelta,
+    ToolCallDelta,
+)
 from pipeline.hub import ResumeGapError, StreamHub, StreamNotFoundError
 from pipeline.runner import StreamRun
 
@@ -61,6 +69,17 @@ async def test_the_replay_buffer_holds_nothing_the_garbage_collector_walks() -> 
     assert len(buffered) == 51 and not any(gc.is_tracked(item) for item in buffered)
     source.on_next(events[-1])
     assert await collect(hub.events("s", 10)) == events[11:]
+
+
+async def test_an_event_that_is_not_json_is_replayed_as_it_is() -> None:
+    hub = StreamHub()
+    _, source = driven(hub)
+    odd = ToolCallDelta(stream_id="s", seq=1, index=0, arguments="{", partial=object())
+    events = [Started(stream_id="s", seq=0), odd, Finished(stream_id="s", seq=2)]
+    for event in events:
+        source.on_next(event)
+    replayed = await collect(hub.events("s"))
+    assert replayed == events and replayed[1] is odd
 
 
 @pytest.mark.parametrize("pushed_before", [0, 1, 3, 5, 8])
