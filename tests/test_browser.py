@@ -31,6 +31,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 import pytest
@@ -39,9 +40,9 @@ from pipeline.mock import MockServer
 from tests.serving import ServeProcess
 
 if importlib.util.find_spec("playwright") is not None:
-    from playwright.async_api import Locator, Page, Route, async_playwright, expect
+    from playwright.async_api import Dialog, Locator, Page, Route, async_playwright, expect
 
-# What Chromium needs as root on a machine with no outside network (see the env notes).
+# What Chromium needs as root, without a GPU, on a machine with no outside network.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -202,6 +203,27 @@ async def test_streamed_text_and_stats(
     # Tokens come every 0.04 s (25/s) at most; slower on a busy machine, never much faster.
     assert 1 < tokens_per_second < 40, tokens_per_second
     assert float(match[2]) == pytest.approx(tokens_per_second, abs=0.051)
+
+
+async def test_the_page_asks_for_the_token_of_a_server_that_has_one(
+    page: Page, upstream: MockServer, tmp_path: Path
+) -> None:
+    token = "page-token-51c3"
+    args = ["--upstream", upstream.base_url, "--model", "mock-model", "--no-store"]
+    asked: list[str] = []
+
+    async def answer(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        await dialog.accept(token)
+
+    page.on("dialog", answer)
+    env = {"RXLLM_AUTH_TOKEN": token}
+    with ServeProcess(*args, log_path=tmp_path / "serve.log", env=env) as proc:
+        for prompt in ("first", "second"):
+            box = await ask(page, proc.url, prompt, {"text": "Bonjour tout le monde"})
+            await expect(box).to_have_attribute("data-state", "finished", timeout=TIMEOUT_MS)
+            assert await box.locator(".text").text_content() == "Bonjour tout le monde"
+    assert len(asked) == 1 and "token" in asked[0], asked  # once per tab: then remembered
 
 
 async def test_parallel_tool_calls_assemble_on_the_page(page: Page, served: ServeProcess) -> None:

@@ -300,7 +300,7 @@ def test_upstream_key_never_leaks(served: ServeProcess, upstream: MockServer) ->
         assert UPSTREAM_KEY.encode() not in path.read_bytes()
 
 
-def test_every_route_requires_the_token_when_one_is_set(
+def test_every_route_but_the_page_requires_the_token_when_one_is_set(
     upstream: MockServer, tmp_path: Path
 ) -> None:
     args = ["--upstream", upstream.base_url, "--api-key", UPSTREAM_KEY, "--no-store"]
@@ -308,7 +308,6 @@ def test_every_route_requires_the_token_when_one_is_set(
         *args, log_path=tmp_path / "serve.log", env={"RXLLM_AUTH_TOKEN": AUTH_TOKEN}
     ) as proc:
         routes = [
-            ("GET", "/"),
             ("GET", "/metrics"),
             ("GET", "/v1/models"),
             ("GET", "/v1/transcripts"),
@@ -316,6 +315,7 @@ def test_every_route_requires_the_token_when_one_is_set(
             ("POST", "/v1/chat/completions"),
             ("POST", "/api/chat"),
             ("POST", "/v1/streams"),
+            ("POST", "/"),
             ("GET", "/nope"),
         ]
         with httpx.Client(base_url=proc.url, timeout=10) as http:
@@ -328,6 +328,8 @@ def test_every_route_requires_the_token_when_one_is_set(
                     response = http.request(method, path, headers=headers)
                     assert response.status_code == 401, (method, path, headers)
                     assert UPSTREAM_KEY not in response.text
+            page = http.get("/")  # static HTML that asks for the token: no data in it
+            assert page.status_code == 200 and AUTH_TOKEN not in page.text
             ok = http.post(
                 "/v1/chat/completions",
                 headers={"Authorization": f"Bearer {AUTH_TOKEN}"},
@@ -336,6 +338,46 @@ def test_every_route_requires_the_token_when_one_is_set(
             assert ok.status_code == 200
             assert UPSTREAM_KEY not in ok.text
         assert UPSTREAM_KEY not in proc.log()
+        assert AUTH_TOKEN not in proc.log()
+
+
+def test_a_stream_started_with_the_token_is_read_with_its_capability_url(
+    upstream: MockServer, tmp_path: Path
+) -> None:
+    """What the chat page does when the server has a token: EventSource sends no header."""
+    from pipeline.server.auth import read_capability
+
+    args = ["--upstream", upstream.base_url, "--model", "mock-model", "--no-store"]
+    bearer = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+    body = {"messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+    with ServeProcess(
+        *args, log_path=tmp_path / "serve.log", env={"RXLLM_AUTH_TOKEN": AUTH_TOKEN}
+    ) as proc:
+        with httpx.Client(base_url=proc.url, timeout=10) as http:
+            assert http.post("/v1/streams", json=body).status_code == 401
+            started = http.post("/v1/streams", json=body, headers=bearer)
+            assert started.status_code == 201, started.text
+            stream_id, url = started.json()["id"], started.json()["events_url"]
+            other = http.post("/v1/streams", json=body, headers=bearer).json()
+            assert AUTH_TOKEN not in url
+            read = http.get("/" + url)
+            assert read.status_code == 200
+            assert read.headers["content-type"].startswith("text/event-stream")
+            assert "event: finished" in read.text
+            query = url.split("?", 1)[1]
+            expired = int(time.time()) - 1
+            refused = [
+                f"/v1/streams/{other['id']}/events?{query}",  # another stream
+                f"/v1/streams/{stream_id}/events",  # no capability
+                "/" + url.replace("access=", "access=0"),  # tampered
+                f"/v1/streams/{stream_id}/events?access="
+                f"{read_capability(AUTH_TOKEN, stream_id, expired)}&expires={expired}",
+                f"/v1/streams/{stream_id}/cancel?{query}",  # reading only
+            ]
+            for path in refused:
+                method = "POST" if path.split("?")[0].endswith("/cancel") else "GET"
+                assert http.request(method, path).status_code == 401, path
+            assert http.get("/" + other["events_url"]).status_code == 200  # its own capability
         assert AUTH_TOKEN not in proc.log()
 
 

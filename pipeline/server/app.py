@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,7 +42,7 @@ from operators.accumulate import Accumulator
 from pipeline.events import Event, StreamError, is_content, is_terminal
 from pipeline.hub import ResumeGapError, StreamNotFoundError
 from pipeline.runner import StreamRun
-from pipeline.server.auth import BearerAuth
+from pipeline.server.auth import BearerAuth, read_query
 from pipeline.server.errors import ApiError, error_response
 from pipeline.server.gateway import Gateway
 from pipeline.server.requests import (
@@ -220,7 +221,13 @@ class _Api:
             await gw.bus.register(stream_id)
         run.start()
         gw.watch_orphan(stream_id)
-        return JSONResponse({"id": stream_id}, status_code=201)
+        # Where to read it: with --auth-token, a URL an EventSource can use without
+        # the header (a capability for this stream only; see pipeline.server.auth).
+        events_url = f"v1/streams/{quote(stream_id, safe='')}/events"
+        token = gw.settings.auth_token
+        if token:
+            events_url += "?" + read_query(token, stream_id)
+        return JSONResponse({"id": stream_id, "events_url": events_url}, status_code=201)
 
     async def stream_events(self, request: Request) -> Response:
         gw = self.gateway

@@ -1,37 +1,67 @@
-"""Bearer-token authentication for every route, compared in constant time."""
+"""Bearer-token authentication for every route, compared in constant time.
+
+Two requests pass without the token, because a browser's ``EventSource``
+can send no header:
+
+* ``GET /``, the chat page: static HTML that holds no data; it asks for the
+  token and sends it on every API call.
+* ``GET /v1/streams/{id}/events?access=...&expires=...``, reading one
+  stream's events with the capability that ``POST /v1/streams`` returned
+  to a caller who had the token (:func:`read_capability`: an HMAC of the
+  stream id and the expiry, keyed with the token). It reads that stream
+  and nothing else, until it expires (:data:`READ_CAPABILITY_TTL`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["BearerAuth"]
+__all__ = ["READ_CAPABILITY_TTL", "BearerAuth", "read_capability", "read_query"]
+
+READ_CAPABILITY_TTL = 3600
+"""Seconds a stream's read capability stays valid."""
+
+_EVENTS_PATH = re.compile(r"/v1/streams/([^/]+)/events")
+
+
+def read_capability(token: str, stream_id: str, expires: int) -> str:
+    """The ``access`` value that lets a request read ``stream_id`` until ``expires``."""
+    message = f"read {stream_id} {expires}".encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def read_query(token: str, stream_id: str, now: float | None = None) -> str:
+    """The query string (``access=...&expires=...``) of a read capability for ``stream_id``."""
+    expires = int(time.time() if now is None else now) + READ_CAPABILITY_TTL
+    return f"access={read_capability(token, stream_id, expires)}&expires={expires}"
 
 
 class BearerAuth:
     """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``.
 
-    Anything else gets a 401 with an OpenAI-shaped JSON error. The token is
-    compared with :func:`hmac.compare_digest`, so its length and content don't
-    leak through timing.
+    Except the chat page and reads with a stream's capability (see the
+    module docstring). Anything else gets a 401 with an OpenAI-shaped JSON
+    error. The token and capabilities are compared with
+    :func:`hmac.compare_digest`, so their length and content don't leak
+    through timing.
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, clock: Callable[[], float] = time.time) -> None:
         self.app = app
+        self._token = token
         self._expected = f"Bearer {token}".encode()
+        self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given = value
-                break
-        if hmac.compare_digest(given, self._expected):
+        if scope["type"] != "http" or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         body = json.dumps(
@@ -57,3 +87,27 @@ class BearerAuth:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    def _allowed(self, scope: Scope) -> bool:
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                given = value
+                break
+        if hmac.compare_digest(given, self._expected):
+            return True
+        if scope["method"] != "GET":
+            return False
+        path = scope["path"]
+        if path == "/":
+            return True
+        match = _EVENTS_PATH.fullmatch(path)
+        return match is not None and self._capability(match.group(1), scope)
+
+    def _capability(self, stream_id: str, scope: Scope) -> bool:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        access, expires = query.get("access", [""])[-1], query.get("expires", [""])[-1]
+        if not expires.isdigit() or int(expires) < self._clock():
+            return False
+        expected = read_capability(self._token, stream_id, int(expires))
+        return hmac.compare_digest(access.encode(), expected.encode())
