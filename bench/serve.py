@@ -342,9 +342,10 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
     import resource
 
     # 1,000 streams at 20 tokens/s are 20,000 chunks/s, which at this rate (one read
-    # and one write per chunk, ~150 µs) are about three cores of work for the one
-    # proxy process: with fewer than four cores, run the load this machine carries
-    # and say so in the row; with more, the row shows what one process does at 1,000.
+    # and one write per chunk, 160-215 µs) are three to four cores of work for the one
+    # proxy process, and the light load's model and clients need over another core:
+    # with fewer than four cores, run the load this machine carries and say so in the
+    # row; with more, the row shows what one process does at 1,000.
     cores = os.cpu_count() or 1
     streams = args.streams if cores >= 4 else min(args.streams, SMALL_MACHINE_STREAMS)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
