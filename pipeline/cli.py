@@ -127,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         help="this process's name in Redis and the store (env RXLLM_INSTANCE; "
         "default with --redis: host:port)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the port (one core each); more than one needs --redis",
+    )
     serve.add_argument("--log-level", default="info")
 
     replay_cli.add_commands(commands)
@@ -172,6 +178,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis_url=args.redis_url,
             instance=args.instance,
         )
+        if args.workers < 1:
+            print(f"rxllm serve: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
+            return 2
+        if args.workers > 1:
+            from pipeline.server.workers import WorkersError, run_workers
+
+            try:
+                run_workers(settings, args.workers, log_level=args.log_level)
+            except WorkersError as exc:
+                print(f"rxllm serve: {exc}", file=sys.stderr)
+                return 2
+            return 0
         run_server(settings, log_level=args.log_level)
         return 0
     if args.command == "mock":

@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -203,3 +204,79 @@ def test_processes_logged_no_redis_errors(pair: tuple[ServeProcess, ServeProcess
         log = proc.log()
         assert "redis bus:" not in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
+
+
+def _alive(pid: int) -> bool:
+    path = Path(f"/proc/{pid}/stat")
+    return path.exists() and path.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+async def test_workers_share_one_port_and_every_stream_reads_from_any_of_them(
+    upstream: MockServer,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """``rxllm serve --workers 2``: the page's flow (start, then read) lands on both workers."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    tmp = tmp_path_factory.mktemp("workers")
+    db = postgres_server.create_database()
+    args = ["--upstream", upstream.base_url, "--db", db, "--redis", redis_server.url]
+    body = {
+        "model": "mock-model",
+        "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        "mock": {"text": words("w", 8), "interval": 0.01},
+    }
+    with ServeProcess(*args, "--workers", "2", "--instance", "pool", log_path=tmp / "w.log") as srv:
+        assert srv._proc is not None
+        workers = _children(srv._proc.pid)
+        assert len(workers) == 2, workers
+        ids: list[str] = []
+        # New connections each time: the kernel spreads them over the two workers.
+        for _ in range(24):
+            async with httpx.AsyncClient(timeout=30) as http:
+                started = await http.post(f"{srv.url}/v1/streams", json=body)
+                assert started.status_code == 201, started.text
+                stream_id = started.json()["id"]
+            async with httpx.AsyncClient(timeout=30) as http:
+                got = [e for _, e in await read_events(http, srv.url, stream_id, None)]
+            assert [e["seq"] for e in got] == list(range(len(got)))
+            assert got[-1]["type"] == "finished"
+            assert "".join(e["text"] for e in got if e["type"] == "text") == words("w", 8)
+            ids.append(stream_id)
+        engine = create_async_engine(db)
+        owners: dict[str, str] = {}
+        try:
+            for _ in range(200):  # the workers' store writers flush on their own time
+                async with engine.connect() as conn:
+                    rows = await conn.execute(text("SELECT id, owner FROM rxllm_streams"))
+                    owners = {str(row[0]): str(row[1]) for row in rows}
+                if all(i in owners for i in ids):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await engine.dispose()
+        assert {owners[i] for i in ids} == {"pool/1", "pool/2"}, "both workers ran streams"
+    assert not [pid for pid in workers if _alive(pid)], "stopping the supervisor stops its workers"
+
+
+def test_several_workers_need_redis(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--workers", "2", "--no-store"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--redis" in result.stderr

@@ -16,18 +16,22 @@ __all__ = ["GC_THRESHOLD", "listening_socket", "serve", "tune_gc"]
 log = logging.getLogger("rxllm.serve")
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound TCP socket made with ``proto=IPPROTO_TCP``.
 
     asyncio sets ``TCP_NODELAY`` on an accepted connection only when the
     listening socket's ``proto`` says TCP; a socket made without it silently
     keeps Nagle's algorithm on, which stalls small SSE writes by 30-45 ms.
+    ``reuse_port`` sets ``SO_REUSEPORT``: several workers listen on one port
+    (:mod:`pipeline.server.workers`).
     """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:
         sock.close()
@@ -65,11 +69,11 @@ GC_THRESHOLD = 5_000
 """Allocations between first-generation collections in ``rxllm serve`` (CPython's default: 700)."""
 
 
-def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl+C)."""
+def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool = False) -> None:
+    """Serve until interrupted (Ctrl+C); ``reuse_port``: as one of several workers."""
     app = create_app(settings)
     tune_gc()
-    sock = listening_socket(settings.host, settings.port)
+    sock = listening_socket(settings.host, settings.port, reuse_port=reuse_port)
     upstream = settings.upstream or "the built-in model"
     print(
         f"rxllm serve: http://{settings.host}:{sock.getsockname()[1]}/ "
