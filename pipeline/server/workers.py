@@ -47,7 +47,9 @@ class WorkersError(ValueError):
 def _worker(settings: ServerSettings, log_level: str) -> None:
     from pipeline.server.run import serve
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor says when to stop (SIGTERM)
+    # Until uvicorn takes the signals over, a Ctrl+C (sent to the whole process group)
+    # is the supervisor's to handle: it stops the workers with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(settings, log_level=log_level, reuse_port=True)
 
 
