@@ -76,13 +76,13 @@ class StreamRun:
         # unless the source already ends with it (llm_stream does).
         self._source = events if is_error_mapped(events) else events.pipe(map_errors(stream_id))
         self._sinks: tuple[_Sink, ...] = ()  # replaced, never changed in place: safe to loop
-        self._stopped: tuple[Exception | None] | None = None  # set by completion (its error)
+        self._ended = False  # completed: sinks attached later get only the end
+        self._error: Exception | None = None  # what it ended with, if with an error
         self._upstream = SerialDisposable()
         self._started_at: float | None = None
         self._last: EventBase | None = None
         self._terminal: EventBase | None = None
         self._done: asyncio.Event | None = None  # made by wait() (an Event is 0.8 KB)
-        self._finished = False
         self.stream_id = stream_id
         self.cancel_reason: str | None = None
 
@@ -108,7 +108,7 @@ class StreamRun:
         def subscribe(
             observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            return self._attach(observer.on_next, observer.on_error, observer.on_completed)
+            return self.observe(observer)
 
         return Observable(subscribe)
 
@@ -141,7 +141,7 @@ class StreamRun:
     def iterate(self, maxsize: int = 256) -> AsyncIterator[Event]:
         """Attach an async reader now; iterate it later. Closing it detaches only it."""
         buffer: BufferedObserver[Event] = BufferedObserver(maxsize)
-        subscription = self._attach(buffer.on_next, buffer.on_error, buffer.on_completed)
+        subscription = self.observe(buffer)
 
         async def read() -> AsyncIterator[Event]:
             try:
@@ -158,15 +158,14 @@ class StreamRun:
         on_error: Callable[[Exception], None] | None,
         on_completed: Callable[[], None] | None,
     ) -> abc.DisposableBase:
-        sink = _Sink(self, on_next, on_error, on_completed)
-        if self._stopped is not None:  # what a late subscriber to a completed Subject gets
-            (error,) = self._stopped
-            if error is not None:
+        if self._ended:  # what a late subscriber to a completed Subject gets
+            if self._error is not None:
                 if on_error is not None:
-                    on_error(error)
+                    on_error(self._error)
             elif on_completed is not None:
                 on_completed()
             return Disposable()
+        sink = _Sink(self, on_next, on_error, on_completed)
         self._sinks = (*self._sinks, sink)
         return sink
 
@@ -182,9 +181,9 @@ class StreamRun:
                 sink.dispose()
 
     def _stop(self, error: Exception | None) -> None:
-        if self._stopped is not None:
+        if self._ended:
             return
-        self._stopped = (error,)
+        self._ended, self._error = True, error
         sinks, self._sinks = self._sinks, ()
         for sink in sinks:
             try:
@@ -221,7 +220,7 @@ class StreamRun:
 
     async def wait(self) -> EventBase:
         """Wait for the terminal event and return it."""
-        if self._terminal is None and not self._finished:
+        if self._terminal is None and not self._ended:
             if self._done is None:
                 self._done = asyncio.Event()
             await self._done.wait()
@@ -249,7 +248,6 @@ class StreamRun:
         self._finish()
 
     def _finish(self) -> None:
-        self._finished = True
         if self._done is not None:
             self._done.set()
         self._upstream.disposable = Disposable()
