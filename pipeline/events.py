@@ -55,6 +55,7 @@ __all__ = [
     "ToolCallStarted",
     "UsageReport",
     "dump_event",
+    "event_json",
     "is_content",
     "is_terminal",
     "load_event",
@@ -289,9 +290,15 @@ def is_terminal(event: EventBase) -> bool:
     return terminal
 
 
+def event_json(event: EventBase) -> bytes:
+    """An event as one line of JSON bytes (its ``type`` included): ``model_dump_json``'s
+    output, through the model's serializer directly (half the cost, on every event)."""
+    return event.__pydantic_serializer__.to_json(event)
+
+
 def dump_event(event: EventBase) -> str:
     """Serialize an event to one line of JSON (its ``type`` included)."""
-    return event.model_dump_json()
+    return event_json(event).decode()
 
 
 def load_event(data: str | bytes | dict[str, Any]) -> Event:

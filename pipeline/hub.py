@@ -53,7 +53,7 @@ from reactivex import Observer, abc
 
 from pipeline.aio import BufferedObserver
 from pipeline.errors import RxllmError
-from pipeline.events import Event, is_terminal, load_event
+from pipeline.events import Event, event_json, is_terminal, load_event
 from pipeline.runner import StreamRun
 
 __all__ = ["ResumeGapError", "StreamHub", "StreamNotFoundError"]
@@ -165,7 +165,7 @@ class StreamHub:
             if len(buffer) == buffer.maxlen:
                 entry.dropped = buffer[0][0]
             try:
-                data: bytes | Event = event.__pydantic_serializer__.to_json(event)
+                data: bytes | Event = event_json(event)
             except PydanticSerializationError:  # a custom operator's non-JSON value
                 data = event
             buffer.append((event.seq, data))

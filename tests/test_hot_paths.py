@@ -178,3 +178,22 @@ def test_accumulator_result_is_unchanged_by_its_counters() -> None:
     assert (result.events, result.content_events, result.first_token_at) == (4, 1, 0.75)
     assert result.choices[0].content == "hi"
     assert {"events", "content_events", "first_token_at", "stream_id"} <= result.model_fields_set
+
+
+def test_event_json_is_model_dump_json() -> None:
+    from pipeline.events import Cancelled, StreamError, ToolCallCompleted, dump_event, event_json
+    from tests.fixtures import TEXT_STREAM, chunk, run_body, sse, tool
+
+    tools = sse(
+        chunk({"tool_calls": [tool(0, '{"a": [1, 2.5, null, "x\\u00e9"]}', id="c", name="f")]}),
+        chunk({}, finish="tool_calls"),
+    )
+    events = [*run_body(TEXT_STREAM)[1], *run_body(tools)[1]]
+    events += [
+        Cancelled(stream_id="s", seq=9, t=0.125, reason="gone"),
+        StreamError(stream_id="s", seq=9, kind="http", message="é\n", status=429, retry_after=2),
+    ]
+    assert any(isinstance(e, ToolCallCompleted) for e in events)
+    for event in events:
+        assert dump_event(event) == event.model_dump_json()
+        assert event_json(event) == event.model_dump_json().encode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.events import EventBase, is_terminal
+from pipeline.events import EventBase, event_json, is_terminal
 from sinks.dialects._base import Dialect
 
 __all__ = ["RxllmDialect"]
@@ -15,7 +15,7 @@ _BREAKS = re.compile(r"[\r\n]")
 class RxllmDialect(Dialect):
     """Each event is one frame: ``id: <seq>``, ``event: <type>``, ``data: <event JSON>``.
 
-    The JSON is :func:`pipeline.events.dump_event`'s (the event's
+    The JSON is :func:`pipeline.events.event_json`'s (the event's
     ``model_dump_json()``): :func:`pipeline.events.load_event` reads it back.
 
         id: 1
@@ -38,5 +38,5 @@ class RxllmDialect(Dialect):
             name = self._names[kind] = _BREAKS.sub("", kind).encode()
         if is_terminal(event):
             self.done = True
-        data = event.__pydantic_serializer__.to_json(event)
+        data = event_json(event)
         return b"id: %d\nevent: %b\ndata: %b\n\n" % (event.seq, name, data)

@@ -50,7 +50,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from operators.accumulate import Accumulator, Result
-from pipeline.events import Event, EventBase, Finished
+from pipeline.events import Event, EventBase, Finished, dump_event
 from sinks._waiters import Waiters
 from sinks.store.models import Status, events_table, streams_table
 
@@ -191,8 +191,7 @@ def final_values(
 
 def event_row(stream_id: str, event: Event) -> tuple[str, int, float, str, str]:
     """An event's row, in :data:`EVENT_COLUMNS` order: its place, its kind and its JSON."""
-    data = event.__pydantic_serializer__.to_json(event).decode()  # model_dump_json, leaner
-    return (stream_id, event.seq, event.t, event.type, data)
+    return (stream_id, event.seq, event.t, event.type, dump_event(event))
 
 
 EVENT_COLUMNS = ("stream_id", "seq", "t", "type", "data")
