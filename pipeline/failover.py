@@ -167,6 +167,11 @@ class Upstream:
         """The key pool, if ``api_key`` is one."""
         return self.api_key if isinstance(self.api_key, KeyPool) else None
 
+    @property
+    def key(self) -> str | None:
+        """The one key, if ``api_key`` is not a pool (``None``: none given)."""
+        return self.api_key if isinstance(self.api_key, str) else None
+
     def model_for(self, model: Any) -> Any:
         """This upstream's name for the requested ``model``."""
         if isinstance(model, str):
@@ -430,7 +435,7 @@ class _Run:
             policy = self.policy
             upstream = policy.upstreams[self.index]
             pool = upstream.pool
-            key = upstream.api_key if isinstance(upstream.api_key, str) else None
+            key = upstream.key
             lease = None
             if pool is not None:
                 try:

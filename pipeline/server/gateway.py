@@ -143,9 +143,8 @@ class Gateway:
         A key pool's clients are made on each key's first use.
         """
         for upstream in self.upstreams:
-            key = upstream.api_key
-            if key is None or isinstance(key, str):  # the key failover will ask for
-                upstream.client(key).chat.completions  # noqa: B018 (imports on first access)
+            if upstream.pool is None:  # the client failover will ask for: upstream.key's
+                upstream.client(upstream.key).chat.completions  # noqa: B018 (imports on access)
 
     async def shutdown(self) -> None:
         """Cancel live streams, then close the store, the client and the built-in model."""
