@@ -49,11 +49,10 @@ class _Answer:
         script = request.get("mock") or {}
         words = str(script.get("text", "hello world")).split(" ")
         self.interval = float(script.get("interval", 0.05))
-        prefix = (
+        self.prefix = (
             b'{"id":"chatcmpl-load","object":"chat.completion.chunk","created":0,"model":'
             + json.dumps(str(request.get("model", "load"))).encode()
         )
-        self.prefix = prefix
         tokens = [words[0], *(" " + word for word in words[1:])]
         self.frames = [
             self._delta({"role": "assistant", "content": tokens[0]}),
@@ -64,7 +63,7 @@ class _Answer:
         ]
         options = request.get("stream_options") or {}
         if options.get("include_usage"):
-            usage = {"prompt_tokens": 5, "completion_tokens": len(tokens), "total_tokens": 0}
+            usage = {"prompt_tokens": 5, "completion_tokens": len(tokens)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             body = self.prefix + b',"choices":[],"usage":' + json.dumps(usage).encode() + b"}"
             self.tail.append(_chunk(body))
