@@ -250,11 +250,7 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         connecting = asyncio.get_running_loop().create_connection(
             _Protocol, host, port, local_addr=local
         )
-        stream = await _connect(connecting, f"{host}:{port}", timeout)
-        sock = stream.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return stream
+        return await _connect(connecting, f"{host}:{port}", timeout, socket_options)
 
     async def connect_unix_socket(
         self,
@@ -263,7 +259,7 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
         connecting = asyncio.get_running_loop().create_unix_connection(_Protocol, path)
-        return await _connect(connecting, path, timeout)
+        return await _connect(connecting, path, timeout, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -273,8 +269,13 @@ async def _connect(
     connecting: Coroutine[Any, Any, tuple[asyncio.BaseTransport, _Protocol]],
     where: str,
     timeout: float | None,
+    socket_options: Iterable[Any] | None,
 ) -> AsyncioStream:
-    """Await ``connecting`` (a loop's ``create_*connection``) as httpcore2 expects."""
+    """Await ``connecting`` (a loop's ``create_*connection``) as httpcore2 expects.
+
+    ``socket_options`` (``setsockopt`` arguments) are set on the new socket,
+    TCP or Unix alike, as httpcore2's own backends do.
+    """
     try:
         async with asyncio.timeout(timeout):
             transport, protocol = await connecting
@@ -282,7 +283,11 @@ async def _connect(
         raise ConnectTimeout(f"connecting to {where} took more than {timeout} s") from None
     except OSError as exc:
         raise ConnectError(f"connecting to {where} failed: {exc}") from exc
-    return AsyncioStream(cast(asyncio.Transport, transport), protocol)
+    stream = AsyncioStream(cast(asyncio.Transport, transport), protocol)
+    sock = stream.get_extra_info("socket")
+    for option in socket_options or ():
+        sock.setsockopt(*option)
+    return stream
 
 
 def http_client(**options: Any) -> httpx2.AsyncClient:

@@ -255,3 +255,31 @@ async def test_a_reader_that_never_catches_up_holds_no_more_than_it_has_to_read(
     read += await stream.read(65536)
     assert read == b"".join(b"%d," % i for i in range(1000))
     assert protocol.buffered == 0
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+async def test_socket_options_are_set_on_tcp_and_unix_connections(
+    family: str, tmp_path: Any
+) -> None:
+    import socket
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    backend = AsyncioBackend()
+    keepalive = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    if family == "tcp":
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        stream = await backend.connect_tcp("127.0.0.1", port, 5, socket_options=keepalive)
+    else:
+        path = str(tmp_path / "s.sock")
+        server = await asyncio.start_unix_server(accept, path)
+        stream = await backend.connect_unix_socket(path, 5, socket_options=keepalive)
+    try:
+        sock = stream.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    finally:
+        await stream.aclose()
+        server.close()
+        await server.wait_closed()
