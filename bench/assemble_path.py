@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from operators.accumulate import Accumulator
-from pipeline.sources import sse_body
-from pipeline.stream import llm_stream
+from pipeline.runtime.sources import sse_body
+from pipeline.runtime.standard_chain import llm_stream
 
 
 def main(path: str, rounds: int = 20) -> None:

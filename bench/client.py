@@ -211,8 +211,8 @@ async def litellm_acompletion(ctx: Ctx) -> int:
 
 async def _rxllm(ctx: Ctx, validate: bool) -> int:
     from operators.accumulate import Accumulator
-    from pipeline.sources import chat_completions
-    from pipeline.stream import llm_stream
+    from pipeline.runtime.sources import chat_completions
+    from pipeline.runtime.standard_chain import llm_stream
 
     tools = ctx.tool_params().get("tools")
     params = {"tools": tools} if tools else {}
@@ -249,9 +249,9 @@ async def rxllm_run(ctx: Ctx) -> int:
     """rxllm: the consume path through ``StreamRun`` (multicast), an Accumulator sink and an
     async reader (the bounded buffer a server's SSE responder reads)."""
     from operators.accumulate import Accumulator
-    from pipeline.runner import StreamRun
-    from pipeline.sources import chat_completions
-    from pipeline.stream import llm_stream
+    from pipeline.runtime.multicast import StreamRun
+    from pipeline.runtime.sources import chat_completions
+    from pipeline.runtime.standard_chain import llm_stream
 
     tools = ctx.tool_params().get("tools")
     params = {"tools": tools} if tools else {}

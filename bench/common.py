@@ -204,7 +204,7 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
 def mock_command(port: int) -> list[str]:
     """The built-in model in the foreground, no pause between tokens."""
     code = (
-        "from pipeline.mock import serve; "
+        "from pipeline.apps.builtin_model import serve; "
         f"serve('127.0.0.1', {port}, interval=0.0, log_level='warning')"
     )
     return [sys.executable, "-c", code]

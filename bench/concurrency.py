@@ -1,7 +1,7 @@
 """Many streams at once: memory per active stream, and cancellation.
 
 Both go through what a server does with a stream: ``sources.chat_completions``
-(the openai client) + the standard chain + :class:`pipeline.runner.StreamRun`
+(the openai client) + the standard chain + :class:`pipeline.runtime.multicast.StreamRun`
 with an ``Accumulator`` sink.
 """
 
@@ -51,9 +51,9 @@ class _Stream:
 
     def __init__(self, client: Any, script: dict[str, Any], started: _Started) -> None:
         from operators.accumulate import Accumulator
-        from pipeline.runner import StreamRun
-        from pipeline.sources import chat_completions
-        from pipeline.stream import llm_stream
+        from pipeline.runtime.multicast import StreamRun
+        from pipeline.runtime.sources import chat_completions
+        from pipeline.runtime.standard_chain import llm_stream
 
         source = chat_completions(
             client, model=MODEL, messages=MESSAGES, extra_body={"mock": script}
@@ -134,7 +134,7 @@ async def measure_memory(base_url: str, streams: int, interval: float, mode: str
     """
     from openai import AsyncOpenAI
 
-    from pipeline.netbackend import http_client
+    from pipeline.runtime.http_backend import http_client
 
     _raise_fd_limit(streams * 2 + 256)
     script = {"text": SLOW_TEXT, "interval": interval}
@@ -152,7 +152,7 @@ async def measure_memory(base_url: str, streams: int, interval: float, mode: str
                 active = await _start(client, [script] * streams, 120)
                 stop = [s.run for s in active]
             else:
-                from pipeline.sources import chat_completions
+                from pipeline.runtime.sources import chat_completions
 
                 firsts = [asyncio.Event() for _ in range(streams + 1)]
 

@@ -37,9 +37,9 @@ def arguments_of(size: int) -> str:
 
 def frames(kind: str, size: int) -> tuple[list[bytes], int]:
     """The encoded SSE frames of a ``kind`` ("tools" or "text") stream of ``size`` bytes."""
-    from pipeline.mock.chat import ChatWriter
-    from pipeline.mock.frames import Meta, encode
-    from pipeline.mock.script import MockScript, ToolCall
+    from pipeline.apps.builtin_model.answer_script import MockScript, ToolCall
+    from pipeline.apps.builtin_model.chat_wire import ChatWriter
+    from pipeline.apps.builtin_model.wire_frames import Meta, encode
 
     if kind == "tools":
         args = arguments_of(size)
@@ -57,7 +57,7 @@ def frames(kind: str, size: int) -> tuple[list[bytes], int]:
 
 def frames_source(items: list[bytes]) -> Observable[Any]:
     """A synchronous source: each frame through the SSE decoder, as if read from HTTP."""
-    from pipeline.sse import SSEDecoder
+    from pipeline.core.sse_decoder import SSEDecoder
 
     def subscribe(
         observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
@@ -77,7 +77,7 @@ def frames_source(items: list[bytes]) -> Observable[Any]:
 
 def consume(items: list[bytes], kind: str) -> None:
     from operators.accumulate import Accumulator
-    from pipeline.stream import llm_stream
+    from pipeline.runtime.standard_chain import llm_stream
 
     acc = Accumulator()
     llm_stream(frames_source(items)).subscribe(acc.add)

@@ -19,7 +19,7 @@ import sys
 
 
 def main() -> None:
-    from pipeline.mock import MockScript, MockServer
+    from pipeline.apps.builtin_model import MockScript, MockServer
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

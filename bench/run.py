@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.run --quick    # fewer chunks and repetitions, about 1 minute
     .venv/bin/python -m bench.run --only rxllm.text,floor.lines
 
-The built-in model runs in a separate process (``pipeline.mock.serve``) on
+The built-in model runs in a separate process (``pipeline.apps.builtin_model.serve``) on
 loopback; every measured client runs in a process of its own, pinned to
 another core than the servers where the machine has two. Each row is run
 once to warm up, then ``--repeats`` times; the per-chunk client rows are

@@ -17,8 +17,8 @@
   per chunk at this rate is reported beside it. With fewer than four cores
   the load is 200 streams, not 1,000 (see ``_ttft_p99_row``).
 
-``rxllm serve`` is started as ``python -m pipeline.cli serve``; the rows are
-skipped with a note when ``pipeline.server`` does not import. LiteLLM's proxy
+``rxllm serve`` is started as ``python -m pipeline.apps.cli serve``; the rows are
+skipped with a note when ``pipeline.apps.server`` does not import. LiteLLM's proxy
 needs ``litellm[proxy]``, whose pins clash with the main environment: it is
 looked for in ``$RXLLM_BENCH_LITELLM`` (the ``litellm`` executable), then in
 ``bench/.venv-litellm`` (``python -m venv bench/.venv-litellm &&
@@ -60,9 +60,9 @@ HERE = Path(__file__).resolve().parent
 
 def _serve_available() -> str | None:
     try:
-        import pipeline.server  # noqa: F401
+        import pipeline.apps.server  # noqa: F401
     except Exception as exc:  # not built yet, or broken: the row says so
-        return f"pipeline.server does not import ({type(exc).__name__}: {exc})"
+        return f"pipeline.apps.server does not import ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -82,7 +82,7 @@ def _serve_command(port: int, upstream: str, logs: Path) -> list[str]:
     """``rxllm serve`` in front of ``upstream``, with a SQLite store in ``logs`` and metrics."""
     db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
     return [
-        sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1",
+        sys.executable, "-m", "pipeline.apps.cli", "serve", "--host", "127.0.0.1",
         "--port", str(port), "--upstream", upstream, "--db", db, "--log-level", "warning",
     ]  # fmt: skip
 
@@ -124,7 +124,7 @@ def _fixed_mock(port: int, chunks: int, logs: Path) -> list[str]:
     answer = logs / "answer.txt"
     answer.write_text(text_script(chunks)["text"])
     code = (
-        "import sys, pathlib; from pipeline.mock import serve; "
+        "import sys, pathlib; from pipeline.apps.builtin_model import serve; "
         f"serve('127.0.0.1', {port}, interval=0.0, log_level='warning', "
         "text=pathlib.Path(sys.argv[1]).read_text())"
     )

@@ -354,7 +354,8 @@ class Soak:
         self.redis = RedisServer(redis_bin).start()
         mock_port = free_port()
         code = (
-            f"from pipeline.mock import serve; serve('127.0.0.1', {mock_port}, log_level='warning')"
+            "from pipeline.apps.builtin_model import serve; "
+            f"serve('127.0.0.1', {mock_port}, log_level='warning')"
         )
         mock_log = (logs / "mock.log").open("ab")
         mock = subprocess.Popen(

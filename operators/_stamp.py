@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from pipeline.events import (
+from pipeline.core.events import (
     EventBase,
     ReasoningDelta,
     RefusalDelta,

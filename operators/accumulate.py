@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from reactivex import Observable, abc
 
-from pipeline.events import (
+from pipeline.core.events import (
     Cancelled,
     ChoiceFinished,
     Event,

@@ -63,7 +63,7 @@ from pydantic import BaseModel, ValidationError
 from reactivex import Observable, abc
 
 from operators._stamp import replace
-from pipeline.events import (
+from pipeline.core.events import (
     ChoiceFinished,
     Event,
     Finished,

@@ -30,12 +30,12 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 
-from operators._scheduling import default_scheduler
-from pipeline.events import (
+from pipeline.core.events import (
     Event,
     is_content,
     is_terminal,
 )
+from pipeline.core.scheduling import default_scheduler
 
 __all__ = ["batch_flush"]
 

@@ -1,13 +1,13 @@
 """Delta extraction: provider chunks in, normalized events out.
 
-Accepts raw server-sent events (:class:`pipeline.sse.SSEMessage`, as the
+Accepts raw server-sent events (:class:`pipeline.core.sse_decoder.SSEMessage`, as the
 sources emit them), parsed chunk dicts, or the ``openai`` SDK's pydantic chunk
 objects; detects Chat Completions or Responses from the first item. Emits
 ``started`` first, then deltas, and ``finished`` when the upstream completes
 (with or without ``[DONE]``). An error payload (``event: error``, a top-level
 ``error`` object, ``response.failed``) or a malformed chunk goes to
-``on_error`` as :class:`pipeline.errors.UpstreamStreamError` /
-:class:`pipeline.errors.MalformedChunkError`, after the events that arrived
+``on_error`` as :class:`pipeline.core.errors.UpstreamStreamError` /
+:class:`pipeline.core.errors.MalformedChunkError`, after the events that arrived
 before it; :func:`operators.map_errors` turns it into an event.
 
     -m1-m2-m3-[DONE]-|   becomes   -started-text-text-choice.finished-finished-|
@@ -27,12 +27,12 @@ import jiter
 from pydantic import BaseModel
 from reactivex import Observable, abc
 
-from operators._chat import ChatNormalizer, error_from_payload
-from operators._responses import ResponsesNormalizer
+from operators._chat_normalizer import ChatNormalizer, error_from_payload
+from operators._responses_normalizer import ResponsesNormalizer
 from operators._stamp import Stamper
-from pipeline.errors import MalformedChunkError, UpstreamError
-from pipeline.events import Event, EventBase, Finished, Started
-from pipeline.sse import SSEMessage
+from pipeline.core.errors import MalformedChunkError, UpstreamError
+from pipeline.core.events import Event, EventBase, Finished, Started
+from pipeline.core.sse_decoder import SSEMessage
 
 __all__ = ["Extractor", "RawChunk", "extract_deltas"]
 

@@ -12,7 +12,7 @@ Example::
     events = source.pipe(extract_deltas(sid), map_errors(sid))
 
 Errors: none reach ``on_error``; see :func:`classify` for how each exception
-becomes a :class:`pipeline.events.StreamError`. Messages are scrubbed of API
+becomes a :class:`pipeline.core.events.StreamError`. Messages are scrubbed of API
 keys and ``Authorization`` values.
 """
 
@@ -33,13 +33,13 @@ import openai
 from reactivex import Observable, abc
 from reactivex.scheduler import TimeoutScheduler
 
-from pipeline.errors import (
+from pipeline.core.errors import (
     MalformedChunkError,
     StreamTimeoutError,
     UpstreamError,
     UpstreamStreamError,
 )
-from pipeline.events import (
+from pipeline.core.events import (
     ErrorKind,
     Event,
     StreamError,
@@ -294,7 +294,7 @@ def is_error_mapped(events: Observable[Any]) -> bool:
 
     Such a stream already ends with exactly one terminal event and nothing
     after it, so applying :func:`map_errors` again would change nothing;
-    :class:`pipeline.runner.StreamRun` uses this to skip the second layer.
+    :class:`pipeline.runtime.multicast.StreamRun` uses this to skip the second layer.
     """
     return events in _MAPPED
 
@@ -303,7 +303,7 @@ def mark_error_mapped(events: Observable[Any]) -> None:
     """Declare that ``events`` keeps :func:`map_errors`' promise without being its output.
 
     For a source built only from ``map_errors`` outputs that keeps their
-    promise itself (:func:`pipeline.failover.failover`: every event of an
+    promise itself (:func:`pipeline.runtime.failover.failover`: every event of an
     attempt comes through ``llm_stream``, the failover ends with one terminal
     event, never calls ``on_error`` and sends nothing after the end).
     """

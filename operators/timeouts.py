@@ -44,9 +44,9 @@ from reactivex.disposable import (
     SingleAssignmentDisposable,
 )
 
-from operators._scheduling import default_scheduler
-from pipeline.errors import StreamTimeoutError
-from pipeline.events import Event, is_content, is_terminal
+from pipeline.core.errors import StreamTimeoutError
+from pipeline.core.events import Event, is_content, is_terminal
+from pipeline.core.scheduling import default_scheduler
 
 __all__ = ["timeouts"]
 

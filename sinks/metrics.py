@@ -3,7 +3,7 @@
 One :class:`Metrics` per app (it owns a ``CollectorRegistry``, a new one by
 default: no module-level state, so tests and several apps never collide).
 :meth:`Metrics.attach` subscribes a :class:`StreamMeter` to a
-:class:`pipeline.runner.StreamRun` (before ``start()``); the meter measures
+:class:`pipeline.runtime.multicast.StreamRun` (before ``start()``); the meter measures
 that one stream from the ``t`` of its events and records the aggregates at the
 terminal event. ``meter.stats()`` gives the per-stream :class:`StreamStats`
 (for the chat page, the CLI); ``metrics.snapshot()`` the aggregate counts;
@@ -90,7 +90,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.events import (
+from pipeline.core.events import (
     Cancelled,
     Event,
     Finished,
@@ -103,7 +103,7 @@ from pipeline.events import (
     ToolCallStarted,
     UsageReport,
 )
-from pipeline.runner import StreamRun
+from pipeline.runtime.multicast import StreamRun
 
 __all__ = [
     "DURATION_BUCKETS",

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.mock import MockServer
+from pipeline.apps.builtin_model import MockServer
 from tests.pg import db_url as db_url
 from tests.pg import postgres_server as postgres_server
 

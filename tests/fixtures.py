@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from operators.accumulate import Accumulator, Result
-from pipeline.events import EventBase
-from pipeline.sources import sse_body
-from pipeline.stream import llm_stream
+from pipeline.core.events import EventBase
+from pipeline.runtime.sources import sse_body
+from pipeline.runtime.standard_chain import llm_stream
 
 
 def chunk(

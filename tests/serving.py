@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """``python -m pipeline.cli serve ARGS`` with its output in ``log_path``."""
+    """``python -m pipeline.apps.cli serve ARGS`` with its output in ``log_path``."""
 
     def __init__(self, *args: str, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -47,7 +47,7 @@ class ServeProcess:
     def start(self) -> Self:
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *self.args],
+            [sys.executable, "-m", "pipeline.apps.cli", *self.args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,8 +9,8 @@ import pytest
 from aiostream import pipe, stream
 from reactivex.subject import Subject
 
-from pipeline.aio import BufferedObserver, from_async_iterable, from_observable
-from pipeline.events import EventBase, Finished, TextDelta
+from pipeline.core.events import EventBase, Finished, TextDelta
+from pipeline.runtime.async_bridges import BufferedObserver, from_async_iterable, from_observable
 
 
 async def test_async_iterable_becomes_cold_observable() -> None:

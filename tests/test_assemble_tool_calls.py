@@ -24,7 +24,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 
 from operators._stamp import Stamper
 from operators.assemble_tool_calls import assemble_tool_calls
-from pipeline.events import (
+from pipeline.core.events import (
     Cancelled,
     ChoiceFinished,
     Event,

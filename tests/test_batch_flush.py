@@ -18,7 +18,7 @@ from reactivex.testing.marbles import marbles_testing
 from reactivex.testing.recorded import Recorded
 
 from operators.batch_flush import batch_flush
-from pipeline.events import (
+from pipeline.core.events import (
     Cancelled,
     ChoiceFinished,
     Event,

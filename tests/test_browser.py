@@ -36,7 +36,7 @@ from typing import Any, Self
 
 import pytest
 
-from pipeline.mock import MockServer
+from pipeline.apps.builtin_model import MockServer
 from tests.serving import ServeProcess
 
 if importlib.util.find_spec("playwright") is not None:

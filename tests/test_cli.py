@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import _assemble, main
+from pipeline.apps.cli import _assemble, main
 from tests.fixtures import TEXT_STREAM, chunk, sse, tool
 
 
@@ -68,7 +68,7 @@ def test_chat_streams_from_the_built_in_model() -> None:
     """The README's main job, end to end in a subprocess, with no API key."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "chat", "What is rxllm?", "--mock-rate", "0"],
+        [sys.executable, "-m", "pipeline.apps.cli", "chat", "What is rxllm?", "--mock-rate", "0"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,7 +8,7 @@ from typing import Any
 import reactivex
 
 from operators.extract_deltas import extract_deltas
-from pipeline.events import EventBase, is_terminal
+from pipeline.core.events import EventBase, is_terminal
 from tests.fixtures import TEXT_STREAM, chunk, run_body, sse, tool
 
 ARGS = '{"city": "Paris", "n": 2}'

@@ -29,12 +29,12 @@ from reactivex.testing.recorded import Recorded
 
 from operators.accumulate import Accumulator
 from operators.map_errors import classify, is_error_mapped
-from pipeline.events import Event, EventBase, Failover, StreamError, dump_event, is_terminal
-from pipeline.failover import Upstream, UpstreamConfig, failover
-from pipeline.keypool import KeyPool, fingerprint
-from pipeline.mock import MockScript, MockServer
-from pipeline.runner import StreamRun
-from pipeline.sse import SSEMessage
+from pipeline.apps.builtin_model import MockScript, MockServer
+from pipeline.core.events import Event, EventBase, Failover, StreamError, dump_event, is_terminal
+from pipeline.core.sse_decoder import SSEMessage
+from pipeline.runtime.failover import Upstream, UpstreamConfig, failover
+from pipeline.runtime.key_pool import KeyPool, fingerprint
+from pipeline.runtime.multicast import StreamRun
 from sinks.metrics import Metrics
 from tests.virtual_time import on_next
 

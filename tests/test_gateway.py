@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-import pipeline.failover
-from pipeline.events import Finished
-from pipeline.mock import MockServer
-from pipeline.server.gateway import Gateway
-from pipeline.server.settings import ServerSettings
+import pipeline.runtime.failover
+from pipeline.apps.builtin_model import MockServer
+from pipeline.apps.server.gateway import Gateway
+from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.core.events import Finished
 
 
 async def test_the_upstream_client_is_made_at_startup_not_on_the_first_request(
@@ -24,7 +24,7 @@ async def test_the_upstream_client_is_made_at_startup_not_on_the_first_request(
         made.append(client)
         return client
 
-    monkeypatch.setattr(pipeline.failover, "AsyncOpenAI", counting)
+    monkeypatch.setattr(pipeline.runtime.failover, "AsyncOpenAI", counting)
     gw = Gateway(ServerSettings(store=False, upstream=upstream.base_url, api_key="k"))
     await gw.startup()
     try:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.events import Cancelled, Finished
-from pipeline.server.gateway import Gateway
-from pipeline.server.settings import ServerSettings
+from pipeline.apps.server.gateway import Gateway
+from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.core.events import Cancelled, Finished
 from sinks.redis_bus import RedisBus
 from tests.redis_server import RedisServer, start_redis
 from tests.redis_server import redis_server as redis_server

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from operators._stamp import Stamper, replace
 from operators.accumulate import Accumulator
-from pipeline.events import (
+from pipeline.core.events import (
     Cancelled,
     ChoiceFinished,
     Finished,
@@ -30,7 +30,7 @@ from pipeline.events import (
     is_content,
     is_terminal,
 )
-from pipeline.sse import SSEDecoder, SSEMessage
+from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 
 
 def hashed(event: BaseModel) -> int | None:
@@ -181,7 +181,13 @@ def test_accumulator_result_is_unchanged_by_its_counters() -> None:
 
 
 def test_event_json_is_model_dump_json() -> None:
-    from pipeline.events import Cancelled, StreamError, ToolCallCompleted, dump_event, event_json
+    from pipeline.core.events import (
+        Cancelled,
+        StreamError,
+        ToolCallCompleted,
+        dump_event,
+        event_json,
+    )
     from tests.fixtures import TEXT_STREAM, chunk, run_body, sse, tool
 
     tools = sse(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from reactivex.subject import Subject
 
-from pipeline.events import (
+from pipeline.core.events import (
     Cancelled,
     Event,
     EventBase,
@@ -19,8 +19,8 @@ from pipeline.events import (
     TextDelta,
     ToolCallDelta,
 )
-from pipeline.hub import ResumeGapError, StreamHub, StreamNotFoundError
-from pipeline.runner import StreamRun
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.stream_hub import ResumeGapError, StreamHub, StreamNotFoundError
 
 
 def make_events(n: int, stream_id: str = "s") -> list[Event]:

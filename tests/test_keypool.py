@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pipeline.keypool import KeyPool, NoKeyAvailable, fingerprint
+from pipeline.runtime.key_pool import KeyPool, NoKeyAvailable, fingerprint
 
 KEYS = ["sk-test-alpha-0123456789abcdef", "sk-test-bravo-0123456789abcdef", "plainkeyCHARLIE77"]
 

@@ -17,13 +17,13 @@ from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from operators.map_errors import classify, is_error_mapped, map_errors, scrub
-from pipeline.errors import (
+from pipeline.core.errors import (
     MalformedChunkError,
     StreamTimeoutError,
     UpstreamError,
     UpstreamStreamError,
 )
-from pipeline.events import (
+from pipeline.core.events import (
     Event,
     Finished,
     ReasoningDelta,
@@ -304,9 +304,9 @@ def test_events_after_terminal_are_dropped_with_one_warning(
 
 
 def test_map_errors_output_is_known_so_stream_run_skips_a_second_layer() -> None:
-    from pipeline.runner import StreamRun
-    from pipeline.sources import sse_body
-    from pipeline.stream import llm_stream
+    from pipeline.runtime.multicast import StreamRun
+    from pipeline.runtime.sources import sse_body
+    from pipeline.runtime.standard_chain import llm_stream
 
     raw = sse_body(b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
     events = llm_stream(raw)

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 import sinks.metrics as metrics_module
 from operators.extract_deltas import extract_deltas
-from pipeline.events import (
+from pipeline.core.events import (
     Cancelled,
     ErrorKind,
     Event,
@@ -30,8 +30,8 @@ from pipeline.events import (
     ToolCallStarted,
     UsageReport,
 )
-from pipeline.runner import StreamRun
-from pipeline.sse import SSEMessage
+from pipeline.core.sse_decoder import SSEMessage
+from pipeline.runtime.multicast import StreamRun
 from sinks.metrics import Metrics, StreamMeter, cancel_reason_class, metrics_endpoint
 
 SID = "stream-id-must-not-leak"

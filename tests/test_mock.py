@@ -21,9 +21,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel
 
-import pipeline.mock as mock
-from pipeline.mock import MockScript, MockServer, split_tokens
-from pipeline.sse import SSEDecoder, SSEMessage
+import pipeline.apps.builtin_model as mock
+from pipeline.apps.builtin_model import MockScript, MockServer, split_tokens
+from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Tell me about reactive streams"}]
 TOOLS: list[Any] = [

@@ -23,7 +23,7 @@ import pytest
 from httpx_sse import aconnect_sse
 from redis.asyncio import Redis
 
-from pipeline.mock import MockScript, MockServer
+from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.pg import PostgresServer
 from tests.redis_server import RedisServer
 from tests.redis_server import redis_server as redis_server
@@ -273,7 +273,7 @@ def test_several_workers_need_redis(tmp_path_factory: pytest.TempPathFactory) ->
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--workers", "2", "--no-store"],
+        [sys.executable, "-m", "pipeline.apps.cli", "serve", "--workers", "2", "--no-store"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,12 +14,12 @@ import trustme
 import uvloop
 from openai import AsyncOpenAI
 
-import pipeline.netbackend
+import pipeline.runtime.http_backend
 from operators.accumulate import Accumulator, Result
-from pipeline import sources
-from pipeline.mock import MockServer
-from pipeline.netbackend import AsyncioBackend, http_client
-from pipeline.stream import llm_stream
+from pipeline.apps.builtin_model import MockServer
+from pipeline.runtime import sources
+from pipeline.runtime.http_backend import AsyncioBackend, http_client
+from pipeline.runtime.standard_chain import llm_stream
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
@@ -51,7 +51,7 @@ def test_http_client_keeps_the_default_backend_when_the_pool_is_elsewhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(
-        pipeline.netbackend,
+        pipeline.runtime.http_backend,
         "DefaultAsyncHttpxClient",
         lambda **_: httpx2.AsyncClient(transport=None),
     )
@@ -87,15 +87,15 @@ async def test_a_body_read_late_arrives_whole(
     server: MockServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More than the read buffer arrives before it is read: reading pauses, then resumes."""
-    monkeypatch.setattr(pipeline.netbackend, "READ_BUFFER", 16 * 1024)
+    monkeypatch.setattr(pipeline.runtime.http_backend, "READ_BUFFER", 16 * 1024)
     paused: list[bool] = []
-    received_data = pipeline.netbackend._Protocol.data_received
+    received_data = pipeline.runtime.http_backend._Protocol.data_received
 
-    def spy(self: pipeline.netbackend._Protocol, data: bytes) -> None:
+    def spy(self: pipeline.runtime.http_backend._Protocol, data: bytes) -> None:
         received_data(self, data)
         paused.append(self.reading_paused)
 
-    monkeypatch.setattr(pipeline.netbackend._Protocol, "data_received", spy)
+    monkeypatch.setattr(pipeline.runtime.http_backend._Protocol, "data_received", spy)
     words = " ".join(f"word{i}" for i in range(5_000))  # about 600 KB of SSE frames
     body = {"model": "mock-model", "messages": MESSAGES, "stream": True, "mock": {"text": words}}
     received = bytearray()
@@ -189,7 +189,7 @@ async def test_a_tls_body_read_late_arrives_whole(
     tls_server: tuple[int, trustme.CA], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Over TLS too, reading pauses while the buffer is full and resumes as it drains."""
-    monkeypatch.setattr(pipeline.netbackend, "READ_BUFFER", 16 * 1024)
+    monkeypatch.setattr(pipeline.runtime.http_backend, "READ_BUFFER", 16 * 1024)
     port, ca = tls_server
     verify = ssl.create_default_context()
     ca.configure_trust(verify)
@@ -242,16 +242,16 @@ class _Transport:
 
 
 async def test_a_reader_that_never_catches_up_holds_no_more_than_it_has_to_read() -> None:
-    protocol = pipeline.netbackend._Protocol()
+    protocol = pipeline.runtime.http_backend._Protocol()
     protocol.connection_made(_Transport())  # type: ignore[arg-type]
-    stream = pipeline.netbackend.AsyncioStream(_Transport(), protocol)  # type: ignore[arg-type]
+    stream = pipeline.runtime.http_backend.AsyncioStream(_Transport(), protocol)  # type: ignore[arg-type]
     protocol.data_received(b"0,")
     read = bytearray()
     for i in range(1, 1000):
         protocol.data_received(b"%d," % i)  # one more arrives before each read
         read += await stream.read(65536)
         assert len(protocol.chunks) - protocol.head == 1
-        assert len(protocol.chunks) <= pipeline.netbackend._COMPACT_AT + 1
+        assert len(protocol.chunks) <= pipeline.runtime.http_backend._COMPACT_AT + 1
     read += await stream.read(65536)
     assert read == b"".join(b"%d," % i for i in range(1000))
     assert protocol.buffered == 0

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.mock import MockServer
+from pipeline.apps.builtin_model import MockServer
 from tests.serving import ServeProcess, free_port
 
 WORDS = [f"w{i:02d}" for i in range(15)]

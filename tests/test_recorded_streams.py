@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from operators.accumulate import Accumulator, Result
-from pipeline.events import EventBase, is_terminal
-from pipeline.sources import sse_body
-from pipeline.stream import llm_stream
+from pipeline.core.events import EventBase, is_terminal
+from pipeline.runtime.sources import sse_body
+from pipeline.runtime.standard_chain import llm_stream
 
 STREAMS = Path(__file__).resolve().parents[2] / "shared" / "streams"
 FILES = sorted(STREAMS.glob("*.sse")) if STREAMS.is_dir() else []

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from reactivex.subject import Subject
 
-from pipeline.events import Cancelled, Event, Finished, Started, TextDelta
-from pipeline.runner import StreamRun
+from pipeline.core.events import Cancelled, Event, Finished, Started, TextDelta
+from pipeline.runtime.multicast import StreamRun
 from sinks.redis_bus import (
     BusGapError,
     BusSettings,

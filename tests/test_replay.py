@@ -17,8 +17,8 @@ from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from operators.accumulate import Accumulator
-from pipeline import sources
-from pipeline.events import (
+from pipeline.apps.builtin_model import MockServer
+from pipeline.core.events import (
     ChoiceFinished,
     Event,
     Finished,
@@ -27,8 +27,9 @@ from pipeline.events import (
     dump_event,
     is_terminal,
 )
-from pipeline.mock import MockServer
-from pipeline.replay import (
+from pipeline.runtime import sources
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.replay import (
     RecordingError,
     export_transcript,
     import_recording,
@@ -37,10 +38,9 @@ from pipeline.replay import (
     replay_sse,
     save_jsonl,
 )
-from pipeline.runner import StreamRun
-from pipeline.sources import sse_body
-from pipeline.stream import llm_stream
-from sinks.recording import JsonlRecorder, record_to
+from pipeline.runtime.sources import sse_body
+from pipeline.runtime.standard_chain import llm_stream
+from sinks.jsonl_recorder import JsonlRecorder, record_to
 from sinks.store import Store, StoreSettings
 from tests.fixtures import TEXT_STREAM
 from tests.virtual_time import SpyScheduler, on_completed, on_next
@@ -389,13 +389,13 @@ def test_a_failing_recorder_logs_detaches_and_never_breaks_the_stream(
     recorder = record_to(run, tmp_path / "missing-dir" / "rec.jsonl")
     seen: list[Event] = []
     run.subscribe(seen.append)
-    with caplog.at_level(logging.ERROR, logger="sinks.recording"):
+    with caplog.at_level(logging.ERROR, logger="sinks.jsonl_recorder"):
         run.start()
     assert seen == RECORDING
     assert isinstance(recorder.error, FileNotFoundError)
     assert recorder.closed and recorder.events_written == 0
     assert [r.message for r in caplog.records if "recorder detaches" in r.message]
-    assert len([r for r in caplog.records if r.name == "sinks.recording"]) == 1  # logged once
+    assert len([r for r in caplog.records if r.name == "sinks.jsonl_recorder"]) == 1  # logged once
 
 
 def test_a_disk_error_mid_stream_detaches_the_recorder(tmp_path: Path) -> None:

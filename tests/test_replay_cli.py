@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.events import Event, Finished, Started, TextDelta
-from pipeline.replay import import_recording, load_jsonl, save_jsonl
+from pipeline.core.events import Event, Finished, Started, TextDelta
+from pipeline.runtime.replay import import_recording, load_jsonl, save_jsonl
 from sinks.store import Store, StoreSettings
 from tests.fixtures import TEXT_STREAM
 
-ENTRY = [sys.executable, "-m", "pipeline.replay_cli"]
+ENTRY = [sys.executable, "-m", "pipeline.apps.record_replay_cli"]
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -191,9 +191,9 @@ def test_a_replayed_error_stream_exits_1(tmp_path: Path) -> None:
 
 
 def test_the_rxllm_command_has_record_and_replay_once_wired(tmp_path: Path) -> None:
-    entry = [sys.executable, "-m", "pipeline.cli"]
+    entry = [sys.executable, "-m", "pipeline.apps.cli"]
     if rxllm("replay", "--help", cwd=tmp_path, entry=entry).returncode != 0:
-        pytest.skip("pipeline.cli does not call replay_cli.add_commands yet")
+        pytest.skip("pipeline.apps.cli does not call replay_cli.add_commands yet")
     save_jsonl(paced(), tmp_path / "paced.jsonl")
     result = rxllm("replay", "paced.jsonl", "--speed", "inf", cwd=tmp_path, entry=entry)
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import uvloop
 
-from pipeline.server.run import listening_socket
+from pipeline.apps.server.uvicorn_runner import listening_socket
 
 
 def _plain_socket(host: str, port: int) -> socket.socket:

@@ -11,10 +11,10 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.subject import Subject
 
-from pipeline.events import Cancelled, EventBase, Started, TextDelta, is_terminal
-from pipeline.runner import StreamRun
-from pipeline.sources import sse_body
-from pipeline.stream import llm_stream
+from pipeline.core.events import Cancelled, EventBase, Started, TextDelta, is_terminal
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.sources import sse_body
+from pipeline.runtime.standard_chain import llm_stream
 from tests.fixtures import TEXT_STREAM
 
 

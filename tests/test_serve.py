@@ -19,7 +19,7 @@ from httpx_sse import aconnect_sse
 from openai import AsyncOpenAI, NotFoundError, RateLimitError
 from openai.types.chat import ChatCompletionMessageParam
 
-from pipeline.mock import MockScript, MockServer
+from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.serving import ServeProcess
 
 UPSTREAM_KEY = "sk-upstream-SECRET-4f1c9e0b7a"
@@ -345,7 +345,7 @@ def test_a_stream_started_with_the_token_is_read_with_its_capability_url(
     upstream: MockServer, tmp_path: Path
 ) -> None:
     """What the chat page does when the server has a token: EventSource sends no header."""
-    from pipeline.server.auth import read_capability
+    from pipeline.apps.server.bearer_auth import read_capability
 
     args = ["--upstream", upstream.base_url, "--model", "mock-model", "--no-store"]
     bearer = {"Authorization": f"Bearer {AUTH_TOKEN}"}

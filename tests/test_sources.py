@@ -14,12 +14,12 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageParam
 
 from operators.accumulate import Accumulator, Result
-from pipeline import sources
-from pipeline.events import EventBase, is_terminal
-from pipeline.mock import MockServer
-from pipeline.netbackend import http_client
-from pipeline.runner import StreamRun
-from pipeline.stream import llm_stream
+from pipeline.apps.builtin_model import MockServer
+from pipeline.core.events import EventBase, is_terminal
+from pipeline.runtime import sources
+from pipeline.runtime.http_backend import http_client
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.standard_chain import llm_stream
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.sse import SSEDecoder, SSEMessage
+from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 
 BODY = (
     ": heartbeat\r\n"

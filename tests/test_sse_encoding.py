@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pipeline.events import (
+from pipeline.core.events import (
     Cancelled,
     ChoiceFinished,
     EventBase,
@@ -39,7 +39,7 @@ from sinks.dialects import (
     data_frame,
     make_dialect,
 )
-from sinks.sse import HEARTBEAT, encode_comment, encode_event, last_event_id
+from sinks.sse_response import HEARTBEAT, encode_comment, encode_event, last_event_id
 
 # Tokens that try to break out of a data line or forge fields and events.
 NASTY = ["\n", "\r", "\r\n", "\n\n", "data: x", "event: y", "id: 9", "retry: 1", ":", " ", "é☃𝄞"]

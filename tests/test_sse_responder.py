@@ -29,14 +29,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from pipeline.events import Cancelled, EventBase, Finished, Started, TextDelta
-from pipeline.hub import ResumeGapError, StreamHub
-from pipeline.runner import StreamRun
-from pipeline.sources import sse_body
-from pipeline.sse import SSEDecoder, SSEMessage
-from pipeline.stream import llm_stream
+from pipeline.core.events import Cancelled, EventBase, Finished, Started, TextDelta
+from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.sources import sse_body
+from pipeline.runtime.standard_chain import llm_stream
+from pipeline.runtime.stream_hub import ResumeGapError, StreamHub
 from sinks.dialects import OpenAIDialect, make_dialect
-from sinks.sse import HEARTBEAT, SSEResponse, last_event_id
+from sinks.sse_response import HEARTBEAT, SSEResponse, last_event_id
 from tests.fixtures import chunk, run_body, sse, tool
 
 TIMEOUT = 10

@@ -27,7 +27,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import sinks.store
-from pipeline.events import (
+from pipeline.core.events import (
     ChoiceFinished,
     Event,
     EventBase,
@@ -41,13 +41,13 @@ from pipeline.events import (
     dump_event,
     is_terminal,
 )
-from pipeline.runner import StreamRun
-from pipeline.sources import sse_body
-from pipeline.stream import llm_stream
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.sources import sse_body
+from pipeline.runtime.standard_chain import llm_stream
 from sinks.store import Store, StoreSettings, scrub_request
 from sinks.store import migrations as store_migrations
-from sinks.store.models import events_table, metadata, streams_table
-from sinks.store.writer import BatchWriter, StreamClose, StreamOpen
+from sinks.store.batch_writer import BatchWriter, StreamClose, StreamOpen
+from sinks.store.tables import events_table, metadata, streams_table
 from tests.fixtures import TEXT_STREAM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -366,8 +366,8 @@ def test_scrub_request_keeps_message_content_and_handles_none() -> None:
 CRASH = """
 import asyncio, os, sys
 from reactivex.subject import Subject
-from pipeline.events import Started, TextDelta
-from pipeline.runner import StreamRun
+from pipeline.core.events import Started, TextDelta
+from pipeline.runtime.multicast import StreamRun
 from sinks.store import Store, StoreSettings
 
 async def main(url):
@@ -624,11 +624,11 @@ async def test_migrations_run_from_alembic_commands_and_downgrade(db_url: str) -
     "module_name",
     [
         "sinks.store",
-        "sinks.store.models",
-        "sinks.store.writer",
-        "sinks.store.sink",
-        "sinks.store.query",
-        "sinks.store.store",
+        "sinks.store.tables",
+        "sinks.store.batch_writer",
+        "sinks.store.store_sink",
+        "sinks.store.queries",
+        "sinks.store.transcript_store",
         "sinks.store.migrations",
     ],
 )

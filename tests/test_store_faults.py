@@ -23,7 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pipeline.events import (
+from pipeline.core.events import (
     ChoiceFinished,
     Event,
     EventBase,
@@ -32,12 +32,12 @@ from pipeline.events import (
     TextDelta,
     is_terminal,
 )
-from pipeline.runner import StreamRun
-from pipeline.sources import sse_body
-from pipeline.stream import llm_stream
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.sources import sse_body
+from pipeline.runtime.standard_chain import llm_stream
 from sinks.store import Store, StoreSettings
-from sinks.store.models import events_table, streams_table
-from sinks.store.writer import is_retryable
+from sinks.store.batch_writer import is_retryable
+from sinks.store.tables import events_table, streams_table
 from tests.fixtures import chunk, sse
 from tests.pg import PostgresServer
 

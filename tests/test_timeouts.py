@@ -13,10 +13,10 @@ from reactivex.testing.recorded import Recorded
 
 from operators.map_errors import map_errors
 from operators.timeouts import timeouts
-from pipeline.errors import StreamTimeoutError
-from pipeline.events import Event, Finished, Started, StreamError, TextDelta, UsageReport
-from pipeline.sse import SSEMessage
-from pipeline.stream import llm_stream
+from pipeline.core.errors import StreamTimeoutError
+from pipeline.core.events import Event, Finished, Started, StreamError, TextDelta, UsageReport
+from pipeline.core.sse_decoder import SSEMessage
+from pipeline.runtime.standard_chain import llm_stream
 from tests.virtual_time import SpyScheduler, on_completed, on_error, on_next
 
 SID = "s1"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.mock import MockScript, MockServer
+from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.serving import ROOT, ServeProcess
 
 JS = ROOT / "tests" / "js"

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sinks.dialects._base import Dialect, data_frame
-from sinks.dialects._openai import OpenAIDialect, chat_usage
-from sinks.dialects._rxllm import RxllmDialect
-from sinks.dialects._vercel import VercelDialect
+from sinks.dialects.chat_completions import OpenAIDialect, chat_usage
+from sinks.dialects.dialect_base import Dialect, data_frame
+from sinks.dialects.rxllm_events import RxllmDialect
+from sinks.dialects.vercel_ui import VercelDialect
 
 __all__ = [
     "DIALECTS",

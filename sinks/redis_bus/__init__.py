@@ -12,7 +12,7 @@ together on one client. Keys and ids: :mod:`sinks.redis_bus.settings`.
 What Redis does not hold (a stream that ended long ago and expired, events
 trimmed, dropped while Redis was down or lost in a restart) comes from the
 transcript store, which the processes share too (PostgreSQL); the errors
-(:mod:`sinks.redis_bus.errors`) say when to fall back to it.
+(:mod:`sinks.redis_bus.bus_errors`) say when to fall back to it.
 
 Known differences from a message broker: pub/sub cancel requests are
 delivered at most once (a process disconnected at that moment misses one);
@@ -22,13 +22,13 @@ the owner record expires ``live_ttl`` seconds after a process dies.
 from __future__ import annotations
 
 from sinks.redis_bus.bus import CancelOutcome, RedisBus
-from sinks.redis_bus.cancel import CancelHandler, CancelListener, publish_cancel
-from sinks.redis_bus.errors import (
+from sinks.redis_bus.bus_errors import (
     BusError,
     BusGapError,
     BusStreamNotFoundError,
     BusUnavailableError,
 )
+from sinks.redis_bus.cancel import CancelHandler, CancelListener, publish_cancel
 from sinks.redis_bus.publisher import DropHook, RedisPublisher
 from sinks.redis_bus.reader import last_event, open_events
 from sinks.redis_bus.settings import BusSettings

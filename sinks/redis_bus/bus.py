@@ -13,7 +13,7 @@ Example::
 
 ``open()`` does not need Redis to be up: the publisher buffers and retries,
 the listener reconnects, and the readers raise
-:class:`~sinks.redis_bus.errors.BusUnavailableError`.
+:class:`~sinks.redis_bus.bus_errors.BusUnavailableError`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any, Literal
 from reactivex import abc
 from redis.asyncio import Redis
 
-from pipeline.events import Event, is_terminal
-from pipeline.runner import StreamRun
+from pipeline.core.events import Event, is_terminal
+from pipeline.runtime.multicast import StreamRun
+from sinks.redis_bus.bus_errors import BusError, BusUnavailableError
 from sinks.redis_bus.cancel import CancelHandler, CancelListener, publish_cancel
-from sinks.redis_bus.errors import BusError, BusUnavailableError
 from sinks.redis_bus.publisher import RETRYABLE, DropHook, RedisPublisher
 from sinks.redis_bus.reader import last_event, open_events
 from sinks.redis_bus.settings import BusSettings

@@ -33,7 +33,7 @@ Redis's own message (host and port, never a password).
 
 Redis restarted without persistence has lost what was written before: the
 publisher goes on from the next event, and a reader finds the gap
-(:class:`~sinks.redis_bus.errors.BusGapError`) and reads the missing events
+(:class:`~sinks.redis_bus.bus_errors.BusGapError`) and reads the missing events
 from the transcript store.
 """
 
@@ -51,8 +51,8 @@ from reactivex import abc
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from pipeline.events import Event, dump_event, is_terminal
-from pipeline.runner import StreamRun
+from pipeline.core.events import Event, dump_event, is_terminal
+from pipeline.runtime.multicast import StreamRun
 from sinks._waiters import Waiters
 from sinks.redis_bus.settings import BusSettings, entry_id
 

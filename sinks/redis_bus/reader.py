@@ -6,7 +6,7 @@ async iterator: the events already in Redis after ``after`` (``XRANGE``),
 then the new ones as they are written (``XREAD BLOCK``), up to and including
 the terminal event, each exactly once and in ``seq`` order.
 
-Errors (:mod:`sinks.redis_bus.errors`), from :func:`open_events` or, later,
+Errors (:mod:`sinks.redis_bus.bus_errors`), from :func:`open_events` or, later,
 from the iterator: :class:`BusStreamNotFoundError` when neither the key nor
 the owner record exists (a stream registered by its owner reads as live and
 empty until its first event is written), or both vanished while blocked (they
@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
-from pipeline.events import Event, is_terminal, load_event
-from sinks.redis_bus.errors import BusGapError, BusStreamNotFoundError, BusUnavailableError
+from pipeline.core.events import Event, is_terminal, load_event
+from sinks.redis_bus.bus_errors import BusGapError, BusStreamNotFoundError, BusUnavailableError
 from sinks.redis_bus.publisher import RETRYABLE
 from sinks.redis_bus.settings import BusSettings, id_before
 

@@ -12,11 +12,11 @@ observer attached to a run), ``query`` (reading), ``store`` (:class:`Store`),
 
 from __future__ import annotations
 
-from sinks.store.models import STATUSES, Status
-from sinks.store.query import StreamSummary, Transcript
-from sinks.store.sink import TranscriptSink, scrub_request
-from sinks.store.store import DEFAULT_URL, ENV_URL, Store, create_engine, resolve_url
-from sinks.store.writer import StoreSettings
+from sinks.store.batch_writer import StoreSettings
+from sinks.store.queries import StreamSummary, Transcript
+from sinks.store.store_sink import TranscriptSink, scrub_request
+from sinks.store.tables import STATUSES, Status
+from sinks.store.transcript_store import DEFAULT_URL, ENV_URL, Store, create_engine, resolve_url
 
 __all__ = [
     "DEFAULT_URL",

@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sinks.store.migrations import VERSION_TABLE
-from sinks.store.models import metadata
+from sinks.store.tables import metadata
 
 DEFAULT_URL = "sqlite+aiosqlite:///rxllm.db"
 

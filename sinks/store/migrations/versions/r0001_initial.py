@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from sinks.store.models import UTCDateTime
+from sinks.store.tables import UTCDateTime
 
 revision: str = "0001"
 down_revision: str | None = None

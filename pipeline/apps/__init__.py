@@ -1,0 +1,1 @@
+"""The applications on top: ``rxllm serve``, the CLI and the built-in model."""

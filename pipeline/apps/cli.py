@@ -1,0 +1,204 @@
+"""The ``rxllm`` command.
+
+rxllm chat "PROMPT"             stream an answer into the terminal
+rxllm assemble FILE.sse         assemble a recorded raw SSE body into JSON
+rxllm mock                      run the built-in OpenAI-compatible model
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from pipeline.apps import record_replay_cli as replay_cli
+
+__all__ = ["main"]
+
+
+def _assemble(path: str, events: bool, out: TextIO) -> int:
+    from operators.accumulate import Accumulator
+    from pipeline.runtime.sources import sse_body
+    from pipeline.runtime.standard_chain import llm_stream
+
+    body = Path(path).read_bytes()
+    acc = Accumulator()
+
+    def on_next(event: Any) -> None:
+        if events:
+            out.write(event.model_dump_json() + "\n")
+        acc.add(event)
+
+    llm_stream(sse_body(body)).subscribe(on_next)
+    if not events:
+        json.dump(acc.result().assembled(), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    return 0
+
+
+async def _chat(args: argparse.Namespace, out: TextIO) -> int:
+    from openai import AsyncOpenAI
+
+    from pipeline.apps.terminal_chat import render_chat
+
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    api_key = os.environ.get("OPENAI_API_KEY")
+    if base_url or api_key:
+        client = AsyncOpenAI()
+        return await render_chat(client, args.prompt, args.model, args.responses, out)
+    from pipeline.apps.builtin_model import MockScript, MockServer
+
+    script = MockScript(interval=1.0 / args.mock_rate if args.mock_rate > 0 else 0.0)
+    async with MockServer(script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="no-key-needed")
+        return await render_chat(client, args.prompt, args.model, args.responses, out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rxllm", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    chat = commands.add_parser(
+        "chat",
+        help="stream an answer into the terminal",
+        description="Stream an answer through the pipeline. Uses OPENAI_BASE_URL / "
+        "OPENAI_API_KEY when set, the built-in model otherwise.",
+    )
+    chat.add_argument("prompt")
+    chat.add_argument("--model", default=os.environ.get("RXLLM_MODEL", "gpt-4o-mini"))
+    chat.add_argument("--responses", action="store_true", help="use the Responses API")
+    chat.add_argument(
+        "--mock-rate", type=float, default=40.0, help="built-in model: tokens per second"
+    )
+
+    assemble = commands.add_parser(
+        "assemble",
+        help="assemble a recorded raw SSE body",
+        description="Read a recorded text/event-stream body (Chat Completions or Responses), "
+        "run it through the operators and print the assembled result as JSON.",
+    )
+    assemble.add_argument("file")
+    assemble.add_argument("--events", action="store_true", help="print the events instead")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the pipeline over HTTP",
+        description="An OpenAI-compatible processing layer in front of an upstream: SSE out, "
+        "transcripts stored, metrics at /metrics, a chat page at /. With no --upstream "
+        "it runs the built-in model, so it needs no API key.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--upstream", help="OpenAI-compatible base URL (env RXLLM_UPSTREAM)")
+    serve.add_argument(
+        "--config", help="TOML file: upstreams, key pools, failover (env RXLLM_CONFIG)"
+    )
+    serve.add_argument("--model", help="default model for the chat page (env RXLLM_MODEL)")
+    serve.add_argument(
+        "--api-key", help="the upstream's API key (env RXLLM_UPSTREAM_API_KEY or OPENAI_API_KEY)"
+    )
+    serve.add_argument(
+        "--auth-token", help="require 'Authorization: Bearer TOKEN' (env RXLLM_AUTH_TOKEN)"
+    )
+    serve.add_argument(
+        "--cors-origin", action="append", dest="cors_origins", help="allow this origin (repeat)"
+    )
+    serve.add_argument("--db", dest="db_url", help="transcript store URL (env RXLLM_DB_URL)")
+    serve.add_argument("--no-store", action="store_true", help="keep no transcripts")
+    serve.add_argument("--heartbeat", type=float, help="seconds of idle before a ': ping'")
+    serve.add_argument(
+        "--replay-size", type=int, help="events kept per live stream for Last-Event-ID resume"
+    )
+    serve.add_argument("--mock-rate", type=float, help="built-in model: tokens per second")
+    serve.add_argument(
+        "--redis",
+        dest="redis_url",
+        metavar="URL",
+        help="Redis for live events shared by several processes: resume and cancel "
+        "across them (env RXLLM_REDIS_URL)",
+    )
+    serve.add_argument(
+        "--instance",
+        help="this process's name in Redis and the store (env RXLLM_INSTANCE; "
+        "default with --redis: host:port)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the port (one core each); more than one needs --redis",
+    )
+    serve.add_argument("--log-level", default="info")
+
+    replay_cli.add_commands(commands)
+
+    mock = commands.add_parser("mock", help="run the built-in OpenAI-compatible model")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8001)
+    mock.add_argument("--token-rate", type=float, default=30.0, help="tokens per second")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command in replay_cli.COMMANDS:
+        return replay_cli.run_command(args)
+    if args.command == "assemble":
+        try:
+            return _assemble(args.file, args.events, sys.stdout)
+        except OSError as exc:
+            print(f"rxllm assemble: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+    if args.command == "chat":
+        return asyncio.run(_chat(args, sys.stdout))
+    if args.command == "serve":
+        from pipeline.apps.server.server_settings import ServerSettings
+        from pipeline.apps.server.uvicorn_runner import serve as run_server
+
+        settings = ServerSettings.from_env(
+            host=args.host,
+            port=args.port,
+            upstream=args.upstream,
+            config=args.config,
+            model=args.model,
+            api_key=args.api_key,
+            auth_token=args.auth_token,
+            cors_origins=tuple(args.cors_origins) if args.cors_origins else None,
+            db_url=args.db_url,
+            store=False if args.no_store else None,
+            heartbeat=args.heartbeat,
+            replay_size=args.replay_size,
+            mock_tokens_per_second=args.mock_rate,
+            redis_url=args.redis_url,
+            instance=args.instance,
+        )
+        if args.workers < 1:
+            print(f"rxllm serve: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
+            return 2
+        if args.workers > 1:
+            from pipeline.apps.server.worker_supervisor import WorkersError, run_workers
+
+            try:
+                run_workers(settings, args.workers, log_level=args.log_level)
+            except WorkersError as exc:
+                print(f"rxllm serve: {exc}", file=sys.stderr)
+                return 2
+            return 0
+        run_server(settings, log_level=args.log_level)
+        return 0
+    if args.command == "mock":
+        from pipeline.apps.builtin_model import serve
+
+        serve(host=args.host, port=args.port, tokens_per_second=args.token_rate)
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The gateway: opens one pipeline per request and wires its sinks.
+
+Every stream the server serves is a :class:`pipeline.runtime.multicast.StreamRun` over
+``failover(upstreams, request)`` (the standard chain per attempt, moving to
+the next upstream on a retryable error before the first token) with these sinks
+attached before it starts: the live-stream hub (resume with
+``Last-Event-ID``), the metrics, and the transcript store (when enabled).
+The gateway owns the upstream client, the built-in model (when no upstream
+is configured) and the store, and closes them at shutdown.
+
+With ``redis_url`` set, every stream is also published to Redis
+(:class:`sinks.redis_bus.RedisBus`) and the gateway listens there for cancel
+requests from the other processes. A stream started with ``POST /v1/streams``
+and read only through other processes is not orphaned: their readers are
+counted in Redis (a process that dies while reading leaves its count until
+the key expires, ``live_ttl``: the stream then runs to its end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pipeline.apps.server.api_errors import ApiError
+from pipeline.apps.server.config_file import FailoverOptions, load_config
+from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.runtime.failover import Upstream, failover
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.stream_hub import StreamHub
+from sinks.metrics import Metrics
+
+if TYPE_CHECKING:
+    from sinks.redis_bus import RedisBus
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """The server's shared state: upstream client, hub, metrics, store."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        metrics: Metrics | None = None,
+        hub: StreamHub | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.hub = hub or StreamHub(replay_size=settings.replay_size)
+        self.store: Any = None
+        self.models: frozenset[str] | None = None
+        self.upstreams: list[Upstream] = []
+        self.failover_options = FailoverOptions()
+        self._mock: Any = None
+        self._readers: dict[str, int] = {}
+        self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
+        self.bus: RedisBus | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def upstream_label(self) -> str:
+        """The metrics label of the upstreams: their names."""
+        return "+".join(u.name for u in self.upstreams) or "none"
+
+    def _key_removed(self, upstream: str) -> Callable[[str], None]:
+        """The hook a key pool calls when it takes a key out: count it."""
+
+        def removed(_fingerprint: str) -> None:
+            self.metrics.inc_key_removed(upstream)
+
+        return removed
+
+    @property
+    def instance(self) -> str:
+        """This process's name in Redis and as the store's owner."""
+        settings = self.settings
+        if settings.instance:
+            return settings.instance
+        port = str(settings.port) if settings.port else f"pid{os.getpid()}"
+        return f"{socket.gethostname()}:{port}"
+
+    async def startup(self) -> None:
+        """Set up the upstreams (or start the built-in model), open the store and the bus."""
+        settings = self.settings
+        if settings.config is not None:
+            config = load_config(settings.config)
+            self.upstreams = [
+                u.build(on_key_removed=self._key_removed(u.name)) for u in config.upstreams
+            ]
+            self.failover_options = config.failover
+        elif settings.upstream is not None:
+            self.upstreams = [Upstream("upstream", settings.upstream, settings.api_key)]
+        else:
+            from pipeline.apps.builtin_model import MockScript, MockServer
+
+            rate = settings.mock_tokens_per_second
+            # A short think before the first token, as a real model has, so the page's
+            # time to first token shows something.
+            script = MockScript(interval=1.0 / rate if rate > 0 else 0.0, stall=0.2)
+            self._mock = MockServer(script)
+            await self._mock.__aenter__()
+            self.upstreams = [Upstream("builtin", self._mock.base_url, "no-key-needed")]
+            self.models = frozenset({"mock-model"})
+        self._warm_up_clients()
+        if settings.store:
+            from sinks.store import Store, StoreSettings
+
+            # Processes sharing a database need distinct owners: one's open()
+            # would otherwise mark the other's live streams interrupted.
+            shared = settings.instance or settings.redis_url
+            store_settings = StoreSettings(owner=self.instance) if shared else None
+            metrics = self.metrics
+            self.store = Store(
+                settings.db_url,
+                settings=store_settings,
+                on_drop=lambda n: metrics.inc_store_buffer_dropped(n, sink="store"),
+            )
+            await self.store.open()
+        if settings.redis_url:
+            from sinks.redis_bus import RedisBus
+
+            self.bus = RedisBus(
+                settings.redis_url,
+                owner=self.instance,
+                on_drop=lambda n: self.metrics.inc_store_buffer_dropped(n, sink="redis"),
+            )
+            await self.bus.open()
+            self.bus.listen(self._remote_cancel)
+
+    def _warm_up_clients(self) -> None:
+        """Make each single-key upstream's client now, not on the first request.
+
+        The first client costs tens of milliseconds (its TLS context, the SDK's
+        chat modules imported on first use): a first request would wait for it.
+        A key pool's clients are made on each key's first use.
+        """
+        for upstream in self.upstreams:
+            if upstream.pool is None:  # the client failover will ask for: upstream.key's
+                upstream.client(upstream.key).chat.completions  # noqa: B018 (imports on access)
+
+    async def shutdown(self) -> None:
+        """Cancel live streams, then close the store, the client and the built-in model."""
+        for timer in self._orphan_timers.values():
+            timer.cancel()
+        self._orphan_timers.clear()
+        for stream_id in self.hub.live():
+            self.hub.cancel(stream_id, "server shutting down")
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self.bus is not None:
+            await self.bus.close()  # after the cancels: their terminal events are published
+        if self.store is not None:
+            await self.store.close()
+        for upstream in self.upstreams:
+            await upstream.aclose()
+        if self._mock is not None:
+            await self._mock.__aexit__(None, None, None)
+
+    def default_model(self) -> str:
+        """The model for requests that name none (the chat page, ``useChat``)."""
+        if self.settings.model:
+            return self.settings.model
+        if self.models:
+            return min(self.models)
+        raise ApiError(
+            400,
+            "this request names no model and the server has no default: "
+            "send 'model', or start rxllm serve with --model",
+            param="model",
+        )
+
+    def open_stream(
+        self,
+        params: dict[str, Any],
+        *,
+        tools: Any = None,
+        conversation_id: str | None = None,
+        **timeouts: float,
+    ) -> StreamRun:
+        """A new, not yet started, stream for a Chat Completions request.
+
+        ``conversation_id`` keeps a conversation on one key of a sticky key
+        pool; ``timeouts`` (``first_token_timeout``, ``idle_timeout``,
+        ``total_timeout``) override the configured ones for this request.
+        """
+        stream_id = uuid.uuid4().hex
+        params = dict(params)
+        if params.get("stream_options") is None:
+            params["stream_options"] = {"include_usage": True}
+        events = failover(
+            self.upstreams,
+            params,
+            stream_id=stream_id,
+            tools=tools,
+            conversation_id=conversation_id,
+            metrics=self.metrics,
+            **{**self.failover_options.kwargs(), **timeouts},
+        )
+        run = StreamRun(events, stream_id=stream_id)
+        self.hub.register(run)
+        self.metrics.attach(run, model=str(params.get("model")), upstream=self.upstream_label)
+        if self.store is not None:
+            self.store.attach(run, request=params)
+        if self.bus is not None:
+            self.bus.attach(run)
+        return run
+
+    def _remote_cancel(self, stream_id: str, reason: str) -> None:
+        """A cancel request from another process: cancel the stream if it is live here."""
+        if stream_id in self.hub:
+            self.hub.cancel(stream_id, reason)
+
+    def reader_attached(self, stream_id: str) -> None:
+        """A client started reading ``stream_id``: it is not orphaned."""
+        self._readers[stream_id] = self._readers.get(stream_id, 0) + 1
+        timer = self._orphan_timers.pop(stream_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def reader_detached(self, stream_id: str) -> None:
+        """A reader left; with none left, cancel the stream after the orphan timeout."""
+        count = self._readers.get(stream_id, 1) - 1
+        if count > 0:
+            self._readers[stream_id] = count
+            return
+        self._readers.pop(stream_id, None)
+        self.watch_orphan(stream_id)
+
+    def watch_orphan(self, stream_id: str) -> None:
+        """Cancel ``stream_id`` unless a reader attaches within the orphan timeout."""
+        if stream_id in self._orphan_timers:
+            return
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            self._orphan_timers.pop(stream_id, None)
+            if self._readers.get(stream_id) or stream_id not in self.hub:
+                return
+            if self.bus is None:
+                self.hub.cancel(stream_id, "no client read the stream")
+                return
+            run = self.hub.get(stream_id)
+            if run is None or run.terminal is not None:
+                return  # it ended: nothing to ask Redis
+            task = loop.create_task(self._expire_unless_read_elsewhere(stream_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._orphan_timers[stream_id] = loop.call_later(self.settings.orphan_timeout, expire)
+
+    async def _expire_unless_read_elsewhere(self, stream_id: str) -> None:
+        """Cancel an orphan unless a client reads it through another process (Redis says)."""
+        from sinks.redis_bus import BusError
+
+        assert self.bus is not None
+        try:
+            elsewhere = await self.bus.readers(stream_id)
+        except BusError:
+            elsewhere = 1  # Redis cannot say: look again later rather than cancel a read stream
+        run = self.hub.get(stream_id)
+        if self._readers.get(stream_id) or run is None or run.terminal is not None:
+            return
+        if elsewhere > 0:
+            self.watch_orphan(stream_id)
+        else:
+            self.hub.cancel(stream_id, "no client read the stream")

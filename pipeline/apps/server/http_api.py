@@ -1,0 +1,432 @@
+"""``rxllm serve``'s HTTP API: the library wired up as a processing layer.
+
+Routes (each also importable through :func:`routes`, to mount into an app):
+
+* ``POST /v1/chat/completions`` -- OpenAI-compatible, streaming and not; every
+  stream runs through the pipeline; the response has ``x-rxllm-stream-id``.
+* ``POST /v1/streams`` -- start a stream for the chat page; returns its id
+  (the body's other fields pass upstream, as on ``/v1/chat/completions``).
+* ``GET /v1/streams/{id}/events`` -- rxllm's own events, live or recent,
+  resumable with ``Last-Event-ID``: from this process's hub, else (another
+  process's stream, with ``--redis``) from Redis, else from the store.
+* ``POST /v1/streams/{id}/cancel`` -- cancel a live stream, here or (with
+  ``--redis``) on the process that holds it: 200 once it is cancelled, 202
+  when the request was sent but the end was not seen within 2 s.
+* ``POST /api/chat`` -- the Vercel AI SDK UI message stream (``useChat``).
+* ``GET /v1/transcripts``, ``GET /v1/transcripts/{id}`` -- the store, read-only.
+* ``GET /metrics`` -- Prometheus; ``GET /`` -- the chat page.
+
+A streaming request whose upstream fails before the first token gets an
+HTTP error with the upstream's status (a client's retry logic sees a 429 as
+a 429); after the first token, the error is an event in the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from operators.accumulate import Accumulator
+from pipeline.apps.server.api_errors import ApiError, error_response
+from pipeline.apps.server.bearer_auth import BearerAuth, read_query
+from pipeline.apps.server.gateway import Gateway
+from pipeline.apps.server.remote_resume import open_resume
+from pipeline.apps.server.request_bodies import (
+    ChatRequest,
+    UIChatRequest,
+    read_json,
+    to_openai_messages,
+    validate,
+)
+from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.core.events import Event, StreamError, is_content, is_terminal
+from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
+from sinks.metrics import metrics_endpoint
+from sinks.sse_response import SSEResponse, last_event_id
+
+__all__ = ["create_app", "routes"]
+
+Handler = Callable[[Request], Any]
+
+
+def _page() -> str:
+    return resources.files("pipeline.apps.server").joinpath("chat_page.html").read_text("utf-8")
+
+
+def _upstream_error(event: StreamError) -> ApiError:
+    """The HTTP error for a stream that failed before its first token."""
+    if event.kind == "http" and event.status is not None:
+        status = event.status
+    elif event.kind == "timeout":
+        status = 504
+    else:
+        status = 502
+    return ApiError(status, event.message, type="upstream_error", code=event.code or event.kind)
+
+
+async def _first_then_rest(run: StreamRun) -> tuple[list[Event], AsyncIterator[Event]]:
+    """Start ``run``; wait for its first content or terminal event.
+
+    Returns the events so far (the last is that event) and the reader of the
+    rest. The response status depends on it: a stream that fails before its
+    first token (after any failover) is answered with an HTTP error.
+    """
+    reader = run.iterate()
+    run.start()
+    held: list[Event] = []
+    async for event in reader:
+        held.append(event)
+        if is_content(event) or is_terminal(event):
+            break
+    return held, reader
+
+
+def _completion(result: Any, stream_id: str, model: str) -> dict[str, Any]:
+    """A ``chat.completion`` body from an accumulated result."""
+    choices = []
+    for c in result.choices:
+        message: dict[str, Any] = {"role": "assistant", "content": c.content}
+        if c.refusal is not None:
+            message["refusal"] = c.refusal
+        if c.reasoning is not None:
+            message["reasoning_content"] = c.reasoning
+        if c.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {"name": tc.name, "arguments": tc.arguments},
+                }
+                for tc in c.tool_calls
+            ]
+        choices.append(
+            {"index": c.index, "message": message, "finish_reason": c.finish_reason or "stop"}
+        )
+    return {
+        "id": f"chatcmpl-{stream_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": result.model or model,
+        "choices": choices,
+        "usage": result.usage,
+    }
+
+
+_TIMEOUT_HEADERS = {
+    "x-rxllm-first-token-timeout": "first_token_timeout",
+    "x-rxllm-idle-timeout": "idle_timeout",
+    "x-rxllm-total-timeout": "total_timeout",
+}
+
+
+def _per_request(request: Request, req: ChatRequest) -> dict[str, Any]:
+    """Per-request options from headers: timeouts (seconds) and the conversation id.
+
+    A conversation (``x-rxllm-conversation-id``, else the request's ``user``)
+    stays on one key of a sticky pool, so the provider's prompt cache keeps working.
+    """
+    options: dict[str, Any] = {}
+    for header, name in _TIMEOUT_HEADERS.items():
+        value = request.headers.get(header)
+        if value is not None:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not seconds > 0:
+                raise ApiError(400, f"{header} must be a positive number of seconds", param=header)
+            options[name] = seconds
+    conversation = request.headers.get("x-rxllm-conversation-id")
+    if conversation is None and req.model_extra:
+        user = req.model_extra.get("user")
+        conversation = user if isinstance(user, str) else None
+    options["conversation_id"] = conversation
+    return options
+
+
+class _Api:
+    """The route handlers, bound to one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _check_model(self, model: str) -> None:
+        models = self.gateway.models
+        if models is not None and model not in models:
+            raise ApiError(
+                404,
+                f"the model '{model}' does not exist; known models: {', '.join(sorted(models))}",
+                param="model",
+                code="model_not_found",
+            )
+
+    async def chat_completions(self, request: Request) -> Response:
+        gw = self.gateway
+        req = validate(ChatRequest, await read_json(request, gw.settings.max_body))
+        self._check_model(req.model)
+        run = gw.open_stream(req.upstream_params(), tools=req.tools, **_per_request(request, req))
+        headers = {"x-rxllm-stream-id": run.stream_id or ""}
+        if not req.stream:
+            acc = Accumulator()
+            run.subscribe(acc.add)
+            run.start()
+            terminal = await run.wait()
+            if isinstance(terminal, StreamError):
+                return error_response(_upstream_error(terminal), headers)
+            body = _completion(acc.result(), run.stream_id or "", req.model)
+            return JSONResponse(body, headers=headers)
+        held, events = await _first_then_rest(run)
+        first = held[-1] if held else None
+        if isinstance(first, StreamError) and not first.after_first_token:
+            return error_response(_upstream_error(first), headers)
+        options = req.model_extra.get("stream_options") if req.model_extra else None
+        include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        from sinks.dialects import OpenAIDialect
+
+        return SSEResponse(
+            events,
+            first=held,
+            dialect=OpenAIDialect(include_usage=include_usage),
+            on_disconnect=run.cancel,
+            heartbeat=gw.settings.heartbeat,
+            send_timeout=gw.settings.send_timeout,
+            headers=headers,
+        )
+
+    async def start_stream(self, request: Request) -> Response:
+        gw = self.gateway
+        body = await read_json(request, gw.settings.max_body)
+        ui = validate(UIChatRequest, body)
+        model = ui.model or gw.default_model()
+        self._check_model(model)
+        # The body's other fields pass upstream, as on /v1/chat/completions.
+        messages = to_openai_messages(ui.messages)
+        req = validate(ChatRequest, {**body, "model": model, "messages": messages})
+        run = gw.open_stream(req.upstream_params(), tools=req.tools, **_per_request(request, req))
+        stream_id = run.stream_id or ""
+        if gw.bus is not None:  # other processes can read it as soon as the client has the id
+            await gw.bus.register(stream_id)
+        run.start()
+        gw.watch_orphan(stream_id)
+        # Where to read it: with --auth-token, a URL an EventSource can use without
+        # the header (a capability for this stream only; see pipeline.apps.server.bearer_auth).
+        events_url = f"v1/streams/{quote(stream_id, safe='')}/events"
+        token = gw.settings.auth_token
+        if token:
+            events_url += "?" + read_query(token, stream_id)
+        return JSONResponse({"id": stream_id, "events_url": events_url}, status_code=201)
+
+    async def stream_events(self, request: Request) -> Response:
+        gw = self.gateway
+        stream_id = request.path_params["stream_id"]
+        after = last_event_id(request.headers)
+        if after is None and request.query_params.get("after", "").isdigit():
+            after = int(request.query_params["after"])
+        try:
+            events: AsyncIterator[Any] = gw.hub.events(stream_id, after)
+        except (StreamNotFoundError, ResumeGapError):
+            events = await self._stored_events(stream_id, after)
+            return SSEResponse(
+                events,
+                dialect="rxllm",
+                heartbeat=gw.settings.heartbeat,
+                send_timeout=gw.settings.send_timeout,
+            )
+        gw.reader_attached(stream_id)
+
+        async def tracked() -> AsyncIterator[Any]:
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                gw.reader_detached(stream_id)
+
+        return SSEResponse(
+            tracked(),
+            dialect="rxllm",
+            heartbeat=gw.settings.heartbeat,
+            send_timeout=gw.settings.send_timeout,
+        )
+
+    async def _stored_events(self, stream_id: str, after: int | None) -> AsyncIterator[Any]:
+        """Another process's stream (from Redis, live or recent) or a stored one."""
+        gw = self.gateway
+        events = await open_resume(stream_id, after, bus=gw.bus, store=gw.store)
+        if events is None:
+            raise ApiError(404, f"no stream with id '{stream_id}'", code="stream_not_found")
+        return events
+
+    async def cancel_stream(self, request: Request) -> Response:
+        stream_id = request.path_params["stream_id"]
+        hub, bus = self.gateway.hub, self.gateway.bus
+        reason = "cancelled by request"
+        if stream_id in hub:
+            if hub.cancel(stream_id, reason):
+                return JSONResponse({"id": stream_id, "cancelled": True})
+        elif bus is not None:
+            from sinks.redis_bus import BusUnavailableError
+
+            try:
+                outcome = await bus.cancel(stream_id, reason, wait=2.0)
+            except BusUnavailableError:
+                raise ApiError(
+                    503,
+                    "cannot reach Redis to cancel a stream held by another process; retry",
+                    type="server_error",
+                    code="bus_unavailable",
+                ) from None
+            if outcome == "cancelled":
+                return JSONResponse({"id": stream_id, "cancelled": True})
+            if outcome == "requested":
+                return JSONResponse({"id": stream_id, "cancelled": False}, status_code=202)
+        raise ApiError(404, f"no live stream with id '{stream_id}'", code="stream_not_found")
+
+    async def ui_chat(self, request: Request) -> Response:
+        gw = self.gateway
+        ui = validate(UIChatRequest, await read_json(request, gw.settings.max_body))
+        model = ui.model or gw.default_model()
+        self._check_model(model)
+        params = {"model": model, "messages": to_openai_messages(ui.messages)}
+        run = gw.open_stream(params)
+        held, events = await _first_then_rest(run)
+        return SSEResponse(
+            events,
+            first=held,
+            dialect="vercel",
+            on_disconnect=run.cancel,
+            heartbeat=gw.settings.heartbeat,
+            send_timeout=gw.settings.send_timeout,
+            headers={"x-rxllm-stream-id": run.stream_id or ""},
+        )
+
+    async def transcripts(self, request: Request) -> Response:
+        store = self._require_store()
+        q = request.query_params
+        try:
+            limit = min(int(q.get("limit", "50")), 500)
+            offset = int(q.get("offset", "0"))
+        except ValueError:
+            raise ApiError(400, "limit and offset must be integers", param="limit") from None
+        items = await store.list(
+            model=q.get("model"),
+            status=q.get("status"),
+            text=q.get("q") or q.get("text"),
+            limit=limit,
+            offset=offset,
+        )
+        return JSONResponse({"data": [_jsonable(item) for item in items]})
+
+    async def transcript(self, request: Request) -> Response:
+        store = self._require_store()
+        stream_id = request.path_params["stream_id"]
+        item = await store.get(stream_id)
+        if item is None:
+            raise ApiError(404, f"no transcript with id '{stream_id}'", code="not_found")
+        events = await store.events(stream_id)
+        body = _jsonable(item)
+        body["events"] = [e.model_dump(mode="json") for e in events]
+        return JSONResponse(body)
+
+    def _require_store(self) -> Any:
+        if self.gateway.store is None:
+            raise ApiError(404, "the transcript store is disabled", code="store_disabled")
+        return self.gateway.store
+
+    async def models(self, request: Request) -> Response:
+        names = sorted(self.gateway.models or [])
+        data = [{"id": n, "object": "model", "owned_by": "rxllm"} for n in names]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def page(self, request: Request) -> Response:
+        return HTMLResponse(_page())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (404 route, 405 method) as JSON too."""
+    assert isinstance(exc, HTTPException)
+    return error_response(ApiError(exc.status_code, str(exc.detail), code="http_error"))
+
+
+def _jsonable(item: Any) -> dict[str, Any]:
+    if hasattr(item, "model_dump"):
+        return dict(item.model_dump(mode="json"))
+    return dict(item)
+
+
+def _api_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            response: Response = await handler(request)
+        except ApiError as exc:
+            return error_response(exc)
+        return response
+
+    return wrapped
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    """The server's routes, bound to ``gateway`` (mount them into your own app)."""
+    api = _Api(gateway)
+    table: list[tuple[str, Handler, list[str]]] = [
+        ("/v1/chat/completions", api.chat_completions, ["POST"]),
+        ("/v1/models", api.models, ["GET"]),
+        ("/v1/streams", api.start_stream, ["POST"]),
+        ("/v1/streams/{stream_id}/events", api.stream_events, ["GET"]),
+        ("/v1/streams/{stream_id}/cancel", api.cancel_stream, ["POST"]),
+        ("/api/chat", api.ui_chat, ["POST"]),
+        ("/v1/transcripts", api.transcripts, ["GET"]),
+        ("/v1/transcripts/{stream_id}", api.transcript, ["GET"]),
+        ("/", api.page, ["GET"]),
+    ]
+    out: list[BaseRoute] = [Route(p, _api_errors(h), methods=m) for p, h, m in table]
+    out.append(metrics_endpoint(gateway.metrics))
+    return out
+
+
+def create_app(settings: ServerSettings | None = None, gateway: Gateway | None = None) -> Starlette:
+    """The whole server as one Starlette app (its lifespan starts and stops the gateway)."""
+    settings = settings or ServerSettings()
+    gw = gateway or Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gw.startup()
+        try:
+            yield
+        finally:
+            await gw.shutdown()
+
+    middleware: list[Middleware] = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "last-event-id"],
+                expose_headers=["x-rxllm-stream-id"],
+            )
+        )
+    if settings.auth_token:
+        middleware.append(Middleware(BearerAuth, token=settings.auth_token))
+    app = Starlette(
+        routes=routes(gw),
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.gateway = gw
+    return app

@@ -1,0 +1,98 @@
+"""Reading and validating request bodies: every mistake is a clear 4xx JSON error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+
+from pipeline.apps.server.api_errors import ApiError
+
+__all__ = ["ChatRequest", "UIChatRequest", "read_json", "to_openai_messages", "validate"]
+
+M = TypeVar("M", bound=BaseModel)
+
+_SECRET_FIELDS = frozenset({"api_key", "apikey", "authorization", "headers", "extra_headers"})
+
+
+class ChatRequest(BaseModel):
+    """A Chat Completions request: the fields rxllm reads; the rest pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    tools: list[dict[str, Any]] | None = None
+
+    def upstream_params(self) -> dict[str, Any]:
+        """The parameters to send upstream (secrets dropped, ``stream`` set by the source)."""
+        params = self.model_dump(exclude={"stream"}, exclude_none=True)
+        for name in _SECRET_FIELDS & params.keys():
+            del params[name]
+        return params
+
+
+class UIChatRequest(BaseModel):
+    """A Vercel AI SDK ``useChat`` request: UI messages with ``parts``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    model: str | None = None
+
+
+async def read_json(request: Request, max_body: int) -> dict[str, Any]:
+    """Read a JSON object body of at most ``max_body`` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_body:
+        raise ApiError(413, f"request body is larger than {max_body} bytes", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body:
+            raise ApiError(
+                413, f"request body is larger than {max_body} bytes", code="body_too_large"
+            )
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def validate(model: type[M], body: dict[str, Any]) -> M:
+    """Validate ``body``; the first problem becomes a 400 naming the field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        if first["type"] == "missing":
+            message = f"missing required field '{param}'"
+        else:
+            message = f"invalid field '{param}': {first['msg']}"
+        raise ApiError(400, message, param=param, code="invalid_request") from None
+
+
+def to_openai_messages(ui_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Convert AI SDK UI messages (``parts``) or plain ``content`` messages to OpenAI ones."""
+    out: list[dict[str, Any]] = []
+    for message in ui_messages:
+        role = message.get("role")
+        if role not in {"system", "user", "assistant"}:
+            raise ApiError(400, f"unsupported message role {role!r}", param="messages")
+        content = message.get("content")
+        if not isinstance(content, str):
+            parts = message.get("parts") or []
+            content = "".join(
+                p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"
+            )
+        out.append({"role": role, "content": content})
+    return out

@@ -1,0 +1,64 @@
+"""Settings of ``rxllm serve``: from command-line flags, with environment fallbacks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["ServerSettings"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the server needs; secrets are kept out of ``repr``.
+
+    ``upstream`` is an OpenAI-compatible base URL; ``config`` a TOML file of
+    upstreams, key pools and failover settings (:mod:`pipeline.apps.server.config_file`);
+    with neither, the built-in model is started in-process, so the server
+    runs with no key.
+
+    ``redis_url`` turns on the live-event bus (:mod:`sinks.redis_bus`): several
+    processes sharing Redis (and the store's database) resume and cancel each
+    other's streams. ``instance`` names this process there and as the store's
+    owner (default with Redis: ``host:port``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upstream: str | None = None
+    config: str | None = None
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    auth_token: str | None = field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
+    db_url: str | None = None
+    store: bool = True
+    heartbeat: float = 15.0
+    send_timeout: float = 10.0
+    flush_interval: float = 0.0
+    replay_size: int = 4096
+    max_body: int = 4 * 1024 * 1024
+    orphan_timeout: float = 15.0
+    mock_tokens_per_second: float = 30.0
+    redis_url: str | None = field(default=None, repr=False)
+    instance: str | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerSettings:
+        """Defaults, then ``RXLLM_*`` / ``OPENAI_*`` variables, then ``overrides`` (not None)."""
+        env = os.environ
+        values: dict[str, object] = {
+            "upstream": env.get("RXLLM_UPSTREAM") or env.get("OPENAI_BASE_URL"),
+            "model": env.get("RXLLM_MODEL"),
+            "config": env.get("RXLLM_CONFIG"),
+            "api_key": env.get("RXLLM_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY"),
+            "auth_token": env.get("RXLLM_AUTH_TOKEN"),
+            "db_url": env.get("RXLLM_DB_URL"),
+            "redis_url": env.get("RXLLM_REDIS_URL"),
+            "instance": env.get("RXLLM_INSTANCE"),
+        }
+        origins = env.get("RXLLM_CORS_ORIGINS")
+        if origins:
+            values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]

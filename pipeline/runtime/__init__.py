@@ -1,0 +1,1 @@
+"""The runtime: sources, the multicast runner, failover, key pools, the hub, replay."""

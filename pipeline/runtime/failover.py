@@ -1,0 +1,685 @@
+"""Failover before the first token: one stream, tried on several upstreams in order.
+
+:func:`failover` makes each attempt with :func:`pipeline.runtime.standard_chain.llm_stream`
+over :func:`pipeline.runtime.sources.chat_completions` on one :class:`Upstream`, and
+holds the attempt's events back until its first content event (a non-empty
+text, reasoning or refusal delta, a tool-call start or delta) or its terminal
+event. An attempt that fails before that with a retryable error (connection
+refused or lost, a timeout including the first-token timeout, 408, 409, 429,
+5xx) is disposed, which cancels its request, and its held events are dropped;
+then the same upstream is tried again after an exponential backoff with
+jitter, at most ``retries`` times, and then the next upstream at once (after
+a timeout, the next upstream at once: a stalled upstream is retried only when
+it is the last one)::
+
+    attempt 1 on A  -started-#503                (held back, dropped)
+    failover        -failover(A->A, delay=0.25)
+    attempt 2 on A  -started-#503
+    failover        -failover(A->B, delay=0)
+    attempt 3 on B  -started-"Hel"-"lo"-finished|
+
+    downstream      -failover-failover-started-"Hel"-"lo"-finished|   seq 0..5
+
+Rules:
+
+* Every move is a ``failover`` event (:class:`pipeline.core.events.Failover`),
+  sent at once, and is counted by ``metrics.inc_retry(upstream, kind)`` (same
+  upstream) or ``metrics.inc_failover(from, to)`` (next upstream).
+* A ``Retry-After`` (the error event's ``retry_after``) is honoured: the same
+  upstream is never tried sooner; when the wait would end after the budget,
+  the next upstream is tried instead. No attempt starts later than
+  ``max_total`` seconds after subscription.
+* With a :class:`pipeline.runtime.key_pool.KeyPool`, every attempt leases a key and
+  releases it with the outcome: a 429 cools the key down (the next attempt
+  takes another key at once if one is healthy), 401/403 remove it and the
+  same upstream is tried again with another key. When no key is left the
+  stream ends with the 401/403 error.
+* A non-retryable error before the first token (400, 404, 422, 401/403
+  without another key...) ends the stream with that error: another upstream
+  would refuse the same request.
+* After the first token nothing is taken back: the attempt's events flow
+  through as they come and an error is the terminal ``error`` event, with
+  everything sent before it kept.
+* Downstream, ``seq`` is contiguous (held events of failed attempts are never
+  sent) and ``t`` counts from the subscription, across attempts; every event
+  carries the same stream id.
+
+Example::
+
+    upstreams = [
+        Upstream("openai", api_key=KeyPool([key1, key2])),
+        Upstream("backup", base_url="http://10.0.0.7:8000/v1", models={"*": "llama-3.1-70b"}),
+    ]
+    run = StreamRun(failover(upstreams, {"model": "gpt-4o-mini", "messages": messages},
+                             first_token_timeout=10, metrics=metrics))
+
+Errors: none reach ``on_error``; every outcome ends with exactly one terminal
+event. ``ValueError`` at creation for no upstreams or a bad policy value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random as _random
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+from weakref import WeakKeyDictionary
+
+from openai import AsyncOpenAI
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from reactivex import Observable, abc
+from reactivex.disposable import (
+    CompositeDisposable,
+    Disposable,
+    SerialDisposable,
+    SingleAssignmentDisposable,
+)
+
+from operators.extract_deltas import RawChunk
+from operators.map_errors import classify, mark_error_mapped
+from pipeline.core.events import (
+    Event,
+    EventBase,
+    Failover,
+    StreamError,
+    is_content,
+    is_terminal,
+)
+from pipeline.core.scheduling import default_scheduler
+from pipeline.runtime import sources
+from pipeline.runtime.http_backend import http_client
+from pipeline.runtime.key_pool import KeyPool, Lease, NoKeyAvailable, fingerprint
+from pipeline.runtime.standard_chain import llm_stream
+
+__all__ = [
+    "ClientFactory",
+    "FailoverMetrics",
+    "SourceFactory",
+    "Upstream",
+    "UpstreamConfig",
+    "failover",
+]
+
+log = logging.getLogger(__name__)
+
+SourceFactory = Callable[[AsyncOpenAI, dict[str, Any]], Observable[RawChunk]]
+"""Makes one attempt's raw source from a client and the request's parameters."""
+
+
+class FailoverMetrics(Protocol):
+    """What :func:`failover` counts (:class:`sinks.metrics.Metrics` has both)."""
+
+    def inc_failover(self, from_upstream: str, to_upstream: str) -> None: ...
+
+    def inc_retry(self, upstream: str, kind: str = ...) -> None: ...
+
+
+def _safe_url(url: str | None) -> str | None:
+    """``url`` without its user info (``https://user:secret@host`` -> ``https://host``)."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, eq=False)
+class Upstream:
+    """One OpenAI-compatible upstream: where, with which key(s), which model names.
+
+    ``api_key`` is one key (sent as is, never removed) or a
+    :class:`KeyPool`; ``None`` takes ``OPENAI_API_KEY`` (or sends a dummy key,
+    for local servers that want none). ``models`` maps a requested model name
+    to this upstream's name for it (``"*"``: any other name). The timeouts
+    (seconds) override those given to :func:`failover` for this upstream.
+    ``client_options`` go to ``AsyncOpenAI`` (``timeout``, ``default_headers``...; without
+    an ``http_client``, :func:`pipeline.runtime.http_backend.http_client` is used).
+    The repr shows fingerprints, never keys.
+    """
+
+    name: str
+    base_url: str | None = None
+    api_key: str | KeyPool | None = field(default=None, repr=False)
+    models: Mapping[str, str] = field(default_factory=dict)
+    first_token_timeout: float | None = None
+    idle_timeout: float | None = None
+    total_timeout: float | None = None
+    client_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # One client per key and event loop (an httpx pool belongs to one loop).
+    _clients: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, AsyncOpenAI]] = field(
+        default_factory=WeakKeyDictionary, init=False, repr=False
+    )
+
+    @property
+    def pool(self) -> KeyPool | None:
+        """The key pool, if ``api_key`` is one."""
+        return self.api_key if isinstance(self.api_key, KeyPool) else None
+
+    @property
+    def key(self) -> str | None:
+        """The one key, if ``api_key`` is not a pool (``None``: none given)."""
+        return self.api_key if isinstance(self.api_key, str) else None
+
+    def model_for(self, model: Any) -> Any:
+        """This upstream's name for the requested ``model``."""
+        if isinstance(model, str):
+            return self.models.get(model, self.models.get("*", model))
+        return model
+
+    def client(self, api_key: str | None = None) -> AsyncOpenAI:
+        """The ``AsyncOpenAI`` client for ``api_key`` on the running loop (cached, no retries).
+
+        Raises ``RuntimeError`` outside a running event loop.
+        """
+        loop = asyncio.get_running_loop()
+        clients = self._clients.setdefault(loop, {})
+        client = clients.get(api_key)
+        if client is None:
+            key = api_key or os.environ.get("OPENAI_API_KEY") or "unused"
+            options = {**self.client_options, "max_retries": 0}  # failover does the retries
+            if "http_client" not in options:
+                options["http_client"] = http_client()  # the asyncio-native network backend
+            client = AsyncOpenAI(base_url=self.base_url, api_key=key, **options)
+            clients[api_key] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the clients made on the running loop."""
+        clients = self._clients.pop(asyncio.get_running_loop(), {})
+        for client in clients.values():
+            await client.close()
+
+    def __repr__(self) -> str:
+        key = self.api_key
+        keys = (
+            repr(key)
+            if isinstance(key, KeyPool)
+            else fingerprint(key)
+            if isinstance(key, str)
+            else None
+        )
+        return f"Upstream({self.name!r}, base_url={_safe_url(self.base_url)!r}, keys={keys})"
+
+
+ClientFactory = Callable[[Upstream, str | None], AsyncOpenAI]
+"""Makes (or finds) the client of an upstream for one key (``None``: no key)."""
+
+
+class UpstreamConfig(BaseModel):
+    """One upstream as written in a config file; :meth:`build` makes the :class:`Upstream`.
+
+    Keys come from ``api_key`` / ``api_keys`` (secret strings: their repr is
+    masked) or from environment variables: ``api_key_env`` names one holding
+    a key, or several separated by commas or whitespace. Several keys make a
+    :class:`KeyPool` (``cooldown``, ``max_cooldown``, ``sticky``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_key_env: str | None = None
+    models: dict[str, str] = Field(default_factory=dict)
+    first_token_timeout: float | None = Field(default=None, gt=0)
+    idle_timeout: float | None = Field(default=None, gt=0)
+    total_timeout: float | None = Field(default=None, gt=0)
+    cooldown: float = Field(default=1.0, ge=0)
+    max_cooldown: float = Field(default=60.0, ge=0)
+    sticky: bool = True
+    pool: bool | None = None  # None: a pool when there is more than one key
+
+    def keys(self) -> list[str]:
+        """Every key configured, environment variables read now."""
+        keys = [k.get_secret_value() for k in ([self.api_key] if self.api_key else [])]
+        keys += [k.get_secret_value() for k in self.api_keys]
+        if self.api_key_env:
+            keys += os.environ.get(self.api_key_env, "").replace(",", " ").split()
+        return keys
+
+    def build(self, *, on_key_removed: Callable[[str], None] | None = None) -> Upstream:
+        """Make the :class:`Upstream`; raises ``ValueError`` if a pool has no key."""
+        keys = self.keys()
+        api_key: str | KeyPool | None = keys[0] if len(keys) == 1 else None
+        if self.pool or (self.pool is None and len(keys) > 1):
+            api_key = KeyPool(
+                keys,
+                cooldown=self.cooldown,
+                max_cooldown=self.max_cooldown,
+                sticky=self.sticky,
+                on_key_removed=on_key_removed,
+                name=self.name,
+            )
+        return Upstream(
+            self.name,
+            self.base_url,
+            api_key,
+            dict(self.models),
+            self.first_token_timeout,
+            self.idle_timeout,
+            self.total_timeout,
+        )
+
+
+def _chat(client: AsyncOpenAI, params: dict[str, Any]) -> Observable[RawChunk]:
+    source: Observable[RawChunk] = sources.chat_completions(client, **params)
+    return source
+
+
+def _client(upstream: Upstream, api_key: str | None) -> AsyncOpenAI:
+    return upstream.client(api_key)
+
+
+@dataclass(frozen=True)
+class _Policy:
+    upstreams: tuple[Upstream, ...]
+    params: dict[str, Any]
+    stream_id: str
+    tools: Any
+    conversation_id: str | None
+    retries: int
+    backoff: float
+    max_backoff: float
+    jitter: float
+    max_total: float
+    first_token_timeout: float | None
+    idle_timeout: float | None
+    total_timeout: float | None
+    metrics: FailoverMetrics | None
+    scheduler: abc.SchedulerBase | None
+    client_factory: ClientFactory
+    source_factory: SourceFactory
+    random: Callable[[], float]
+
+    def delay(self, tries: int) -> float:
+        """The backoff before retry number ``tries`` (1, 2, ...), with jitter."""
+        base = min(self.max_backoff, self.backoff * 2.0 ** (tries - 1))
+        return base * (1.0 - self.jitter * self.random())
+
+
+def failover(
+    upstreams: Sequence[Upstream],
+    params: Mapping[str, Any],
+    *,
+    stream_id: str | None = None,
+    tools: Any = None,
+    conversation_id: str | None = None,
+    retries: int = 2,
+    backoff: float = 0.25,
+    max_backoff: float = 4.0,
+    jitter: float = 0.5,
+    max_total: float = 30.0,
+    first_token_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    total_timeout: float | None = None,
+    metrics: FailoverMetrics | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    client_factory: ClientFactory | None = None,
+    source_factory: SourceFactory | None = None,
+    random: Callable[[], float] = _random.random,
+) -> Observable[Event]:
+    """Stream ``params`` from the first upstream that answers; see the module docstring.
+
+    ``params`` are the request's (``model``, ``messages``... as for
+    :func:`pipeline.runtime.sources.chat_completions`); ``model`` is mapped per
+    upstream. ``retries`` is the number of retries per upstream after its
+    first attempt; backoff ``n`` waits ``min(max_backoff, backoff * 2**(n-1))``
+    seconds less up to ``jitter`` of it (at random), and never less than the
+    error's ``retry_after``. ``max_total`` (seconds from subscription) bounds
+    when an attempt may start. The timeouts are :func:`operators.timeouts`',
+    applied to each attempt (an upstream's own win). ``conversation_id`` keeps the conversation on
+    one key of a sticky pool. ``scheduler`` runs the backoff and timeout
+    timers (default: the subscribe-time scheduler, else the running loop's).
+    ``client_factory(upstream, key)`` and ``source_factory(client, params)``
+    replace how a client and an attempt's source are made (default: cached
+    ``AsyncOpenAI`` clients with ``max_retries=0``, Chat Completions).
+    """
+    if not upstreams:
+        raise ValueError("failover needs at least one upstream")
+    if retries < 0 or backoff < 0 or max_backoff < 0 or max_total <= 0:
+        raise ValueError("retries, backoff and max_backoff must be >= 0, max_total > 0")
+    if not 0 <= jitter <= 1:
+        raise ValueError(f"jitter must be between 0 and 1, got {jitter!r}")
+    policy = _Policy(
+        upstreams=tuple(upstreams),
+        params=dict(params),
+        stream_id=stream_id or uuid.uuid4().hex,
+        tools=tools,
+        conversation_id=conversation_id,
+        retries=retries,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        jitter=jitter,
+        max_total=max_total,
+        first_token_timeout=first_token_timeout,
+        idle_timeout=idle_timeout,
+        total_timeout=total_timeout,
+        metrics=metrics,
+        scheduler=scheduler,
+        client_factory=client_factory or _client,
+        source_factory=source_factory or _chat,
+        random=random,
+    )
+
+    def subscribe(
+        observer: abc.ObserverBase[Event], scheduler_: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        run = _Run(policy, observer, scheduler_)
+        run.attempt()
+        return Disposable(run.dispose)
+
+    # Each attempt is llm_stream's output (one terminal event, errors as events), and
+    # _Run ends with exactly one terminal event, then on_completed, never on_error:
+    # StreamRun needs no second map_errors layer over it.
+    events: Observable[Event] = Observable(subscribe)
+    mark_error_mapped(events)
+    return events
+
+
+class _Run:
+    """One subscription of :func:`failover`: the attempts of one stream."""
+
+    def __init__(
+        self,
+        policy: _Policy,
+        observer: abc.ObserverBase[Event],
+        subscribe_scheduler: abc.SchedulerBase | None,
+    ) -> None:
+        self.policy = policy
+        self.observer = observer
+        self.subscribe_scheduler = subscribe_scheduler
+        self.scheduler = policy.scheduler or subscribe_scheduler or default_scheduler()
+        self.lock = threading.RLock()
+        self.started = self.scheduler.now
+        self.current = SerialDisposable()  # the attempt's subscription
+        self.timer = SerialDisposable()  # the wait before the next attempt
+        self.done = False
+        self.seq = 0  # the next sequence number sent downstream
+        self.index = 0  # the upstream being tried
+        self.tries = 0  # attempts made on it
+        self.attempts = 0  # attempts made in all
+        self.generation = 0  # which attempt's events are listened to
+        self.lease: Lease | None = None
+        self.held: list[Event] = []
+        self.committed = False  # the first token went out: no more failover
+        self.offset = 0.0  # the current attempt's start, seconds from subscription
+        self.waited = False  # whether anything was waited for before an attempt
+        self.last_t = 0.0  # the ``t`` of the last event sent
+        self.last_error: StreamError | None = None
+
+    # -- time ----------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return (self.scheduler.now - self.started).total_seconds()
+
+    # -- attempts --------------------------------------------------------------
+
+    def attempt(self) -> None:
+        """Start an attempt on the current upstream."""
+        with self.lock:
+            if self.done:
+                return
+            policy = self.policy
+            upstream = policy.upstreams[self.index]
+            pool = upstream.pool
+            key = upstream.key
+            lease = None
+            if pool is not None:
+                try:
+                    lease = pool.acquire(policy.conversation_id)
+                except NoKeyAvailable as exc:
+                    self.no_key(upstream, exc)
+                    return
+                key = lease.key
+            self.lease = lease
+            self.attempts += 1
+            self.tries += 1
+            self.generation += 1
+            generation = self.generation
+            self.held = []
+            # The first attempt starts at the subscription: its events go out unchanged.
+            self.offset = self.elapsed() if self.attempts > 1 or self.waited else 0.0
+            subscription = SingleAssignmentDisposable()
+            self.current.disposable = subscription
+            try:
+                client = policy.client_factory(upstream, key)
+                params = {**policy.params}
+                if "model" in params:
+                    params["model"] = upstream.model_for(params["model"])
+                events = llm_stream(
+                    policy.source_factory(client, params),
+                    stream_id=policy.stream_id,
+                    tools=policy.tools,
+                    first_token_timeout=_first(
+                        upstream.first_token_timeout, policy.first_token_timeout
+                    ),
+                    idle_timeout=_first(upstream.idle_timeout, policy.idle_timeout),
+                    total_timeout=_first(upstream.total_timeout, policy.total_timeout),
+                    scheduler=self.scheduler,
+                )
+            except Exception as exc:
+                self.on_event(self.error_from(exc), generation)
+                return
+
+            def on_next(event: Event) -> None:
+                self.on_event(event, generation)
+
+            def on_error(exc: Exception) -> None:  # map_errors sends none: a bug
+                self.on_event(self.error_from(exc), generation)
+
+            subscription.disposable = events.subscribe(
+                on_next, on_error, scheduler=self.subscribe_scheduler
+            )
+
+    def error_from(self, exc: BaseException) -> StreamError:
+        info = classify(exc)
+        if info.kind == "internal":
+            log.warning("stream %s: an attempt failed: %s", self.policy.stream_id, info.message)
+        return StreamError(
+            stream_id=self.policy.stream_id,
+            seq=0,
+            kind=info.kind,
+            message=info.message,
+            status=info.status,
+            code=info.code,
+            retryable=info.retryable,
+            retry_after=info.retry_after,
+        )
+
+    def on_event(self, event: Event, generation: int) -> None:
+        """An event of the attempt numbered ``generation``."""
+        with self.lock:
+            if self.done or generation != self.generation:
+                return
+            if self.committed:
+                self.send(event)
+                if is_terminal(event):
+                    self.end(event)
+            elif is_content(event):
+                self.committed = True
+                held, self.held = self.held, []
+                for item in held:
+                    self.send(item)
+                self.send(event)
+            elif isinstance(event, StreamError):
+                self.failed(event)
+            elif is_terminal(event):  # finished (or cancelled) without content
+                self.give_up(event)
+            else:
+                self.held.append(event)
+
+    def failed(self, error: StreamError) -> None:
+        """The attempt failed before its first token: retry, fail over, or give up."""
+        policy = self.policy
+        upstream = policy.upstreams[self.index]
+        self.last_error = error
+        self.generation += 1  # nothing more from this attempt
+        self.current.disposable = Disposable()  # cancels its request
+        if self.lease is not None:
+            http = error.kind in ("http", "upstream")
+            self.lease.release(error.status if http else None, error.retry_after)
+            self.lease = None
+        remaining = policy.max_total - self.elapsed()
+        pool = upstream.pool
+        if error.status in (401, 403) and pool is not None and len(pool) > 0:
+            self.tries -= 1  # the key was at fault, not the upstream
+            self.move(self.index, error.message, error, 0.0)
+            return
+        if not error.retryable or remaining <= 0:
+            self.give_up(error)
+            return
+        # A timed-out upstream is not waited for twice while another one is left.
+        stalled = error.kind == "timeout" and self.index + 1 < len(policy.upstreams)
+        if not stalled and self.tries <= policy.retries:
+            delay = policy.delay(self.tries)
+            if error.retry_after is not None:
+                delay = max(delay, error.retry_after)
+            if error.status == 429 and pool is not None:
+                wait = pool.wait_time()
+                if pool.healthy() > 0:
+                    delay = 0.0  # Retry-After was the key's: another key can go now
+                elif wait is not None:
+                    delay = max(delay, wait)  # the pool's own cooldown, without Retry-After
+            if delay <= remaining:
+                self.move(self.index, error.message, error, delay)
+                return
+        self.next_upstream(error.message, error)
+
+    def no_key(self, upstream: Upstream, exc: NoKeyAvailable) -> None:
+        """No key of the upstream's pool can be used now: wait for one, or move on."""
+        remaining = self.policy.max_total - self.elapsed()
+        if exc.retry_after is not None and exc.retry_after <= remaining:
+            # A wait for a key's cooldown to end (already announced by the failover
+            # event that asked for it, or the pool's own state): no event, no retry.
+            wait = max(exc.retry_after, 0.001)
+            self.waited = True
+            self.timer.disposable = self.scheduler.schedule_relative(wait, self.on_timer)
+            return
+        reason = str(exc)
+        if self.last_error is None:
+            self.last_error = StreamError(
+                stream_id=self.policy.stream_id,
+                seq=0,
+                kind="http" if exc.retry_after is not None else "internal",
+                message=reason,
+                status=429 if exc.retry_after is not None else None,
+                retryable=exc.retry_after is not None,
+                retry_after=exc.retry_after,
+            )
+        log.warning(
+            "stream %s: upstream %s has no usable key", self.policy.stream_id, upstream.name
+        )
+        self.next_upstream(reason, None)
+
+    def next_upstream(self, reason: str, error: StreamError | None) -> None:
+        if self.index + 1 < len(self.policy.upstreams) and self.elapsed() < self.policy.max_total:
+            self.move(self.index + 1, reason, error, 0.0)
+        else:
+            assert self.last_error is not None
+            self.give_up(self.last_error)
+
+    def move(self, index: int, reason: str, error: StreamError | None, delay: float) -> None:
+        """Announce and schedule the next attempt, on upstream ``index``, in ``delay`` s."""
+        policy = self.policy
+        source, target = policy.upstreams[self.index].name, policy.upstreams[index].name
+        kind = error.kind if error is not None else None
+        self.held = []  # a failed attempt's events are never sent
+        if index != self.index:
+            self.index = index
+            self.tries = 0
+            if policy.metrics is not None:
+                policy.metrics.inc_failover(source, target)
+        elif policy.metrics is not None:
+            policy.metrics.inc_retry(source, kind or "unknown")
+        log.info(
+            "stream %s: attempt %d on %s failed before the first token (%s); "
+            "attempt %d on %s in %.3gs",
+            policy.stream_id,
+            self.attempts,
+            source,
+            reason,
+            self.attempts + 1,
+            target,
+            delay,
+        )
+        self.send_new(
+            Failover(
+                stream_id=policy.stream_id,
+                seq=self.seq,
+                t=self.elapsed(),
+                from_upstream=source,
+                to_upstream=target,
+                attempt=self.attempts + 1,
+                reason=reason,
+                kind=kind,
+                status=error.status if error is not None else None,
+                delay=delay,
+            )
+        )
+        self.timer.disposable = self.scheduler.schedule_relative(delay, self.on_timer)
+
+    def on_timer(self, _: abc.SchedulerBase, state: Any = None) -> None:
+        self.attempt()
+
+    # -- sending -----------------------------------------------------------------
+
+    def send_new(self, event: Event) -> None:
+        self.seq += 1
+        self.last_t = event.t
+        self.observer.on_next(event)
+
+    def send(self, event: Event) -> None:
+        """Send an attempt's event, renumbered and timed from the subscription."""
+        seq, offset = self.seq, self.offset
+        self.seq = seq + 1
+        t = event.t + offset
+        if t < self.last_t:  # an attempt's clock vs the scheduler's: never back in time
+            t = self.last_t
+        self.last_t = t
+        if event.seq != seq or t != event.t:
+            event = event.model_copy(update={"seq": seq, "t": t})
+        self.observer.on_next(event)
+
+    def give_up(self, terminal: Event) -> None:
+        """End with the last attempt's held events and ``terminal``."""
+        held, self.held = self.held, []
+        for item in held:
+            self.send(item)
+        self.send(terminal)
+        self.end(terminal)
+
+    def end(self, terminal: EventBase) -> None:
+        self.done = True
+        if self.lease is not None:
+            if isinstance(terminal, StreamError) and terminal.kind in ("http", "upstream"):
+                self.lease.release(terminal.status, terminal.retry_after)
+            else:
+                self.lease.release()
+            self.lease = None
+        self.timer.dispose()
+        self.observer.on_completed()
+
+    def dispose(self) -> None:
+        with self.lock:
+            self.done = True
+            if self.lease is not None:
+                self.lease.release()
+                self.lease = None
+        CompositeDisposable(self.timer, self.current).dispose()
+
+
+def _first(a: float | None, b: float | None) -> float | None:
+    return a if a is not None else b

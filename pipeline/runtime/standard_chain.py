@@ -1,0 +1,58 @@
+"""The standard chain: raw chunks to assembled, error-safe events.
+
+``llm_stream(source)`` is ``source.pipe(extract_deltas(id),
+assemble_tool_calls(tools), timeouts(...), map_errors(id))``: every provider
+format becomes events, tool-call arguments are assembled and parsed, a stream
+that is too slow fails (only when a timeout is given), and any failure becomes
+a terminal ``error`` event (a timeout: kind ``timeout``, retryable, with
+``after_first_token`` saying whether content had been sent). Compose the
+operators yourself for anything else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from reactivex import Observable, abc
+
+from operators.assemble_tool_calls import assemble_tool_calls
+from operators.extract_deltas import RawChunk, extract_deltas
+from operators.map_errors import map_errors
+from operators.timeouts import timeouts
+from pipeline.core.events import Event
+
+__all__ = ["llm_stream"]
+
+
+def llm_stream(
+    source: Observable[RawChunk],
+    *,
+    stream_id: str | None = None,
+    tools: Any = None,
+    partial: bool = True,
+    first_token_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    total_timeout: float | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+) -> Observable[Event]:
+    """Normalize, assemble tool calls (validated against ``tools`` if given), map errors.
+
+    ``first_token_timeout``, ``idle_timeout`` and ``total_timeout`` (seconds,
+    ``None``: no limit) are :func:`operators.timeouts`' limits; ``scheduler``
+    runs their timers and measures the error event's ``t`` (default: the
+    running loop's). ``ValueError`` if a timeout is not a positive number.
+    """
+    sid = stream_id or uuid.uuid4().hex
+    if first_token_timeout is None and idle_timeout is None and total_timeout is None:
+        return source.pipe(
+            extract_deltas(sid),
+            assemble_tool_calls(tools, partial=partial),
+            map_errors(sid, scheduler=scheduler),
+        )
+    return source.pipe(
+        extract_deltas(sid),
+        assemble_tool_calls(tools, partial=partial),
+        timeouts(first_token_timeout, idle_timeout, total_timeout, scheduler=scheduler),
+        map_errors(sid, scheduler=scheduler),
+    )

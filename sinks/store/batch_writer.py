@@ -1,0 +1,588 @@
+"""The batched writer: a bounded in-memory queue drained by one background task.
+
+Producers (the sinks) call :meth:`BatchWriter.put_event` and
+:meth:`BatchWriter.put_control` from ``on_next``: both append to a deque and
+return at once; nothing awaits, nothing blocks the stream. The writer task
+wakes every ``flush_interval`` seconds, when ``batch_size`` events are
+waiting, or when :meth:`BatchWriter.flush` asks, and writes one transaction
+per batch:
+
+1. new stream rows (``INSERT ... ON CONFLICT DO NOTHING``),
+2. the batch's events (``INSERT ... ON CONFLICT (stream_id, seq) DO NOTHING``),
+3. the final updates whose events are all written by now (an upsert).
+
+Everything put is numbered; a final update is numbered after its stream's
+events, and a batch takes only the control records numbered before its last
+event's successor, so a stream's final row is written in the same
+transaction as its last events, or after. A batch leaves the queue only once
+its transaction has committed; a retried batch is written again and the
+``ON CONFLICT`` clauses make that harmless, so nothing is lost and nothing is
+stored twice.
+
+Failures. An error that may pass (SQLite ``database is locked``, a lock or
+statement timeout, a dropped connection, a server restarting: see
+:func:`is_retryable`) is retried with exponential backoff, capped at
+``retry_max``. Meanwhile events queue up to ``max_buffer``; past that new
+events are dropped, counted in :attr:`BatchWriter.dropped` (and passed to the
+``on_drop`` hook) and a warning is logged once per spell. Stream rows and
+final updates are kept apart from the events and never dropped: a stream is
+always finalized, even if some of its events were lost. Any other error (a
+value the database refuses) makes the writer retry the batch one record at a
+time, so one bad record costs only itself (counted in :attr:`failed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Table, func
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from operators.accumulate import Accumulator, Result
+from pipeline.core.events import Event, EventBase, Finished, dump_event
+from sinks._waiters import Waiters
+from sinks.store.tables import Status, events_table, streams_table
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "BatchWriter",
+    "DropHook",
+    "RetryHook",
+    "StoreSettings",
+    "StreamClose",
+    "StreamOpen",
+    "event_row",
+    "final_values",
+    "is_retryable",
+    "now",
+]
+
+log = logging.getLogger(__name__)
+
+DropHook = Callable[[int], None]
+"""Called with the number of events just dropped (``prometheus_client.Counter.inc`` fits)."""
+RetryHook = Callable[[BaseException, int], None]
+"""Called with the error and the attempt number each time a write is retried."""
+
+
+class StoreSettings(BaseModel):
+    """How the store batches, buffers and retries; every field has a default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    flush_interval: float = Field(default=0.25, gt=0, description="seconds between flushes")
+    batch_size: int = Field(
+        default=500, ge=1, description="events per transaction; a full batch flushes"
+    )
+    max_buffer: int = Field(
+        default=50_000, ge=1, description="events held in memory; more are dropped"
+    )
+    retry_initial: float = Field(
+        default=0.05, gt=0, description="first backoff after a failed write"
+    )
+    retry_max: float = Field(default=5.0, gt=0, description="cap of the exponential backoff")
+    lock_timeout: float = Field(
+        default=5.0, gt=0, description="seconds a write waits for a lock (SQLite busy timeout, PG)"
+    )
+    close_timeout: float = Field(
+        default=30.0, ge=0, description="seconds close() waits for the flush"
+    )
+    owner: str = Field(
+        default_factory=socket.gethostname,
+        description="who writes: open() marks this owner's running streams interrupted",
+    )
+
+
+@dataclass(slots=True)
+class StreamOpen:
+    """A new stream's row (status ``running``), put at its first event."""
+
+    stream_id: str
+    created_at: datetime
+    model: str | None
+    request: Any
+    n: int = 0
+
+    def row(self, owner: str) -> dict[str, Any]:
+        return {
+            "id": self.stream_id,
+            "created_at": self.created_at,
+            "owner": owner,
+            "model": self.model,
+            "request": self.request,
+            "status": "running",
+        }
+
+
+@dataclass(slots=True)
+class StreamClose:
+    """A stream's final update, put once, after its terminal event (or instead of it)."""
+
+    stream_id: str
+    created_at: datetime
+    status: Status
+    accumulator: Accumulator
+    finished_at: datetime
+    terminal: EventBase | None = None
+    error: dict[str, Any] | None = None
+    duration: float | None = None
+    n: int = 0
+    _row: dict[str, Any] | None = field(default=None, repr=False)
+
+    def row(self, owner: str) -> dict[str, Any]:
+        """The row's values; computed (the text joined) once, in the writer."""
+        if self._row is None:
+            result = self.accumulator.result()
+            values = final_values(
+                result,
+                self.status,
+                self.finished_at,
+                terminal=self.terminal,
+                error=self.error,
+                duration=self.duration,
+            )
+            self._row = {"id": self.stream_id, "created_at": self.created_at, "owner": owner}
+            self._row.update(values)
+        return self._row
+
+
+def final_values(
+    result: Result,
+    status: Status,
+    finished_at: datetime,
+    *,
+    terminal: EventBase | None = None,
+    error: dict[str, Any] | None = None,
+    duration: float | None = None,
+) -> dict[str, Any]:
+    """The final columns of a stream row from its accumulated :class:`Result`."""
+    finish_reason = terminal.finish_reason if isinstance(terminal, Finished) else None
+    if finish_reason is None and result.choices:
+        finish_reason = result.choices[0].finish_reason
+    texts = [c.content for c in result.choices if c.content]
+    # PostgreSQL text cannot hold NUL; this column only serves the text search.
+    content = "\n\n".join(texts).replace("\x00", "") if texts else None
+    return {
+        "status": status,
+        "model": result.model,
+        "finish_reason": finish_reason,
+        "choices": [c.model_dump(mode="json") for c in result.choices],
+        "content": content,
+        "usage": result.usage,
+        "error": error if error is not None else result.error,
+        "cancel_reason": result.cancel_reason,
+        "first_token_at": result.first_token_at,
+        "duration": result.duration if result.duration is not None else duration,
+        "event_count": result.events,
+        "finished_at": finished_at,
+    }
+
+
+def event_row(stream_id: str, event: Event) -> tuple[str, int, float, str, str]:
+    """An event's row, in :data:`EVENT_COLUMNS` order: its place, its kind and its JSON."""
+    return (stream_id, event.seq, event.t, event.type, dump_event(event))
+
+
+EVENT_COLUMNS = ("stream_id", "seq", "t", "type", "data")
+
+
+_RETRY_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization failure
+        "40P01",  # deadlock detected
+        "55P03",  # lock not available (lock_timeout)
+        "57014",  # query canceled (statement_timeout)
+        "57P01",  # admin shutdown
+        "57P02",  # crash shutdown
+        "57P03",  # cannot connect now (starting up)
+    }
+)
+_RETRY_SQLSTATE_CLASSES = frozenset({"08", "53"})  # connection exception, insufficient resources
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a failed write may succeed later (locks, timeouts, lost connections)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            sa_exc.OperationalError
+            | sa_exc.InterfaceError
+            | sa_exc.DisconnectionError
+            | sa_exc.TimeoutError
+            | TimeoutError
+            | OSError,
+        ):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and (
+            state in _RETRY_SQLSTATES or state[:2] in _RETRY_SQLSTATE_CLASSES
+        ):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[tuple[int, str, Event]]
+    opens: list[StreamOpen]
+    closes: list[StreamClose]
+    controls: int
+    boundary: int
+
+    def __len__(self) -> int:
+        return len(self.events) + self.controls
+
+
+class BatchWriter:
+    """Owns the queue and the task that drains it into the database; see the module."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: StoreSettings,
+        *,
+        on_drop: DropHook | None = None,
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._on_drop = on_drop
+        self._on_retry = on_retry
+        self._events: deque[tuple[int, str, Event]] = deque()
+        self._controls: deque[StreamOpen | StreamClose] = deque()
+        self._n = 0  # the number of the last record put
+        self._committed = 0  # every record numbered up to this one is written
+        self._waiters = Waiters()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._overflowing = False
+        self.dropped = 0
+        self.failed = 0
+        self.retries = 0
+        dialect = engine.dialect.name
+        self._insert_streams = _insert(dialect, streams_table).on_conflict_do_nothing(
+            index_elements=["id"]
+        )
+        # Events go through the driver's executemany with the statement compiled
+        # once: SQLAlchemy's per-row parameter processing (a dict per row, the
+        # JSON column's json.dumps) costs more than the database's own insert.
+        insert_events = _insert(dialect, events_table).on_conflict_do_nothing(
+            index_elements=["stream_id", "seq"]
+        )
+        compiled = insert_events.compile(dialect=engine.dialect)
+        if tuple(compiled.positiontup or ()) != EVENT_COLUMNS:
+            raise RuntimeError(f"unexpected parameter order {compiled.positiontup}")
+        self._insert_events_sql = str(compiled)
+        upsert = _insert(dialect, streams_table)
+        excluded = upsert.excluded
+        self._upsert_final = upsert.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "status": excluded.status,
+                "model": func.coalesce(streams_table.c.model, excluded.model),
+                "finish_reason": excluded.finish_reason,
+                "choices": excluded.choices,
+                "content": excluded.content,
+                "usage": excluded.usage,
+                "error": excluded.error,
+                "cancel_reason": excluded.cancel_reason,
+                "first_token_at": excluded.first_token_at,
+                "duration": excluded.duration,
+                "event_count": excluded.event_count,
+                "finished_at": excluded.finished_at,
+            },
+        )
+
+    # -- the hot path: called from on_next, never awaits --------------------
+
+    @property
+    def pending(self) -> int:
+        """Events waiting in memory."""
+        return len(self._events)
+
+    def put_event(self, stream_id: str, event: Event) -> bool:
+        """Queue an event; ``False`` if it was dropped (buffer full or writer closed)."""
+        if self._closed or len(self._events) >= self._settings.max_buffer:
+            self._drop(stream_id, event)
+            return False
+        self._n += 1
+        self._events.append((self._n, stream_id, event))
+        if len(self._events) >= self._settings.batch_size:
+            self._wakeup.set()
+        return True
+
+    def put_control(self, record: StreamOpen | StreamClose) -> None:
+        """Queue a stream row or a final update: never dropped while the writer runs."""
+        if self._closed:
+            self.failed += 1
+            log.error(
+                "the transcript store is closed: the %s of stream %s is not written",
+                "final update" if isinstance(record, StreamClose) else "row",
+                record.stream_id,
+            )
+            return
+        self._n += 1
+        record.n = self._n
+        self._controls.append(record)
+
+    def pending_events(self, stream_id: str) -> list[Event]:
+        """The events of ``stream_id`` still in memory, oldest first."""
+        return [event for _, sid, event in self._events if sid == stream_id]
+
+    def _drop(self, stream_id: str, event: Event) -> None:
+        self.dropped += 1
+        if not self._overflowing:
+            self._overflowing = True
+            log.warning(
+                "transcript store buffer full (%d events, the database is slow or down): "
+                "dropping events, starting with seq %d of stream %s; %d dropped so far",
+                len(self._events),
+                event.seq,
+                stream_id,
+                self.dropped,
+            )
+        if self._on_drop is not None:
+            try:
+                self._on_drop(1)
+            except Exception:
+                log.exception("the store's on_drop hook failed")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        if self._task is not None:
+            raise RuntimeError("the writer has already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="rxllm-store-writer")
+        self._task.add_done_callback(self._on_task_done)
+
+    async def flush(self) -> None:
+        """Wait until everything put before this call is written (retrying as needed).
+
+        Errors: ``RuntimeError`` if the writer is not running.
+        """
+        if self._task is None or self._task.done():
+            raise RuntimeError("the transcript store is not open")
+        target = self._n
+        if self._committed >= target:
+            return
+        future = self._waiters.until(target)
+        self._wakeup.set()
+        await future
+
+    async def close(self, grace: float) -> None:
+        """Flush (for at most ``grace`` seconds), then cancel the task and await it."""
+        task = self._task
+        if task is None or self._closed:
+            self._closed = True
+            return
+        try:
+            async with asyncio.timeout(grace):
+                await self.flush()
+        except TimeoutError:
+            log.error(
+                "the transcript store could not write within %.1f s; %d events and "
+                "%d stream updates are lost",
+                grace,
+                len(self._events),
+                len(self._controls),
+            )
+        except RuntimeError:
+            log.exception("the transcript store writer had stopped")
+        finally:
+            self._closed = True
+            task.cancel()
+            await asyncio.wait([task])
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        self._waiters.fail(RuntimeError("the transcript store writer stopped"))
+
+    # -- the writer task --------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self._wakeup.is_set():
+                try:
+                    async with asyncio.timeout(self._settings.flush_interval):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+            self._wakeup.clear()
+            try:
+                await self._drain()
+            except Exception:  # a bug: keep the writer alive, say so, try again later
+                log.exception("the transcript store writer failed; retrying")
+                await asyncio.sleep(self._settings.retry_max)
+
+    async def _drain(self) -> None:
+        attempt = 0
+        # What is queued now; what arrives while it is written waits for the next
+        # wake-up. Draining until nothing was left made a busy server write
+        # continuously in batches of a dozen events (a transaction each).
+        target = self._n
+        while self._committed < target:
+            batch = self._take()
+            try:
+                await self._write_batch(batch)
+            except Exception as error:
+                if not is_retryable(error):
+                    raise
+                attempt += 1
+                self.retries += 1
+                self._retried(error, attempt, batch)
+                delay = min(
+                    self._settings.retry_max, self._settings.retry_initial * 2 ** (attempt - 1)
+                )
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                continue
+            if attempt:
+                log.warning("the transcript store writes again after %d retries", attempt)
+                attempt = 0
+            self._done(batch)
+
+    def _take(self) -> _Batch:
+        size = self._settings.batch_size
+        events = [self._events[i] for i in range(min(size, len(self._events)))]
+        # Control records up to the first event left out belong to this batch.
+        more = len(self._events) > len(events)
+        boundary = self._events[len(events)][0] - 1 if more else self._n
+        opens: list[StreamOpen] = []
+        closes: list[StreamClose] = []
+        for record in self._controls:
+            if record.n > boundary:
+                break
+            if isinstance(record, StreamOpen):
+                opens.append(record)
+            else:
+                closes.append(record)
+        return _Batch(events, opens, closes, len(opens) + len(closes), boundary)
+
+    def _retried(self, error: BaseException, attempt: int, batch: _Batch) -> None:
+        if attempt == 1 or attempt & (attempt - 1) == 0:  # the 1st, 2nd, 4th, 8th... time
+            log.warning(
+                "the transcript store could not write %d records (attempt %d, %d events "
+                "waiting): %s; retrying",
+                len(batch),
+                attempt,
+                len(self._events),
+                _first_line(error),
+            )
+        if self._on_retry is not None:
+            try:
+                self._on_retry(error, attempt)
+            except Exception:
+                log.exception("the store's on_retry hook failed")
+
+    def _done(self, batch: _Batch) -> None:
+        for _ in range(len(batch.events)):
+            self._events.popleft()
+        for _ in range(batch.controls):
+            self._controls.popleft()
+        self._committed = batch.boundary
+        if self._overflowing and len(self._events) < self._settings.max_buffer:
+            self._overflowing = False
+            log.warning(
+                "the transcript store buffer has room again; %d events dropped in all",
+                self.dropped,
+            )
+        self._waiters.reached(self._committed)
+
+    async def _write_batch(self, batch: _Batch) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await self._write(conn, batch.opens, batch.events, batch.closes)
+        except Exception as error:
+            if is_retryable(error):
+                raise
+            log.error(
+                "the database refused a batch of %d records (%s); writing them one at a time",
+                len(batch),
+                _first_line(error),
+            )
+            await self._write_each(batch)
+
+    async def _write_each(self, batch: _Batch) -> None:
+        """Write each record in its own transaction; a refused one is logged and skipped."""
+        for opens, events, closes in _singles(batch):
+            try:
+                async with self._engine.begin() as conn:
+                    await self._write(conn, opens, events, closes)
+            except Exception as error:
+                if is_retryable(error):
+                    raise
+                self.failed += 1
+                if opens:
+                    what = f"the row of stream {opens[0].stream_id}"
+                elif events:
+                    what = f"event {events[0][2].seq} of stream {events[0][1]}"
+                else:
+                    what = f"the final update of stream {closes[0].stream_id}"
+                log.error("the database refused %s; it is not stored: %s", what, _first_line(error))
+
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        opens: list[StreamOpen],
+        events: list[tuple[int, str, Event]],
+        closes: list[StreamClose],
+    ) -> None:
+        owner = self._settings.owner
+        if opens:
+            await conn.execute(self._insert_streams, [record.row(owner) for record in opens])
+        if events:
+            rows = [event_row(stream_id, event) for _, stream_id, event in events]
+            await conn.exec_driver_sql(self._insert_events_sql, rows)
+        if closes:
+            await conn.execute(self._upsert_final, [record.row(owner) for record in closes])
+
+
+def _singles(
+    batch: _Batch,
+) -> Iterator[tuple[list[StreamOpen], list[tuple[int, str, Event]], list[StreamClose]]]:
+    for record in batch.opens:
+        yield [record], [], []
+    for item in batch.events:
+        yield [], [item], []
+    for final in batch.closes:
+        yield [], [], [final]
+
+
+def _insert(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """The dialect's ``insert`` construct, which has ``ON CONFLICT``."""
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    raise ValueError(
+        f"the transcript store supports SQLite and PostgreSQL, not {dialect!r}: "
+        "use a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def now() -> datetime:
+    """The current UTC time (aware)."""
+    return datetime.now(UTC)

@@ -1,0 +1,382 @@
+"""The transcript store: open a database, attach streams, query what was stored.
+
+Example::
+
+    async with Store() as store:                      # RXLLM_DB_URL, else ./rxllm.db
+        run = StreamRun(llm_stream(sources.chat_completions(client, **request)))
+        store.attach(run, request)                   # before run.start()
+        run.start()
+        await run.wait()
+        await store.flush()                          # only to read your own write now
+        transcript = await store.get(run.stream_id)
+
+``open()`` creates the database if needed, brings its schema to the newest
+migration, and marks this owner's streams that were still ``running`` (the
+process died) ``interrupted``, with their final message rebuilt from their
+stored events. ``close()`` finalizes the streams still attached as
+``interrupted``, flushes, then stops the writer.
+
+Several processes may share one PostgreSQL database; give each a distinct
+``StoreSettings.owner`` (default: the host name) that it keeps across
+restarts, so that one process's ``open()`` never interrupts another's live
+streams. ``recover(all_owners=True)`` marks every running stream.
+
+Errors: ``ValueError`` for a URL that is neither SQLite nor PostgreSQL;
+``RuntimeError`` when the store is used before ``open()``; database errors
+from ``open()`` (after retries) and from the query methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from operators.accumulate import Accumulator
+from pipeline.core.events import Event
+from pipeline.runtime.multicast import StreamRun
+from sinks.store import migrations
+from sinks.store.batch_writer import (
+    BatchWriter,
+    DropHook,
+    RetryHook,
+    StoreSettings,
+    final_values,
+    is_retryable,
+    now,
+)
+from sinks.store.queries import (
+    StreamSummary,
+    Transcript,
+    get_transcript,
+    list_streams,
+    load_events,
+)
+from sinks.store.store_sink import TranscriptSink, scrub_request
+from sinks.store.tables import Status, streams_table
+
+__all__ = ["DEFAULT_URL", "ENV_URL", "Store", "create_engine", "resolve_url"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite+aiosqlite:///rxllm.db"
+ENV_URL = "RXLLM_DB_URL"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL: ``url``, else ``$RXLLM_DB_URL``, else ``sqlite+aiosqlite:///rxllm.db``."""
+    return url or os.environ.get(ENV_URL) or DEFAULT_URL
+
+
+def create_engine(url: str, settings: StoreSettings | None = None) -> AsyncEngine:
+    """An async engine set up for the store (SQLite: WAL, busy timeout; PG: lock timeout).
+
+    Errors: ``ValueError`` for a backend other than SQLite and PostgreSQL.
+    """
+    settings = settings or StoreSettings()
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        memory = database in ("", ":memory:") or "mode=memory" in str(parsed.query)
+        if not memory and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        options: dict[str, Any] = {
+            "connect_args": {"timeout": settings.lock_timeout},
+            "hide_parameters": True,  # errors must not copy transcripts into the logs
+        }
+        if memory:
+            options["poolclass"] = StaticPool
+        engine = create_async_engine(parsed, **options)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("PRAGMA foreign_keys=ON")
+                if not memory:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    cursor.execute("PRAGMA synchronous=NORMAL")
+            finally:
+                cursor.close()
+
+        return engine
+    if backend == "postgresql":
+        timeout_ms = str(int(settings.lock_timeout * 1000))
+        if parsed.get_driver_name() == "asyncpg":
+            connect_args: dict[str, Any] = {
+                "server_settings": {"lock_timeout": timeout_ms, "application_name": "rxllm"}
+            }
+        else:
+            connect_args = {"options": f"-c lock_timeout={timeout_ms}"}
+        return create_async_engine(
+            parsed, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args
+        )
+    raise ValueError(
+        f"the transcript store supports SQLite and PostgreSQL, not {backend!r}: "
+        "use a sqlite+aiosqlite:///path.db or postgresql+asyncpg://... URL"
+    )
+
+
+class Store:
+    """The transcript store: owns an engine and the writer task; see the module docstring.
+
+    ``on_drop`` is called with the number of events dropped on buffer
+    overflow (``prometheus_client.Counter.inc`` fits); ``on_retry`` with the
+    error and attempt number of each retried write.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: StoreSettings | None = None,
+        on_drop: DropHook | None = None,
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        self.url = resolve_url(url)
+        self.settings = settings or StoreSettings()
+        self._on_drop = on_drop
+        self._on_retry = on_retry
+        self._engine: AsyncEngine | None = None
+        self._writer: BatchWriter | None = None
+        self._sinks: set[TranscriptSink] = set()
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine (after :meth:`open`)."""
+        if self._engine is None:
+            raise RuntimeError("the transcript store is not open: await store.open() first")
+        return self._engine
+
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` has run and :meth:`close` has not."""
+        return self._writer is not None
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because the buffer was full."""
+        return self._writer.dropped if self._writer is not None else 0
+
+    @property
+    def failed(self) -> int:
+        """Records the database refused for good (see the log)."""
+        return self._writer.failed if self._writer is not None else 0
+
+    @property
+    def retries(self) -> int:
+        """Writes retried after an error that may pass."""
+        return self._writer.retries if self._writer is not None else 0
+
+    @property
+    def pending(self) -> int:
+        """Events waiting in memory to be written."""
+        return self._writer.pending if self._writer is not None else 0
+
+    async def open(self) -> None:
+        """Create or upgrade the schema, mark interrupted streams, start the writer.
+
+        A locked or unreachable database is retried (for ``close_timeout``
+        seconds at most) before the error is raised.
+        """
+        if self._engine is not None:
+            raise RuntimeError("the transcript store is already open")
+        engine = create_engine(self.url, self.settings)
+        try:
+            await self._retrying("migrate", lambda: _migrate(engine))
+            self._engine = engine
+            await self._retrying("recover", lambda: self.recover())
+        except BaseException:
+            self._engine = None
+            await engine.dispose()
+            raise
+        self._writer = BatchWriter(
+            engine, self.settings, on_drop=self._on_drop, on_retry=self._on_retry
+        )
+        self._writer.start()
+
+    async def close(self) -> None:
+        """Finalize attached streams as ``interrupted``, flush, stop the writer, dispose."""
+        writer, engine = self._writer, self._engine
+        if writer is None or engine is None:
+            return
+        for sink in list(self._sinks):
+            sink.interrupt()
+        self._sinks.clear()
+        try:
+            await writer.close(self.settings.close_timeout)
+        finally:
+            self._writer = None
+            self._engine = None
+            await engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def flush(self) -> None:
+        """Wait until everything the sinks have queued so far is written."""
+        await self._require_writer().flush()
+
+    # -- writing ----------------------------------------------------------------
+
+    def attach(self, run: StreamRun, request: Mapping[str, Any] | None = None) -> TranscriptSink:
+        """Store ``run``: subscribe a sink to it (call before ``run.start()``).
+
+        ``request`` (model, messages, tools, parameters) is stored with the
+        stream, scrubbed of credentials (:func:`sinks.store.store_sink.scrub_request`).
+        """
+        sink = self.sink(request)
+        sink.subscription = run.subscribe(sink)
+        return sink
+
+    def sink(self, request: Mapping[str, Any] | None = None) -> TranscriptSink:
+        """A sink for one stream, to subscribe to any observable of events yourself."""
+        writer = self._require_writer()
+        sink = TranscriptSink(writer, scrub_request(request), on_done=self._sinks.discard)
+        self._sinks.add(sink)
+        return sink
+
+    async def recover(self, *, owner: str | None = None, all_owners: bool = False) -> list[str]:
+        """Mark running streams ``interrupted``, rebuilding their final message.
+
+        By default only this store's owner's streams (``settings.owner``);
+        another ``owner``, or all of them. Returns the ids marked.
+        """
+        engine = self.engine
+        query = select(streams_table.c.id).where(streams_table.c.status == "running")
+        if not all_owners:
+            query = query.where(streams_table.c.owner == (owner or self.settings.owner))
+        async with engine.connect() as conn:
+            ids = [row[0] for row in (await conn.execute(query)).all()]
+        for stream_id in ids:
+            async with engine.begin() as conn:
+                events = await load_events(conn, stream_id)
+                accumulator = Accumulator()
+                for item in events:
+                    accumulator.add(item)
+                values = final_values(
+                    accumulator.result(),
+                    "interrupted",
+                    now(),
+                    error={"kind": "interrupted", "message": "the process stopped mid-stream"},
+                    duration=events[-1].t if events else None,
+                )
+                # The requested model stays; the reported one fills in for none.
+                values["model"] = func.coalesce(streams_table.c.model, values["model"])
+                await conn.execute(
+                    update(streams_table)
+                    .where(streams_table.c.id == stream_id, streams_table.c.status == "running")
+                    .values(**values)
+                )
+        if ids:
+            log.warning("marked %d streams interrupted (running when stopped)", len(ids))
+        return ids
+
+    # -- reading ----------------------------------------------------------------
+
+    async def list(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+        status: Status | Sequence[Status] | None = None,
+        text: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[StreamSummary]:
+        """Stored streams, newest first; see :func:`sinks.store.queries.list_streams`."""
+        return await list_streams(
+            self.engine,
+            since=since,
+            until=until,
+            model=model,
+            status=status,
+            text=text,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def get(self, stream_id: str) -> Transcript | None:
+        """The transcript of ``stream_id`` with its final message (as last flushed)."""
+        return await get_transcript(self.engine, stream_id)
+
+    async def events(self, stream_id: str, after_seq: int | None = None) -> builtins.list[Event]:
+        """The events of ``stream_id`` in ``seq`` order, after ``after_seq`` if given.
+
+        Includes events still waiting in the buffer, so a stream that has
+        just finished reads whole (the fallback of live-stream resume).
+        """
+        stored = await load_events(self.engine, stream_id, after_seq)
+        writer = self._writer
+        if writer is None:
+            return stored
+        last = stored[-1].seq if stored else (-1 if after_seq is None else after_seq)
+        buffered = [e for e in writer.pending_events(stream_id) if e.seq > last]
+        if not buffered:
+            return stored
+        merged = {e.seq: e for e in stored}
+        for item in buffered:
+            merged.setdefault(item.seq, item)
+        return [merged[seq] for seq in sorted(merged)]
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _require_writer(self) -> BatchWriter:
+        if self._writer is None:
+            raise RuntimeError("the transcript store is not open: await store.open() first")
+        return self._writer
+
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[object]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.close_timeout
+        attempt = 0
+        while True:
+            try:
+                await action()
+                return
+            except Exception as error:
+                attempt += 1
+                if not is_retryable(error) or loop.time() >= deadline:
+                    raise
+                delay = min(
+                    self.settings.retry_max, self.settings.retry_initial * 2 ** (attempt - 1)
+                )
+                log.warning(
+                    "the transcript store could not %s (attempt %d): %s; retrying",
+                    what,
+                    attempt,
+                    error,
+                )
+                if self._on_retry is not None:
+                    self._on_retry(error, attempt)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+
+async def _migrate(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(migrations.upgrade)
