@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from operators.accumulate import Accumulator
+from pipeline.core.result import Accumulator
 from pipeline.runtime.sources import sse_body
 from pipeline.runtime.standard_chain import llm_stream
 

@@ -210,7 +210,7 @@ async def litellm_acompletion(ctx: Ctx) -> int:
 
 
 async def _rxllm(ctx: Ctx, validate: bool) -> int:
-    from operators.accumulate import Accumulator
+    from pipeline.core.result import Accumulator
     from pipeline.runtime.sources import chat_completions
     from pipeline.runtime.standard_chain import llm_stream
 
@@ -248,7 +248,7 @@ async def rxllm_validated(ctx: Ctx) -> int:
 async def rxllm_run(ctx: Ctx) -> int:
     """rxllm: the consume path through ``StreamRun`` (multicast), an Accumulator sink and an
     async reader (the bounded buffer a server's SSE responder reads)."""
-    from operators.accumulate import Accumulator
+    from pipeline.core.result import Accumulator
     from pipeline.runtime.multicast import StreamRun
     from pipeline.runtime.sources import chat_completions
     from pipeline.runtime.standard_chain import llm_stream
@@ -258,7 +258,7 @@ async def rxllm_run(ctx: Ctx) -> int:
     source = chat_completions(
         _openai(ctx), model=MODEL, messages=MESSAGES, extra_body={"mock": ctx.script}, **params
     )
-    run = StreamRun(llm_stream(source, tools=tools))
+    run = StreamRun(llm_stream(source, tools=tools), errors_mapped=True)
     acc = Accumulator()
     run.subscribe(acc.add)
     reader = run.iterate()

@@ -50,7 +50,7 @@ class _Stream:
     """One stream run with an Accumulator sink; tells ``started`` at its first text event."""
 
     def __init__(self, client: Any, script: dict[str, Any], started: _Started) -> None:
-        from operators.accumulate import Accumulator
+        from pipeline.core.result import Accumulator
         from pipeline.runtime.multicast import StreamRun
         from pipeline.runtime.sources import chat_completions
         from pipeline.runtime.standard_chain import llm_stream
@@ -58,7 +58,7 @@ class _Stream:
         source = chat_completions(
             client, model=MODEL, messages=MESSAGES, extra_body={"mock": script}
         )
-        self.run = StreamRun(llm_stream(source))
+        self.run = StreamRun(llm_stream(source), errors_mapped=True)
         self.acc = Accumulator()
         self.started: _Started | None = started
         self.run.subscribe(self._on_event)

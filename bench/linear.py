@@ -76,7 +76,7 @@ def frames_source(items: list[bytes]) -> Observable[Any]:
 
 
 def consume(items: list[bytes], kind: str) -> None:
-    from operators.accumulate import Accumulator
+    from pipeline.core.result import Accumulator
     from pipeline.runtime.standard_chain import llm_stream
 
     acc = Accumulator()

@@ -3,12 +3,13 @@
 events = source.pipe(extract_deltas(), assemble_tool_calls(tools), map_errors())
 """
 
-from operators.accumulate import Accumulator, ChoiceResult, Result, ToolCallResult, accumulate
+from operators.accumulate import accumulate
 from operators.assemble_tool_calls import assemble_tool_calls
 from operators.batch_flush import batch_flush
 from operators.extract_deltas import extract_deltas
-from operators.map_errors import classify, map_errors
+from operators.map_errors import map_errors
 from operators.timeouts import timeouts
+from pipeline.core.result import Accumulator, ChoiceResult, Result, ToolCallResult
 
 __all__ = [
     "Accumulator",
@@ -18,7 +19,6 @@ __all__ = [
     "accumulate",
     "assemble_tool_calls",
     "batch_flush",
-    "classify",
     "extract_deltas",
     "map_errors",
     "timeouts",

@@ -1,8 +1,11 @@
-"""rxllm's pipeline: the event model, sources, the multicast runner and the bridges.
+"""rxllm's pipeline: the core, the runtime and the applications, and its public names.
 
-Names are loaded on first use, so ``import pipeline.core.events`` stays cheap and
-the operators (which import the event model) never import this package's
-heavier parts in a cycle.
+``pipeline.core`` (events, errors, SSE decoding, the accumulated result) is
+what every layer may import; ``pipeline.runtime`` (sources, the multicast
+runner, failover, the hub, replay) sits above the operators; ``pipeline.apps``
+(``rxllm serve``, the CLI, the built-in model) is the top. The layers are
+import-linter contracts in ``pyproject.toml``. Names below load on first use,
+so ``import pipeline.core.events`` stays cheap.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ _EXPORTS = {
     "from_observable": "pipeline.runtime.async_bridges",
     "Failover": "pipeline.core.events",
     "failover": "pipeline.runtime.failover",
-    "Upstream": "pipeline.runtime.failover",
-    "UpstreamConfig": "pipeline.runtime.failover",
+    "Upstream": "pipeline.runtime.upstreams",
+    "UpstreamConfig": "pipeline.runtime.upstreams",
     "KeyPool": "pipeline.runtime.key_pool",
     "NoKeyAvailable": "pipeline.runtime.key_pool",
     "replay": "pipeline.runtime.replay",

@@ -17,7 +17,7 @@ and the sink detaches; the other sinks go on.
 
 Example::
 
-    run = StreamRun(llm_stream(sources.chat_completions(client, **request)))
+    run = StreamRun(llm_stream(sources.chat_completions(client, **request)), errors_mapped=True)
     recorder = record_to(run, "answer.jsonl")     # or run.subscribe(JsonlRecorder(path))
     run.start()
     await run.wait()

@@ -9,7 +9,7 @@ OpenAI ``chat.completion.chunk`` objects, the Vercel AI SDK UI message stream).
 Example::
 
     async def chat(request: Request) -> Response:
-        run = StreamRun(llm_stream(chat_completions(client, **body)))
+        run = StreamRun(llm_stream(chat_completions(client, **body)), errors_mapped=True)
         events = hub.events(hub.register(run))
         run.start()
         return SSEResponse(events, dialect="openai", on_disconnect=run.cancel)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from operators.accumulate import Accumulator, Result
 from pipeline.core.events import EventBase
+from pipeline.core.result import Accumulator, Result
 from pipeline.runtime.sources import sse_body
 from pipeline.runtime.standard_chain import llm_stream
 

@@ -27,14 +27,15 @@ from reactivex import Observable
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
-from operators.accumulate import Accumulator
-from operators.map_errors import classify, is_error_mapped
 from pipeline.apps.builtin_model import MockScript, MockServer
+from pipeline.core.error_info import classify
 from pipeline.core.events import Event, EventBase, Failover, StreamError, dump_event, is_terminal
+from pipeline.core.result import Accumulator
 from pipeline.core.sse_decoder import SSEMessage
-from pipeline.runtime.failover import Upstream, UpstreamConfig, failover
+from pipeline.runtime.failover import failover
 from pipeline.runtime.key_pool import KeyPool, fingerprint
 from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.upstreams import Upstream, UpstreamConfig
 from sinks.metrics import Metrics
 from tests.virtual_time import on_next
 
@@ -362,8 +363,7 @@ def test_stream_run_adds_no_second_error_mapping_over_a_failover() -> None:
         source_factory=fake.source,
         random=lambda: 0.0,
     )
-    assert is_error_mapped(events)
-    run = StreamRun(events)
+    run = StreamRun(events, errors_mapped=True)
     assert run._source is events
     seen: list[Event] = []
     run.subscribe(seen.append)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-import pipeline.runtime.failover
+import pipeline.runtime.upstreams
 from pipeline.apps.builtin_model import MockServer
 from pipeline.apps.server.gateway import Gateway
 from pipeline.apps.server.server_settings import ServerSettings
@@ -24,7 +24,7 @@ async def test_the_upstream_client_is_made_at_startup_not_on_the_first_request(
         made.append(client)
         return client
 
-    monkeypatch.setattr(pipeline.runtime.failover, "AsyncOpenAI", counting)
+    monkeypatch.setattr(pipeline.runtime.upstreams, "AsyncOpenAI", counting)
     gw = Gateway(ServerSettings(store=False, upstream=upstream.base_url, api_key="k"))
     await gw.startup()
     try:

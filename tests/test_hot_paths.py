@@ -15,7 +15,6 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from operators._stamp import Stamper, replace
-from operators.accumulate import Accumulator
 from pipeline.core.events import (
     Cancelled,
     ChoiceFinished,
@@ -30,6 +29,7 @@ from pipeline.core.events import (
     is_content,
     is_terminal,
 )
+from pipeline.core.result import Accumulator
 from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 
 

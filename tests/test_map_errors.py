@@ -16,7 +16,8 @@ from reactivex.subject import Subject
 from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
-from operators.map_errors import classify, is_error_mapped, map_errors, scrub
+from operators.map_errors import map_errors
+from pipeline.core.error_info import classify, scrub
 from pipeline.core.errors import (
     MalformedChunkError,
     StreamTimeoutError,
@@ -303,16 +304,15 @@ def test_events_after_terminal_are_dropped_with_one_warning(
     assert len([r for r in caplog.records if "dropping" in r.message]) == 1
 
 
-def test_map_errors_output_is_known_so_stream_run_skips_a_second_layer() -> None:
+def test_stream_run_skips_a_second_layer_only_when_told() -> None:
     from pipeline.runtime.multicast import StreamRun
     from pipeline.runtime.sources import sse_body
     from pipeline.runtime.standard_chain import llm_stream
 
     raw = sse_body(b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
     events = llm_stream(raw)
-    assert is_error_mapped(events)
-    assert not is_error_mapped(raw)
-    assert StreamRun(events)._source is events
+    assert StreamRun(events, errors_mapped=True)._source is events
+    assert StreamRun(events)._source is not events
     failing: reactivex.Observable[Any] = reactivex.throw(RuntimeError("boom"))
     run = StreamRun(failing)  # not mapped: StreamRun maps its errors itself
     seen: list[Any] = []

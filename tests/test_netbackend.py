@@ -15,8 +15,8 @@ import uvloop
 from openai import AsyncOpenAI
 
 import pipeline.runtime.http_backend
-from operators.accumulate import Accumulator, Result
 from pipeline.apps.builtin_model import MockServer
+from pipeline.core.result import Accumulator, Result
 from pipeline.runtime import sources
 from pipeline.runtime.http_backend import AsyncioBackend, http_client
 from pipeline.runtime.standard_chain import llm_stream

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from operators.accumulate import Accumulator, Result
 from pipeline.core.events import EventBase, is_terminal
+from pipeline.core.result import Accumulator, Result
 from pipeline.runtime.sources import sse_body
 from pipeline.runtime.standard_chain import llm_stream
 

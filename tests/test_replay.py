@@ -16,7 +16,6 @@ from openai import AsyncOpenAI
 from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
-from operators.accumulate import Accumulator
 from pipeline.apps.builtin_model import MockServer
 from pipeline.core.events import (
     ChoiceFinished,
@@ -27,12 +26,11 @@ from pipeline.core.events import (
     dump_event,
     is_terminal,
 )
+from pipeline.core.result import Accumulator
 from pipeline.runtime import sources
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.replay import (
     RecordingError,
-    export_transcript,
-    import_recording,
     load_jsonl,
     replay,
     replay_sse,
@@ -42,6 +40,7 @@ from pipeline.runtime.sources import sse_body
 from pipeline.runtime.standard_chain import llm_stream
 from sinks.jsonl_recorder import JsonlRecorder, record_to
 from sinks.store import Store, StoreSettings
+from sinks.store.recordings import export_transcript, import_recording
 from tests.fixtures import TEXT_STREAM
 from tests.virtual_time import SpyScheduler, on_completed, on_next
 

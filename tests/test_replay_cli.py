@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.events import Event, Finished, Started, TextDelta
-from pipeline.runtime.replay import import_recording, load_jsonl, save_jsonl
+from pipeline.runtime.replay import load_jsonl, save_jsonl
 from sinks.store import Store, StoreSettings
+from sinks.store.recordings import import_recording
 from tests.fixtures import TEXT_STREAM
 
 ENTRY = [sys.executable, "-m", "pipeline.apps.record_replay_cli"]

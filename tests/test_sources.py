@@ -13,9 +13,9 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageParam
 
-from operators.accumulate import Accumulator, Result
 from pipeline.apps.builtin_model import MockServer
 from pipeline.core.events import EventBase, is_terminal
+from pipeline.core.result import Accumulator, Result
 from pipeline.runtime import sources
 from pipeline.runtime.http_backend import http_client
 from pipeline.runtime.multicast import StreamRun

@@ -22,7 +22,7 @@ __all__ = ["main"]
 
 
 def _assemble(path: str, events: bool, out: TextIO) -> int:
-    from operators.accumulate import Accumulator
+    from pipeline.core.result import Accumulator
     from pipeline.runtime.sources import sse_body
     from pipeline.runtime.standard_chain import llm_stream
 

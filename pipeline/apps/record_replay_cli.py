@@ -147,8 +147,8 @@ def _render(event: Event, out: TextIO, dim: str, reset: str) -> None:
 
 async def _play(run: StreamRun, out: TextIO) -> int:
     """Print ``run``'s events as they come, then the summary line; return the status."""
-    from operators.accumulate import Accumulator
     from pipeline.apps.terminal_chat import summary_line
+    from pipeline.core.result import Accumulator
 
     acc = Accumulator()
     run.subscribe(acc.add)
@@ -215,7 +215,7 @@ async def _record_stream(args: argparse.Namespace, path: Path, out: TextIO, err:
                 messages=[{"role": "user", "content": args.prompt}],
                 stream_options={"include_usage": True},
             )
-        run = StreamRun(llm_stream(source))
+        run = StreamRun(llm_stream(source), errors_mapped=True)
         recorder = record_to(run, path)
         status = await _play(run, out)
     if recorder.error is not None:

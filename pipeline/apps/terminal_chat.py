@@ -6,7 +6,6 @@ from typing import TextIO
 
 from openai import AsyncOpenAI
 
-from operators.accumulate import Accumulator
 from pipeline.core.events import (
     Cancelled,
     Finished,
@@ -19,6 +18,7 @@ from pipeline.core.events import (
     ToolCallInvalid,
     ToolCallStarted,
 )
+from pipeline.core.result import Accumulator
 from pipeline.runtime import sources
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.standard_chain import llm_stream
@@ -41,7 +41,7 @@ async def render_chat(
             messages=[{"role": "user", "content": prompt}],
             stream_options={"include_usage": True},
         )
-    run = StreamRun(llm_stream(source))
+    run = StreamRun(llm_stream(source), errors_mapped=True)
     acc = Accumulator()
     run.subscribe(acc.add)
     events = run.iterate()

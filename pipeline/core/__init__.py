@@ -2,3 +2,5 @@
 
 The event model, the error taxonomy, SSE decoding and the accumulated result.
 """
+
+__all__: list[str] = []

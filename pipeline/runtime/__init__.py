@@ -1,1 +1,3 @@
 """The runtime: sources, the multicast runner, failover, key pools, the hub, replay."""
+
+__all__: list[str] = []

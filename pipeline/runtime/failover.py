@@ -51,7 +51,7 @@ Example::
         Upstream("backup", base_url="http://10.0.0.7:8000/v1", models={"*": "llama-3.1-70b"}),
     ]
     run = StreamRun(failover(upstreams, {"model": "gpt-4o-mini", "messages": messages},
-                             first_token_timeout=10, metrics=metrics))
+                             first_token_timeout=10, metrics=metrics), errors_mapped=True)
 
 Errors: none reach ``on_error``; every outcome ends with exactly one terminal
 event. ``ValueError`` at creation for no upstreams or a bad policy value.
@@ -59,20 +59,15 @@ event. ``ValueError`` at creation for no upstreams or a bad policy value.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import random as _random
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
-from weakref import WeakKeyDictionary
 
 from openai import AsyncOpenAI
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from reactivex import Observable, abc
 from reactivex.disposable import (
     CompositeDisposable,
@@ -82,7 +77,7 @@ from reactivex.disposable import (
 )
 
 from operators.extract_deltas import RawChunk
-from operators.map_errors import classify, mark_error_mapped
+from pipeline.core.error_info import classify
 from pipeline.core.events import (
     Event,
     EventBase,
@@ -93,18 +88,11 @@ from pipeline.core.events import (
 )
 from pipeline.core.scheduling import default_scheduler
 from pipeline.runtime import sources
-from pipeline.runtime.http_backend import http_client
-from pipeline.runtime.key_pool import KeyPool, Lease, NoKeyAvailable, fingerprint
+from pipeline.runtime.key_pool import Lease, NoKeyAvailable
 from pipeline.runtime.standard_chain import llm_stream
+from pipeline.runtime.upstreams import ClientFactory, Upstream
 
-__all__ = [
-    "ClientFactory",
-    "FailoverMetrics",
-    "SourceFactory",
-    "Upstream",
-    "UpstreamConfig",
-    "failover",
-]
+__all__ = ["FailoverMetrics", "SourceFactory", "failover"]
 
 log = logging.getLogger(__name__)
 
@@ -118,160 +106,6 @@ class FailoverMetrics(Protocol):
     def inc_failover(self, from_upstream: str, to_upstream: str) -> None: ...
 
     def inc_retry(self, upstream: str, kind: str = ...) -> None: ...
-
-
-def _safe_url(url: str | None) -> str | None:
-    """``url`` without its user info (``https://user:secret@host`` -> ``https://host``)."""
-    if url is None:
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-@dataclass(frozen=True, eq=False)
-class Upstream:
-    """One OpenAI-compatible upstream: where, with which key(s), which model names.
-
-    ``api_key`` is one key (sent as is, never removed) or a
-    :class:`KeyPool`; ``None`` takes ``OPENAI_API_KEY`` (or sends a dummy key,
-    for local servers that want none). ``models`` maps a requested model name
-    to this upstream's name for it (``"*"``: any other name). The timeouts
-    (seconds) override those given to :func:`failover` for this upstream.
-    ``client_options`` go to ``AsyncOpenAI`` (``timeout``, ``default_headers``...; without
-    an ``http_client``, :func:`pipeline.runtime.http_backend.http_client` is used).
-    The repr shows fingerprints, never keys.
-    """
-
-    name: str
-    base_url: str | None = None
-    api_key: str | KeyPool | None = field(default=None, repr=False)
-    models: Mapping[str, str] = field(default_factory=dict)
-    first_token_timeout: float | None = None
-    idle_timeout: float | None = None
-    total_timeout: float | None = None
-    client_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    # One client per key and event loop (an httpx pool belongs to one loop).
-    _clients: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, AsyncOpenAI]] = field(
-        default_factory=WeakKeyDictionary, init=False, repr=False
-    )
-
-    @property
-    def pool(self) -> KeyPool | None:
-        """The key pool, if ``api_key`` is one."""
-        return self.api_key if isinstance(self.api_key, KeyPool) else None
-
-    @property
-    def key(self) -> str | None:
-        """The one key, if ``api_key`` is not a pool (``None``: none given)."""
-        return self.api_key if isinstance(self.api_key, str) else None
-
-    def model_for(self, model: Any) -> Any:
-        """This upstream's name for the requested ``model``."""
-        if isinstance(model, str):
-            return self.models.get(model, self.models.get("*", model))
-        return model
-
-    def client(self, api_key: str | None = None) -> AsyncOpenAI:
-        """The ``AsyncOpenAI`` client for ``api_key`` on the running loop (cached, no retries).
-
-        Raises ``RuntimeError`` outside a running event loop.
-        """
-        loop = asyncio.get_running_loop()
-        clients = self._clients.setdefault(loop, {})
-        client = clients.get(api_key)
-        if client is None:
-            key = api_key or os.environ.get("OPENAI_API_KEY") or "unused"
-            options = {**self.client_options, "max_retries": 0}  # failover does the retries
-            if "http_client" not in options:
-                options["http_client"] = http_client()  # the asyncio-native network backend
-            client = AsyncOpenAI(base_url=self.base_url, api_key=key, **options)
-            clients[api_key] = client
-        return client
-
-    async def aclose(self) -> None:
-        """Close the clients made on the running loop."""
-        clients = self._clients.pop(asyncio.get_running_loop(), {})
-        for client in clients.values():
-            await client.close()
-
-    def __repr__(self) -> str:
-        key = self.api_key
-        keys = (
-            repr(key)
-            if isinstance(key, KeyPool)
-            else fingerprint(key)
-            if isinstance(key, str)
-            else None
-        )
-        return f"Upstream({self.name!r}, base_url={_safe_url(self.base_url)!r}, keys={keys})"
-
-
-ClientFactory = Callable[[Upstream, str | None], AsyncOpenAI]
-"""Makes (or finds) the client of an upstream for one key (``None``: no key)."""
-
-
-class UpstreamConfig(BaseModel):
-    """One upstream as written in a config file; :meth:`build` makes the :class:`Upstream`.
-
-    Keys come from ``api_key`` / ``api_keys`` (secret strings: their repr is
-    masked) or from environment variables: ``api_key_env`` names one holding
-    a key, or several separated by commas or whitespace. Several keys make a
-    :class:`KeyPool` (``cooldown``, ``max_cooldown``, ``sticky``).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    api_key_env: str | None = None
-    models: dict[str, str] = Field(default_factory=dict)
-    first_token_timeout: float | None = Field(default=None, gt=0)
-    idle_timeout: float | None = Field(default=None, gt=0)
-    total_timeout: float | None = Field(default=None, gt=0)
-    cooldown: float = Field(default=1.0, ge=0)
-    max_cooldown: float = Field(default=60.0, ge=0)
-    sticky: bool = True
-    pool: bool | None = None  # None: a pool when there is more than one key
-
-    def keys(self) -> list[str]:
-        """Every key configured, environment variables read now."""
-        keys = [k.get_secret_value() for k in ([self.api_key] if self.api_key else [])]
-        keys += [k.get_secret_value() for k in self.api_keys]
-        if self.api_key_env:
-            keys += os.environ.get(self.api_key_env, "").replace(",", " ").split()
-        return keys
-
-    def build(self, *, on_key_removed: Callable[[str], None] | None = None) -> Upstream:
-        """Make the :class:`Upstream`; raises ``ValueError`` if a pool has no key."""
-        keys = self.keys()
-        api_key: str | KeyPool | None = keys[0] if len(keys) == 1 else None
-        if self.pool or (self.pool is None and len(keys) > 1):
-            api_key = KeyPool(
-                keys,
-                cooldown=self.cooldown,
-                max_cooldown=self.max_cooldown,
-                sticky=self.sticky,
-                on_key_removed=on_key_removed,
-                name=self.name,
-            )
-        return Upstream(
-            self.name,
-            self.base_url,
-            api_key,
-            dict(self.models),
-            self.first_token_timeout,
-            self.idle_timeout,
-            self.total_timeout,
-        )
 
 
 def _chat(client: AsyncOpenAI, params: dict[str, Any]) -> Observable[RawChunk]:
@@ -383,10 +217,8 @@ def failover(
 
     # Each attempt is llm_stream's output (one terminal event, errors as events), and
     # _Run ends with exactly one terminal event, then on_completed, never on_error:
-    # StreamRun needs no second map_errors layer over it.
-    events: Observable[Event] = Observable(subscribe)
-    mark_error_mapped(events)
-    return events
+    # StreamRun(events, errors_mapped=True) needs no second map_errors layer over it.
+    return Observable(subscribe)
 
 
 class _Run:

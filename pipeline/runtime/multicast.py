@@ -11,7 +11,7 @@ event, then completion.
 
 Example::
 
-    run = StreamRun(llm_stream(sources.chat_completions(client, **request)))
+    run = StreamRun(llm_stream(sources.chat_completions(client, **request)), errors_mapped=True)
     run.subscribe(store_sink)
     events = run.iterate()          # an async reader, buffered
     run.start()
@@ -36,7 +36,7 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
 
-from operators.map_errors import is_error_mapped, map_errors
+from operators.map_errors import map_errors
 from pipeline.core.events import Cancelled, Event, EventBase, is_terminal
 from pipeline.runtime.async_bridges import BufferedObserver
 
@@ -71,10 +71,17 @@ class _Sink(abc.DisposableBase):
 class StreamRun:
     """One upstream stream multicast to several sinks; see the module docstring."""
 
-    def __init__(self, events: Observable[Event], stream_id: str | None = None) -> None:
-        # Every stream ends with one terminal event: map_errors guarantees it,
-        # unless the source already ends with it (llm_stream does).
-        self._source = events if is_error_mapped(events) else events.pipe(map_errors(stream_id))
+    def __init__(
+        self,
+        events: Observable[Event],
+        stream_id: str | None = None,
+        *,
+        errors_mapped: bool = False,
+    ) -> None:
+        # Every stream ends with one terminal event: map_errors guarantees it. A caller
+        # whose source already keeps that promise (llm_stream's output, a failover)
+        # says so with errors_mapped=True and saves a second layer per event.
+        self._source = events if errors_mapped else events.pipe(map_errors(stream_id))
         self._sinks: tuple[_Sink, ...] = ()  # replaced, never changed in place: safe to loop
         self._ended = False  # completed: sinks attached later get only the end
         self._error: Exception | None = None  # what it ended with, if with an error

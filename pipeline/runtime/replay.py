@@ -48,8 +48,8 @@ Example::
 
 Errors: :class:`RecordingError` for a line that is not an event (it names the
 file and line); ``OSError`` for a file that can't be read or written;
-``ValueError`` for a speed that is not positive; ``LookupError`` from
-:func:`export_transcript` for a stream the store does not hold.
+``ValueError`` for a speed that is not positive. Stored streams go to and
+from recordings with :mod:`sinks.store.recordings`.
 """
 
 from __future__ import annotations
@@ -58,10 +58,9 @@ import asyncio
 import math
 import os
 import threading
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from reactivex import Observable, abc
@@ -72,13 +71,8 @@ from pipeline.core.errors import RxllmError
 from pipeline.core.events import Event, dump_event, load_event
 from pipeline.core.scheduling import default_scheduler
 
-if TYPE_CHECKING:
-    from sinks.store import Store
-
 __all__ = [
     "RecordingError",
-    "export_transcript",
-    "import_recording",
     "load_jsonl",
     "replay",
     "replay_sse",
@@ -309,52 +303,3 @@ def replay_sse(
     from pipeline.runtime.standard_chain import llm_stream
 
     return llm_stream(sse_body(path), stream_id=stream_id, tools=tools)
-
-
-async def export_transcript(store: Store, stream_id: str, path: str | os.PathLike[str]) -> int:
-    """Write the stored events of ``stream_id`` to a JSON Lines file; return how many.
-
-    Example::
-
-        await export_transcript(store, stream_id, "answer.jsonl")
-
-    Errors: ``LookupError`` if the store has no stream ``stream_id``;
-    ``OSError`` if the file can't be written; database errors.
-    """
-    events = await store.events(stream_id)
-    if not events and await store.get(stream_id) is None:
-        raise LookupError(f"the transcript store has no stream {stream_id!r}")
-    return await asyncio.to_thread(save_jsonl, events, path)
-
-
-async def import_recording(
-    store: Store,
-    path: str | os.PathLike[str],
-    *,
-    request: Mapping[str, Any] | None = None,
-    stream_id: str | None = None,
-) -> str:
-    """Store a JSON Lines recording as a new stream; return its id.
-
-    The events are re-stamped with ``stream_id`` (default: a new random id)
-    and written through the store's sink, so the stream is finalized (its
-    final message, status, timings) like a live one and shows in
-    ``store.list()``; the call returns once it is written. ``request`` is
-    stored with it (scrubbed).
-
-    Example::
-
-        stream_id = await import_recording(store, "answer.jsonl")
-        transcript = await store.get(stream_id)
-
-    Errors: :class:`RecordingError` for a bad or empty file, ``OSError`` for
-    one that can't be read; database errors from the flush.
-    """
-    events = await asyncio.to_thread(load_jsonl, path)
-    if not events:
-        raise RecordingError(os.fspath(path), None, "the recording is empty")
-    new_id = stream_id or uuid.uuid4().hex
-    sink = store.sink(request)
-    replay(events, speed=None, stream_id=new_id).subscribe(sink)
-    await store.flush()
-    return new_id

@@ -5,9 +5,10 @@ first use), PostgreSQL by URL (``postgresql+asyncpg://...``). Writes are
 batched off the hot path and retried; a stream is finalized exactly once,
 whatever ends it. See :class:`Store`.
 
-Modules: ``models`` (tables), ``writer`` (the batched writer), ``sink`` (the
-observer attached to a run), ``query`` (reading), ``store`` (:class:`Store`),
-``migrations`` (Alembic, run on ``open()``).
+Modules: ``tables``, ``batch_writer`` (the batched writer), ``store_sink`` (the
+observer attached to a run), ``queries`` (reading), ``transcript_store``
+(:class:`Store`), ``recordings`` (to and from JSON Lines files), ``migrations``
+(Alembic, run on ``open()``).
 """
 
 from __future__ import annotations

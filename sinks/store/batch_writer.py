@@ -49,8 +49,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from operators.accumulate import Accumulator, Result
 from pipeline.core.events import Event, EventBase, Finished, dump_event
+from pipeline.core.result import Accumulator, Result
 from sinks._waiters import Waiters
 from sinks.store.tables import Status, events_table, streams_table
 

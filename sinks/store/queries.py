@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from operators.accumulate import ChoiceResult
 from pipeline.core.events import Event, load_event
+from pipeline.core.result import ChoiceResult
 from sinks.store.tables import Status, events_table, streams_table
 
 __all__ = ["StreamSummary", "Transcript", "get_transcript", "list_streams", "load_events"]

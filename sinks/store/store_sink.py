@@ -1,6 +1,6 @@
 """The store's sink: an observer that queues a stream's events for the writer.
 
-``on_next`` feeds the event to an :class:`operators.accumulate.Accumulator`
+``on_next`` feeds the event to an :class:`pipeline.core.result.Accumulator`
 (O(1)) and appends it to the writer's bounded queue (O(1)); it never awaits,
 never blocks and never raises into the stream. The first event queues the
 stream's row (with the request, scrubbed); the terminal event queues its
@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import BaseModel
 from reactivex import abc
 
-from operators.accumulate import Accumulator
 from pipeline.core.events import Event, EventBase, is_terminal
+from pipeline.core.result import Accumulator
 from sinks.store.batch_writer import BatchWriter, StreamClose, StreamOpen, now
 from sinks.store.tables import Status
 

@@ -3,7 +3,7 @@
 Example::
 
     async with Store() as store:                      # RXLLM_DB_URL, else ./rxllm.db
-        run = StreamRun(llm_stream(sources.chat_completions(client, **request)))
+        run = StreamRun(llm_stream(sources.chat_completions(client, **request)), errors_mapped=True)
         store.attach(run, request)                   # before run.start()
         run.start()
         await run.wait()
@@ -44,8 +44,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from operators.accumulate import Accumulator
 from pipeline.core.events import Event
+from pipeline.core.result import Accumulator
 from pipeline.runtime.multicast import StreamRun
 from sinks.store import migrations
 from sinks.store.batch_writer import (

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.runtime.failover import UpstreamConfig
+from pipeline.runtime.upstreams import UpstreamConfig
 
 __all__ = ["FailoverOptions", "GatewayConfig", "load_config"]
 

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 from pipeline.apps.server.api_errors import ApiError
 from pipeline.apps.server.config_file import FailoverOptions, load_config
 from pipeline.apps.server.server_settings import ServerSettings
-from pipeline.runtime.failover import Upstream, failover
+from pipeline.runtime.failover import failover
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import StreamHub
+from pipeline.runtime.upstreams import Upstream
 from sinks.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ class Gateway:
             metrics=self.metrics,
             **{**self.failover_options.kwargs(), **timeouts},
         )
-        run = StreamRun(events, stream_id=stream_id)
+        run = StreamRun(events, stream_id=stream_id, errors_mapped=True)
         self.hub.register(run)
         self.metrics.attach(run, model=str(params.get("model")), upstream=self.upstream_label)
         if self.store is not None:

@@ -38,7 +38,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from operators.accumulate import Accumulator
 from pipeline.apps.server.api_errors import ApiError, error_response
 from pipeline.apps.server.bearer_auth import BearerAuth, read_query
 from pipeline.apps.server.gateway import Gateway
@@ -52,6 +51,7 @@ from pipeline.apps.server.request_bodies import (
 )
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.core.events import Event, StreamError, is_content, is_terminal
+from pipeline.core.result import Accumulator
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
 from sinks.metrics import metrics_endpoint
