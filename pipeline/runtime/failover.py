@@ -77,6 +77,7 @@ from reactivex.disposable import (
 )
 
 from operators.extract_deltas import RawChunk
+from pipeline.core.backoff import Backoff
 from pipeline.core.error_info import classify
 from pipeline.core.events import (
     Event,
@@ -125,9 +126,7 @@ class _Policy:
     tools: Any
     conversation_id: str | None
     retries: int
-    backoff: float
-    max_backoff: float
-    jitter: float
+    backoff: Backoff
     max_total: float
     first_token_timeout: float | None
     idle_timeout: float | None
@@ -136,12 +135,6 @@ class _Policy:
     scheduler: abc.SchedulerBase | None
     client_factory: ClientFactory
     source_factory: SourceFactory
-    random: Callable[[], float]
-
-    def delay(self, tries: int) -> float:
-        """The backoff before retry number ``tries`` (1, 2, ...), with jitter."""
-        base = min(self.max_backoff, self.backoff * 2.0 ** (tries - 1))
-        return base * (1.0 - self.jitter * self.random())
 
 
 def failover(
@@ -194,9 +187,7 @@ def failover(
         tools=tools,
         conversation_id=conversation_id,
         retries=retries,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        jitter=jitter,
+        backoff=Backoff(backoff, max_backoff, jitter, random),
         max_total=max_total,
         first_token_timeout=first_token_timeout,
         idle_timeout=idle_timeout,
@@ -205,7 +196,6 @@ def failover(
         scheduler=scheduler,
         client_factory=client_factory or _client,
         source_factory=source_factory or _chat,
-        random=random,
     )
 
     def subscribe(
@@ -376,7 +366,7 @@ class _Run:
         # A timed-out upstream is not waited for twice while another one is left.
         stalled = error.kind == "timeout" and self.index + 1 < len(policy.upstreams)
         if not stalled and self.tries <= policy.retries:
-            delay = policy.delay(self.tries)
+            delay = policy.backoff.delay(self.tries)
             if error.retry_after is not None:
                 delay = max(delay, error.retry_after)
             if error.status == 429 and pool is not None:

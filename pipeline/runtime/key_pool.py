@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
+from pipeline.core.backoff import Backoff
 from pipeline.core.errors import RxllmError
 
 __all__ = ["KeyPool", "KeyStatus", "Lease", "NoKeyAvailable", "fingerprint"]
@@ -201,6 +202,8 @@ class KeyPool:
         self._keys = [_Key(secret, i) for i, secret in enumerate(secrets)]
         self.cooldown = cooldown
         self.max_cooldown = max_cooldown
+        # No jitter: a key's cooldown is its own, no crowd of clients retries together.
+        self._backoff = Backoff(cooldown, max_cooldown, jitter=0.0)
         self.sticky = sticky
         self.clock = clock
         self.on_key_removed = on_key_removed
@@ -253,7 +256,7 @@ class KeyPool:
                 if retry_after is not None and retry_after >= 0 and math.isfinite(retry_after):
                     seconds = retry_after
                 else:
-                    seconds = min(self.max_cooldown, self.cooldown * 2 ** (key.strikes - 1))
+                    seconds = self._backoff.delay(key.strikes)
                 key.cooling_until = max(key.cooling_until, self.clock() + seconds)
                 log.info(
                     "API key %s of pool %r cools down for %.3gs after HTTP 429",

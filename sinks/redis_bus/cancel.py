@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
 
+from pipeline.core.backoff import Backoff
 from sinks.redis_bus.publisher import RETRYABLE
 from sinks.redis_bus.settings import BusSettings
 
@@ -87,6 +87,8 @@ class CancelListener:
 
     async def _run(self) -> None:
         settings = self.settings
+        # Capped lower than the publisher's backoff: while unsubscribed, requests are lost.
+        backoff = Backoff(settings.retry_initial, min(settings.retry_max, LISTEN_RETRY_MAX))
         attempt = 0
         down = False
         while True:
@@ -113,10 +115,7 @@ class CancelListener:
                         error,
                     )
                 attempt += 1
-                # Capped lower than the publisher's backoff: while unsubscribed, requests are lost.
-                cap = min(settings.retry_max, LISTEN_RETRY_MAX)
-                delay = min(cap, settings.retry_initial * 2 ** min(attempt - 1, 30))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await asyncio.sleep(backoff.delay(attempt))
             finally:
                 await _close_quietly(pubsub)
 

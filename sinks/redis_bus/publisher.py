@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -256,8 +255,7 @@ class RedisPublisher:
                 attempt += 1
                 self.retries += 1
                 self._outage(error)
-                delay = min(settings.retry_max, settings.retry_initial * 2 ** min(attempt - 1, 30))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await asyncio.sleep(settings.retry_backoff.delay(attempt))
                 continue
             for _ in range(size):
                 self._queue.popleft()

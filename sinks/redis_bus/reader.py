@@ -24,7 +24,6 @@ Each open iterator holds one Redis connection while it blocks; close it
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -142,8 +141,7 @@ async def _retrying(settings: BusSettings, what: str, action: Callable[[], Await
             if now >= deadline:
                 raise BusUnavailableError(what, error) from error
             attempt += 1
-            delay = min(settings.retry_max, settings.retry_initial * 2 ** min(attempt - 1, 30))
-            await asyncio.sleep(min(delay * random.uniform(0.5, 1.0), deadline - now))
+            await asyncio.sleep(min(settings.retry_backoff.delay(attempt), deadline - now))
 
 
 def _entries_of(reply: Any) -> Sequence[Any]:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.core.backoff import Backoff
+
 __all__ = ["BusSettings", "entry_id", "entry_seq", "id_before"]
 
 
@@ -63,6 +65,11 @@ class BusSettings(BaseModel):
     reconnect_timeout: float = Field(
         default=10.0, ge=0, description="seconds a reader retries an unreachable Redis"
     )
+
+    @property
+    def retry_backoff(self) -> Backoff:
+        """The backoff between retries: ``retry_initial`` doubling up to ``retry_max``."""
+        return Backoff(self.retry_initial, self.retry_max)
 
     def stream_key(self, stream_id: str) -> str:
         """The Redis stream of ``stream_id``'s events."""

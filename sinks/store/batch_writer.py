@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -49,6 +48,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pipeline.core.backoff import Backoff
 from pipeline.core.events import Event, EventBase, Finished, dump_event
 from pipeline.core.result import Accumulator, Result
 from sinks._waiters import Waiters
@@ -102,6 +102,11 @@ class StoreSettings(BaseModel):
         default_factory=socket.gethostname,
         description="who writes: open() marks this owner's running streams interrupted",
     )
+
+    @property
+    def retry_backoff(self) -> Backoff:
+        """The backoff between retries: ``retry_initial`` doubling up to ``retry_max``."""
+        return Backoff(self.retry_initial, self.retry_max)
 
 
 @dataclass(slots=True)
@@ -449,10 +454,7 @@ class BatchWriter:
                 attempt += 1
                 self.retries += 1
                 self._retried(error, attempt, batch)
-                delay = min(
-                    self._settings.retry_max, self._settings.retry_initial * 2 ** (attempt - 1)
-                )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await asyncio.sleep(self._settings.retry_backoff.delay(attempt))
                 continue
             if attempt:
                 log.warning("the transcript store writes again after %d retries", attempt)

@@ -32,7 +32,6 @@ import asyncio
 import builtins
 import logging
 import os
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -363,9 +362,7 @@ class Store:
                 attempt += 1
                 if not is_retryable(error) or loop.time() >= deadline:
                     raise
-                delay = min(
-                    self.settings.retry_max, self.settings.retry_initial * 2 ** (attempt - 1)
-                )
+                delay = self.settings.retry_backoff.delay(attempt)
                 log.warning(
                     "the transcript store could not %s (attempt %d): %s; retrying",
                     what,
@@ -374,7 +371,7 @@ class Store:
                 )
                 if self._on_retry is not None:
                     self._on_retry(error, attempt)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await asyncio.sleep(delay)
 
 
 async def _migrate(engine: AsyncEngine) -> None:
