@@ -13,6 +13,10 @@ override the server's default script field by field::
     extra_body={"mock": {"status": 429, "retry_after": 0.01}}
     extra_body={"mock": {"drop_after": 3}}
     extra_body={"mock": {"status": 503, "fail_first": 2, "fault_key": "t1"}}
+    extra_body={"mock": {"text": "a b c", "drop_after": 2, "fail_first": 1, "fault_key": "t2"}}
+
+The last one cuts the first request after two tokens; sent again with the
+answer so far at the start of the assistant's turn, it continues from there.
 
 A *token* is one content-bearing chunk: a piece of text, of reasoning or of a
 tool call's arguments (each choice's counted separately). "After N tokens"
@@ -97,6 +101,10 @@ class MockScript(BaseModel):
     ``error_code`` override the error's text. ``fail_first=K`` applies the
     faults only to the first K requests with the same ``fault_key`` (no
     fault given: they fail with 503).
+
+    Continuing: ``continue_overlap`` is how many words of the answer so far
+    the mock says again when asked to continue by an instruction (see
+    :mod:`pipeline.apps.builtin_model.prefill`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -122,6 +130,8 @@ class MockScript(BaseModel):
     malformed_after: int | None = Field(default=None, ge=0)
     fail_first: int = Field(default=0, ge=0)
     fault_key: str = "default"
+
+    continue_overlap: int = Field(default=0, ge=0)
 
     def merged(self, override: Mapping[str, Any]) -> MockScript:
         """Return this script with the fields of ``override`` replacing its own.

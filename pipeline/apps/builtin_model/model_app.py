@@ -6,7 +6,8 @@ is one of ``reject_keys`` gets a 401 ``invalid_api_key`` (keys are otherwise
 not checked; only their SHA-256 digests are kept, and no key is recorded).
 The script of a request is the app's default :class:`MockScript` with the
 request's ``mock`` body field laid over it; see :mod:`pipeline.apps.builtin_model.answer_script`.
-The requested ``model`` is echoed back.
+The requested ``model`` is echoed back. A chat request whose messages end with
+the start of the answer continues it (:mod:`pipeline.apps.builtin_model.prefill`).
 
 Faults that need the socket (dropping the connection) use the
 :class:`~pipeline.apps.builtin_model.traffic_log.ConnectionRecord` that
@@ -34,6 +35,7 @@ from starlette.routing import Route
 
 from pipeline.apps.builtin_model.answer_script import Answer, MockScript, count_words, prompt_text
 from pipeline.apps.builtin_model.chat_wire import ChatWriter, chat_completion
+from pipeline.apps.builtin_model.prefill import continue_answer, find_prefill
 from pipeline.apps.builtin_model.responses_wire import ResponsesWriter, response_object
 from pipeline.apps.builtin_model.traffic_log import (
     REQUEST_KEY,
@@ -187,9 +189,10 @@ async def _answer(
     if status is not None:
         return _failure(script, status)
     n = body.get("n") if isinstance(body.get("n"), int) else None
-    answer = script.answer(prompt_text(body), n if required == "messages" else 1)
     if required == "input":
-        answer = _one_choice(answer)
+        answer = _one_choice(script.answer(prompt_text(body), 1))
+    else:
+        answer = _chat_answer(script, body, n)
     options = body.get("stream_options")
     meta = Meta(
         suffix=state.next_suffix(),
@@ -205,6 +208,16 @@ async def _answer(
         headers["cache-control"] = "no-cache"
         return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
     return await _whole(whole(answer, meta), answer, script, request, headers)
+
+
+def _chat_answer(script: MockScript, body: dict[str, Any], n: int | None) -> Answer:
+    """The answer to a chat request: a prefilled one continues (:mod:`.prefill`)."""
+    prefill = find_prefill(body)
+    if prefill is not None:
+        answer = continue_answer(script.answer(prefill.prompt, n), prefill, script.continue_overlap)
+        if answer is not None:
+            return answer
+    return script.answer(prompt_text(body), n)
 
 
 def _digest(key: str) -> str:
