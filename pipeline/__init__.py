@@ -46,6 +46,7 @@ _EXPORTS = {
     "from_observable": "pipeline.runtime.async_bridges",
     "Failover": "pipeline.core.events",
     "failover": "pipeline.runtime.failover",
+    "FailoverOptions": "pipeline.runtime.failover_options",
     "Upstream": "pipeline.runtime.upstreams",
     "UpstreamConfig": "pipeline.runtime.upstreams",
     "KeyPool": "pipeline.runtime.key_pool",

@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -28,11 +29,13 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from pipeline.apps.builtin_model import MockScript, MockServer
+from pipeline.apps.server.config_file import GatewayConfig
 from pipeline.core.error_info import classify
 from pipeline.core.events import Event, EventBase, Failover, StreamError, dump_event, is_terminal
 from pipeline.core.result import Accumulator
 from pipeline.core.sse_decoder import SSEMessage
 from pipeline.runtime.failover import failover
+from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.key_pool import KeyPool, fingerprint
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.upstreams import Upstream, UpstreamConfig
@@ -476,6 +479,26 @@ def test_bad_policies_are_refused() -> None:
         failover([Upstream("a")], {}, retries=-1)
     with pytest.raises(ValueError, match="jitter"):
         failover([Upstream("a")], {}, jitter=2)
+    with pytest.raises(ValueError, match="retires"):  # a misspelt option is named, not ignored
+        failover([Upstream("a")], {}, retires=1)
+
+
+def test_options_and_keyword_arguments_are_the_same_policy() -> None:
+    """The keyword arguments build the FailoverOptions the config file's [failover] holds."""
+
+    def run(**options: Any) -> list[tuple[float, str]]:
+        scheduler = TestScheduler()
+        fake = Fake(scheduler, {"a": [failing(status_error(503))]})
+        return [(t, e.type) for t, e in run_virtual(scheduler, fake, [Upstream("a")], **options)]
+
+    table = tomllib.loads("[failover]\nretries = 3\nbackoff = 0.5\n")
+    options = GatewayConfig.model_validate({**table, "upstreams": [{"name": "a"}]}).failover
+    assert isinstance(options, FailoverOptions)
+    assert options == FailoverOptions(retries=3, backoff=0.5)
+    by_options, by_keywords = run(options=options), run(retries=3, backoff=0.5)
+    assert by_options == by_keywords and len(by_options) == 4  # three retries, then the error
+    assert run(options=options, retries=0) == run(retries=0) == [(200.0, "error")]
+    assert options.replace(retries=0) == FailoverOptions(retries=0, backoff=0.5)
 
 
 # -- Retry-After and reprs -----------------------------------------------------------------

@@ -89,6 +89,7 @@ from pipeline.core.events import (
 )
 from pipeline.core.scheduling import default_scheduler
 from pipeline.runtime import sources
+from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.key_pool import Lease, NoKeyAvailable
 from pipeline.runtime.standard_chain import llm_stream
 from pipeline.runtime.upstreams import ClientFactory, Upstream
@@ -125,73 +126,63 @@ class _Policy:
     stream_id: str
     tools: Any
     conversation_id: str | None
-    retries: int
+    options: FailoverOptions
     backoff: Backoff
-    max_total: float
-    first_token_timeout: float | None
-    idle_timeout: float | None
-    total_timeout: float | None
     metrics: FailoverMetrics | None
     scheduler: abc.SchedulerBase | None
     client_factory: ClientFactory
     source_factory: SourceFactory
 
 
+_DEFAULTS = FailoverOptions()
+
+
 def failover(
     upstreams: Sequence[Upstream],
     params: Mapping[str, Any],
     *,
+    options: FailoverOptions | None = None,
     stream_id: str | None = None,
     tools: Any = None,
     conversation_id: str | None = None,
-    retries: int = 2,
-    backoff: float = 0.25,
-    max_backoff: float = 4.0,
-    jitter: float = 0.5,
-    max_total: float = 30.0,
-    first_token_timeout: float | None = None,
-    idle_timeout: float | None = None,
-    total_timeout: float | None = None,
     metrics: FailoverMetrics | None = None,
     scheduler: abc.SchedulerBase | None = None,
     client_factory: ClientFactory | None = None,
     source_factory: SourceFactory | None = None,
     random: Callable[[], float] = _random.random,
+    **overrides: float | None,
 ) -> Observable[Event]:
     """Stream ``params`` from the first upstream that answers; see the module docstring.
 
     ``params`` are the request's (``model``, ``messages``... as for
     :func:`pipeline.runtime.sources.chat_completions`); ``model`` is mapped per
-    upstream. ``retries`` is the number of retries per upstream after its
-    first attempt; backoff ``n`` waits ``min(max_backoff, backoff * 2**(n-1))``
-    seconds less up to ``jitter`` of it (at random), and never less than the
-    error's ``retry_after``. ``max_total`` (seconds from subscription) bounds
-    when an attempt may start. The timeouts are :func:`operators.timeouts`',
-    applied to each attempt (an upstream's own win). ``conversation_id`` keeps the conversation on
-    one key of a sticky pool. ``scheduler`` runs the backoff and timeout
-    timers (default: the subscribe-time scheduler, else the running loop's).
+    upstream. ``options`` (:class:`~pipeline.runtime.failover_options.FailoverOptions`)
+    say how to retry and when to give up, and keyword arguments named as its
+    fields (``retries=1, first_token_timeout=10``...) replace some of them:
+    ``retries`` is the number of retries per upstream after its first
+    attempt; backoff ``n`` waits ``min(max_backoff, backoff * 2**(n-1))``
+    seconds less up to ``jitter`` of it (at random, drawn from ``random``),
+    and never less than the error's ``retry_after``. ``max_total`` (seconds
+    from subscription) bounds when an attempt may start. The timeouts are
+    :func:`operators.timeouts`', applied to each attempt (an upstream's own
+    win). ``conversation_id`` keeps the conversation on one key of a sticky
+    pool. ``scheduler`` runs the backoff and timeout timers (default: the
+    subscribe-time scheduler, else the running loop's).
     ``client_factory(upstream, key)`` and ``source_factory(client, params)``
     replace how a client and an attempt's source are made (default: cached
     ``AsyncOpenAI`` clients with ``max_retries=0``, Chat Completions).
     """
     if not upstreams:
         raise ValueError("failover needs at least one upstream")
-    if retries < 0 or backoff < 0 or max_backoff < 0 or max_total <= 0:
-        raise ValueError("retries, backoff and max_backoff must be >= 0, max_total > 0")
-    if not 0 <= jitter <= 1:
-        raise ValueError(f"jitter must be between 0 and 1, got {jitter!r}")
+    options = (options or _DEFAULTS).replace(**overrides)
     policy = _Policy(
         upstreams=tuple(upstreams),
         params=dict(params),
         stream_id=stream_id or uuid.uuid4().hex,
         tools=tools,
         conversation_id=conversation_id,
-        retries=retries,
-        backoff=Backoff(backoff, max_backoff, jitter, random),
-        max_total=max_total,
-        first_token_timeout=first_token_timeout,
-        idle_timeout=idle_timeout,
-        total_timeout=total_timeout,
+        options=options,
+        backoff=options.backoff_policy(random),
         metrics=metrics,
         scheduler=scheduler,
         client_factory=client_factory or _client,
@@ -286,10 +277,10 @@ class _Run:
                     stream_id=policy.stream_id,
                     tools=policy.tools,
                     first_token_timeout=_first(
-                        upstream.first_token_timeout, policy.first_token_timeout
+                        upstream.first_token_timeout, policy.options.first_token_timeout
                     ),
-                    idle_timeout=_first(upstream.idle_timeout, policy.idle_timeout),
-                    total_timeout=_first(upstream.total_timeout, policy.total_timeout),
+                    idle_timeout=_first(upstream.idle_timeout, policy.options.idle_timeout),
+                    total_timeout=_first(upstream.total_timeout, policy.options.total_timeout),
                     scheduler=self.scheduler,
                 )
             except Exception as exc:
@@ -354,7 +345,7 @@ class _Run:
             http = error.kind in ("http", "upstream")
             self.lease.release(error.status if http else None, error.retry_after)
             self.lease = None
-        remaining = policy.max_total - self.elapsed()
+        remaining = policy.options.max_total - self.elapsed()
         pool = upstream.pool
         if error.status in (401, 403) and pool is not None and len(pool) > 0:
             self.tries -= 1  # the key was at fault, not the upstream
@@ -365,7 +356,7 @@ class _Run:
             return
         # A timed-out upstream is not waited for twice while another one is left.
         stalled = error.kind == "timeout" and self.index + 1 < len(policy.upstreams)
-        if not stalled and self.tries <= policy.retries:
+        if not stalled and self.tries <= policy.options.retries:
             delay = policy.backoff.delay(self.tries)
             if error.retry_after is not None:
                 delay = max(delay, error.retry_after)
@@ -382,7 +373,7 @@ class _Run:
 
     def no_key(self, upstream: Upstream, exc: NoKeyAvailable) -> None:
         """No key of the upstream's pool can be used now: wait for one, or move on."""
-        remaining = self.policy.max_total - self.elapsed()
+        remaining = self.policy.options.max_total - self.elapsed()
         if exc.retry_after is not None and exc.retry_after <= remaining:
             # A wait for a key's cooldown to end (already announced by the failover
             # event that asked for it, or the pool's own state): no event, no retry.
@@ -407,7 +398,8 @@ class _Run:
         self.next_upstream(reason, None)
 
     def next_upstream(self, reason: str, error: StreamError | None) -> None:
-        if self.index + 1 < len(self.policy.upstreams) and self.elapsed() < self.policy.max_total:
+        policy = self.policy
+        if self.index + 1 < len(policy.upstreams) and self.elapsed() < policy.options.max_total:
             self.move(self.index + 1, reason, error, 0.0)
         else:
             assert self.last_error is not None

@@ -20,39 +20,22 @@ A TOML file::
     base_url = "http://10.0.0.7:8000/v1"
     models = { "*" = "llama-3.1-70b" }
 
-Keys belong in environment variables (``api_key_env``), not in the file.
+The ``[failover]`` table holds the fields of
+:class:`pipeline.runtime.failover_options.FailoverOptions`. Keys belong in
+environment variables (``api_key_env``), not in the file.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.upstreams import UpstreamConfig
 
-__all__ = ["FailoverOptions", "GatewayConfig", "load_config"]
-
-
-class FailoverOptions(BaseModel):
-    """Keyword arguments of :func:`pipeline.runtime.failover.failover`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    retries: int = Field(default=2, ge=0)
-    backoff: float = Field(default=0.25, ge=0)
-    max_backoff: float = Field(default=4.0, ge=0)
-    jitter: float = Field(default=0.5, ge=0, le=1)
-    max_total: float = Field(default=30.0, gt=0)
-    first_token_timeout: float | None = Field(default=None, gt=0)
-    idle_timeout: float | None = Field(default=None, gt=0)
-    total_timeout: float | None = Field(default=None, gt=0)
-
-    def kwargs(self) -> dict[str, Any]:
-        """The options as keyword arguments."""
-        return self.model_dump()
+__all__ = ["GatewayConfig", "load_config"]
 
 
 class GatewayConfig(BaseModel):
@@ -61,7 +44,7 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     upstreams: list[UpstreamConfig] = Field(min_length=1)
-    failover: FailoverOptions = FailoverOptions()
+    failover: FailoverOptions = FailoverOptions()  # the [failover] table
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -27,9 +27,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.apps.server.api_errors import ApiError
-from pipeline.apps.server.config_file import FailoverOptions, load_config
+from pipeline.apps.server.config_file import load_config
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.runtime.failover import failover
+from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import StreamHub
 from pipeline.runtime.upstreams import Upstream
@@ -206,7 +207,7 @@ class Gateway:
             tools=tools,
             conversation_id=conversation_id,
             metrics=self.metrics,
-            **{**self.failover_options.kwargs(), **timeouts},
+            options=self.failover_options.replace(**timeouts),
         )
         run = StreamRun(events, stream_id=stream_id, errors_mapped=True)
         self.hub.register(run)
