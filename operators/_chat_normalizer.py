@@ -51,6 +51,20 @@ class _Choice:
         self.seen_refusal = False
 
 
+# Anthropic's error types (``{"type": "error", "error": {"type": ...}}``) and the HTTP
+# status each stands for: an ``overloaded_error`` mid-stream is a 529, retryable.
+_ERROR_TYPE_STATUS = {
+    "overloaded_error": 529,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+}
+
+
 def error_from_payload(payload: Any) -> UpstreamStreamError:
     """Build the exception for an upstream error object (``{"error": {...}}`` or its body)."""
     err = payload.get("error", payload) if isinstance(payload, dict) else payload
@@ -61,6 +75,9 @@ def error_from_payload(payload: Any) -> UpstreamStreamError:
     code = err.get("code")
     if isinstance(code, int) and status is None and 100 <= code < 600:
         status = code
+    kind = err.get("type")
+    if status is None and code is None and kind in _ERROR_TYPE_STATUS:
+        status, code = _ERROR_TYPE_STATUS[kind], kind
     return UpstreamStreamError(
         str(message),
         status=status if isinstance(status, int) else None,

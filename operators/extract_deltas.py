@@ -2,7 +2,8 @@
 
 Accepts raw server-sent events (:class:`pipeline.core.sse_decoder.SSEMessage`, as the
 sources emit them), parsed chunk dicts, or the ``openai`` SDK's pydantic chunk
-objects; detects Chat Completions or Responses from the first item. Emits
+objects; detects Chat Completions, Responses or Anthropic Messages from the
+first item. Emits
 ``started`` first, then deltas, and ``finished`` when the upstream completes
 (with or without ``[DONE]``). An error payload (``event: error``, a top-level
 ``error`` object, ``response.failed``) or a malformed chunk goes to
@@ -27,6 +28,7 @@ import jiter
 from pydantic import BaseModel
 from reactivex import Observable, abc
 
+from operators._anthropic_normalizer import ANTHROPIC_EVENT_TYPES, AnthropicNormalizer
 from operators._chat_normalizer import ChatNormalizer, error_from_payload
 from operators._responses_normalizer import ResponsesNormalizer
 from operators._stamp import Stamper
@@ -42,12 +44,13 @@ RawChunk = SSEMessage | Mapping[str, Any] | BaseModel
 class Extractor:
     """The state of one stream's extraction; usable without reactivex."""
 
-    __slots__ = ("_chat", "_done", "_responses", "_t", "stamp")
+    __slots__ = ("_anthropic", "_chat", "_done", "_responses", "_t", "stamp")
 
     def __init__(self, stream_id: str | None = None) -> None:
         self.stamp = Stamper(stream_id or uuid.uuid4().hex)
         self._chat: ChatNormalizer | None = None
         self._responses: ResponsesNormalizer | None = None
+        self._anthropic: AnthropicNormalizer | None = None
         self._done = False
         self._t = 0.0
 
@@ -84,12 +87,29 @@ class Extractor:
             self._chat.feed(chunk, t, out, self.stamp)
         elif self._responses is not None:
             self._responses.feed(chunk, t, out, self.stamp)
+        elif self._anthropic is not None:
+            self._anthropic.feed(chunk, t, out, self.stamp)
         else:
             self._start(chunk, t, out)
 
     def _start(self, chunk: dict[str, Any], t: float, out: list[EventBase]) -> None:
         kind = chunk.get("type")
-        if isinstance(kind, str) and (kind.startswith("response.") or kind == "error"):
+        if kind in ANTHROPIC_EVENT_TYPES:
+            self._anthropic = AnthropicNormalizer()
+            message = chunk.get("message")
+            message = message if isinstance(message, dict) else {}
+            out.append(
+                self.stamp(
+                    Started,
+                    0,
+                    t,
+                    api="anthropic",
+                    model=message.get("model"),
+                    response_id=message.get("id"),
+                )
+            )
+            self._anthropic.feed(chunk, t, out, self.stamp)
+        elif isinstance(kind, str) and (kind.startswith("response.") or kind == "error"):
             self._responses = ResponsesNormalizer()
             response = chunk.get("response") or {}
             out.append(
@@ -112,7 +132,9 @@ class Extractor:
             raise error_from_payload(chunk["error"])
         else:
             raise MalformedChunkError(
-                "neither a Chat Completions chunk nor a Responses event", str(chunk)
+                "neither a Chat Completions chunk, a Responses event nor an Anthropic Messages "
+                "event",
+                str(chunk),
             )
 
     def close(self) -> list[EventBase]:
@@ -122,6 +144,8 @@ class Extractor:
             reason = first.finish_reason if first is not None else None
         elif self._responses is not None:
             reason = self._responses.finish_reason
+        elif self._anthropic is not None:
+            reason = self._anthropic.finish_reason
         else:
             raise UpstreamError("the stream ended before any data arrived")
         return [self.stamp(Finished, 0, self._t, finish_reason=reason)]

@@ -26,6 +26,13 @@ Kinds::
     choice.finished               ChoiceFinished     (a choice's finish reason)
     failover                      Failover           (an attempt failed before the first token;
                                                       the next one is made: not terminal)
+    block.started                 BlockStarted       (a content block begins: its kind, as the
+                                                      provider started it; keeps block order)
+    block.delta                   BlockDelta         (a delta of a block no other event carries:
+                                                      server tool input..., as the provider sent it)
+    reasoning.signature           ReasoningSignature (the provider's signature of the reasoning)
+    citation                      Citation           (a citation of the text being written)
+    stop_reason                   StopReason         (the provider's own stop reason and sequence)
     finished | error | cancelled  Finished | StreamError | Cancelled   (terminal)
 """
 
@@ -37,16 +44,21 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "TERMINAL_TYPES",
+    "BlockDelta",
+    "BlockStarted",
     "Cancelled",
     "ChoiceFinished",
+    "Citation",
     "ErrorKind",
     "Event",
     "EventBase",
     "Failover",
     "Finished",
     "ReasoningDelta",
+    "ReasoningSignature",
     "RefusalDelta",
     "Started",
+    "StopReason",
     "StreamError",
     "TextDelta",
     "ToolCallCompleted",
@@ -77,7 +89,7 @@ class Started(EventBase):
     """The stream has started: the upstream answered (or the replay began)."""
 
     type: Literal["started"] = "started"
-    api: Literal["chat", "responses", "unknown"] = "unknown"
+    api: Literal["chat", "responses", "anthropic", "unknown"] = "unknown"
     model: str | None = None
     response_id: str | None = None
 
@@ -161,6 +173,62 @@ class ChoiceFinished(EventBase):
     finish_reason: str | None
 
 
+class BlockStarted(EventBase):
+    """A content block of the answer begins (Anthropic content blocks).
+
+    ``index`` is its position in the provider's message; ``kind`` is
+    ``text``, ``reasoning`` or ``tool_call`` for the blocks whose content the
+    other events carry, else the provider's block type (``redacted_thinking``,
+    ``server_tool_use``, ``web_search_tool_result``...). ``block`` is the block
+    as the provider started it, with the content other events carry emptied
+    (text, thinking, signature, input), so a client gets it back as it was.
+    Not content: the deltas that follow are.
+    """
+
+    type: Literal["block.started"] = "block.started"
+    index: int
+    kind: str
+    block: dict[str, Any] | None = None
+
+
+class BlockDelta(EventBase):
+    """A delta of a block no other event carries (a server tool's input...), as sent."""
+
+    type: Literal["block.delta"] = "block.delta"
+    index: int
+    delta: dict[str, Any]
+
+
+class ReasoningSignature(EventBase):
+    """The provider's signature of the reasoning block ``index`` (sent back to continue)."""
+
+    type: Literal["reasoning.signature"] = "reasoning.signature"
+    index: int = 0
+    signature: str
+
+
+class Citation(EventBase):
+    """A citation of the text block ``index``, in the provider's own shape."""
+
+    type: Literal["citation"] = "citation"
+    index: int = 0
+    citation: dict[str, Any]
+
+
+class StopReason(EventBase):
+    """The provider's own stop reason (``end_turn``, ``stop_sequence``, ``pause_turn``...).
+
+    ``choice.finished`` says it in Chat Completions words; this keeps the
+    original, the stop ``sequence`` that matched, and any other ``details``
+    the provider gave with it. Not terminal.
+    """
+
+    type: Literal["stop_reason"] = "stop_reason"
+    reason: str
+    sequence: str | None = None
+    details: dict[str, Any] | None = None
+
+
 class Finished(EventBase):
     """Terminal: the stream ended normally. ``finish_reason`` is choice 0's."""
 
@@ -234,6 +302,11 @@ Event: TypeAlias = Annotated[
     | UsageReport
     | ChoiceFinished
     | Failover
+    | BlockStarted
+    | BlockDelta
+    | ReasoningSignature
+    | Citation
+    | StopReason
     | Finished
     | StreamError
     | Cancelled,
@@ -246,7 +319,9 @@ _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 _TEXT_CLASSES = (TextDelta, ReasoningDelta, RefusalDelta)
-_TOOL_CLASSES = (ToolCallStarted, ToolCallDelta)
+_TOOL_CLASSES = (ToolCallStarted, ToolCallDelta, BlockDelta)
+# Blocks whose content arrives as text, reasoning or tool-call events: their start is not content.
+_EVENT_BLOCK_KINDS = frozenset({"text", "reasoning", "tool_call"})
 _TERMINAL_CLASSES = (Finished, StreamError, Cancelled)
 _ALL_CLASSES = (
     Started,
@@ -257,6 +332,10 @@ _ALL_CLASSES = (
     UsageReport,
     ChoiceFinished,
     Failover,
+    BlockStarted,
+    ReasoningSignature,
+    Citation,
+    StopReason,
     *_TERMINAL_CLASSES,
 )
 # Answers for the exact classes, looked up by type (these run on every event);
@@ -264,13 +343,16 @@ _ALL_CLASSES = (
 _CONTENT_BY_CLASS: dict[type, int] = {
     cls: 1 if cls in _TEXT_CLASSES else 2 if cls in _TOOL_CLASSES else 0 for cls in _ALL_CLASSES
 }
+_CONTENT_BY_CLASS[BlockStarted] = 3
 _TERMINAL_BY_CLASS: dict[type, bool] = {cls: cls in _TERMINAL_CLASSES for cls in _ALL_CLASSES}
 
 
 def is_content(event: EventBase) -> bool:
     """Return whether ``event`` carries content: a token has been sent once one did.
 
-    Non-empty text, reasoning and refusal deltas, and tool-call starts and deltas.
+    Non-empty text, reasoning and refusal deltas, tool-call starts and deltas,
+    and the blocks no other event carries (their start and their deltas:
+    redacted reasoning, a server tool's call and result...).
     """
     kind = _CONTENT_BY_CLASS.get(type(event))
     if kind is None:
@@ -279,6 +361,8 @@ def is_content(event: EventBase) -> bool:
         )
     if kind == 1:
         return bool(event.text)  # type: ignore[attr-defined]
+    if kind == 3:
+        return event.kind not in _EVENT_BLOCK_KINDS  # type: ignore[attr-defined]
     return kind == 2
 
 
