@@ -1,7 +1,8 @@
 """The mock's Starlette app: an OpenAI-compatible model server that plays scripts.
 
-Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (both with
-``stream`` true or false) and ``GET /v1/models``. A request whose bearer key
+Routes: ``POST /v1/chat/completions``, ``POST /v1/responses``,
+``POST /v1/messages`` (Anthropic Messages; its errors in Anthropic's shape),
+each with ``stream`` true or false, and ``GET /v1/models``. A request whose bearer key
 is one of ``reject_keys`` gets a 401 ``invalid_api_key`` (keys are otherwise
 not checked; only their SHA-256 digests are kept, and no key is recorded).
 The script of a request is the app's default :class:`MockScript` with the
@@ -34,6 +35,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pipeline.apps.builtin_model.answer_script import Answer, MockScript, count_words, prompt_text
+from pipeline.apps.builtin_model.anthropic_wire import (
+    AnthropicWriter,
+    anthropic_error,
+    anthropic_message,
+)
 from pipeline.apps.builtin_model.chat_wire import ChatWriter, chat_completion
 from pipeline.apps.builtin_model.prefill import continue_answer, find_prefill
 from pipeline.apps.builtin_model.responses_wire import ResponsesWriter, response_object
@@ -82,9 +88,12 @@ class MockState:
         self._ids = itertools.count(1)
 
     def rejects(self, request: Request) -> bool:
-        """Return whether the request's bearer key is one of the rejected keys."""
+        """Return whether the request's key (bearer, or Anthropic's ``x-api-key``) is rejected."""
         if not self.rejected:
             return False
+        api_key = request.headers.get("x-api-key")
+        if api_key is not None and _digest(api_key.strip()) in self.rejected:
+            return True
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and _digest(key.strip()) in self.rejected
 
@@ -122,6 +131,7 @@ def create_app(
         routes=[
             Route("/v1/chat/completions", _chat, methods=["POST"]),
             Route("/v1/responses", _responses, methods=["POST"]),
+            Route("/v1/messages", _messages, methods=["POST"]),
             Route("/v1/models", _models, methods=["GET"]),
         ],
         middleware=[Middleware(RecordingMiddleware, recorder=state.recorder)],
@@ -153,6 +163,17 @@ async def _chat(request: Request) -> Response:
 
 async def _responses(request: Request) -> Response:
     return await _answer(request, "input", ResponsesWriter, response_object)
+
+
+async def _messages(request: Request) -> Response:
+    response = await _answer(request, "messages", AnthropicWriter, anthropic_message)
+    if response.status_code < 400 or not isinstance(response, JSONResponse):
+        return response
+    # The same errors, in the shape the anthropic SDK reads.
+    error = json.loads(bytes(response.body)).get("error") or {}
+    headers = {k: v for k, v in response.headers.items() if k.startswith("retry-after")}
+    body = anthropic_error(response.status_code, error)
+    return JSONResponse(body, response.status_code, headers)
 
 
 async def _answer(
@@ -189,7 +210,7 @@ async def _answer(
     if status is not None:
         return _failure(script, status)
     n = body.get("n") if isinstance(body.get("n"), int) else None
-    if required == "input":
+    if required == "input" or writer is AnthropicWriter:
         answer = _one_choice(script.answer(prompt_text(body), 1))
     else:
         answer = _chat_answer(script, body, n)
