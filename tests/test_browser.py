@@ -226,6 +226,23 @@ async def test_the_page_asks_for_the_token_of_a_server_that_has_one(
     assert len(asked) == 1 and "token" in asked[0], asked  # once per tab: then remembered
 
 
+async def test_the_page_shows_a_tool_call_of_the_built_in_model_with_no_key(
+    page: Page, chromium: str, tmp_path: Path
+) -> None:
+    with ServeProcess("--no-store", log_path=tmp_path / "serve.log") as proc:
+        await page.goto(f"{proc.url}/")
+        await page.check("#offer-tools")
+        await page.fill("#prompt", "What is the weather in Paris?")
+        await page.press("#prompt", "Enter")
+        box = page.locator("#log .assistant").last
+        await expect(box).to_have_attribute("data-state", "finished", timeout=TIMEOUT_MS)
+        tool = box.locator(".tool")
+        await expect(tool).to_have_count(1)
+        assert await tool.locator(".head").text_content() == "⚙ get_weather("
+        arguments = json.loads(await tool.locator(".args").text_content() or "")
+        assert arguments["city"] == "Paris" and arguments["unit"] in ("celsius", "fahrenheit")
+
+
 async def test_parallel_tool_calls_assemble_on_the_page(page: Page, served: ServeProcess) -> None:
     mock = {"tool_calls": TOOL_CALLS, "fragment_size": 4, "interval": 0.03}
     box = await ask(page, served.url, "Weather and time in Paris?", mock)

@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.apps.builtin_model.tool_use import ToolPlan
+
 __all__ = [
     "FAULT_FIELDS",
     "Answer",
@@ -84,11 +86,14 @@ class ToolCall(BaseModel):
 class MockScript(BaseModel):
     """What the mock answers, how fast, and which faults it injects.
 
-    Answer: ``text`` (a string split into word tokens, or a list of tokens;
-    with no text and no tool calls the mock makes up a friendly answer from
-    the last user message), ``reasoning`` (same), ``tool_calls`` (their
-    arguments streamed in ``fragment_size`` pieces), ``n`` (default: the
-    request's ``n``), ``finish_reason`` (default ``tool_calls`` or ``stop``).
+    Answer: ``text`` (a string split into word tokens, or a list of tokens),
+    ``reasoning`` (same), ``tool_calls`` (their arguments streamed in
+    ``fragment_size`` pieces), ``n`` (default: the request's ``n``),
+    ``finish_reason`` (default ``tool_calls`` or ``stop``). With no text and
+    no tool calls scripted, the mock uses the request's tools as a model
+    would (``use_tools``, on by default; see
+    :mod:`pipeline.apps.builtin_model.tool_use`), else makes up a friendly
+    answer from the last user message.
 
     Timing: ``interval`` seconds between tokens; ``stall`` seconds of silence
     once ``stall_after`` tokens are sent (0: before the first token).
@@ -130,6 +135,7 @@ class MockScript(BaseModel):
     malformed_after: int | None = Field(default=None, ge=0)
     fail_first: int = Field(default=0, ge=0)
     fault_key: str = "default"
+    use_tools: bool = True
 
     continue_overlap: int = Field(default=0, ge=0)
 
@@ -167,17 +173,36 @@ class MockScript(BaseModel):
             value is not None for value in (self.drop_after, self.error_after, self.malformed_after)
         )
 
-    def answer(self, prompt: str | None, n: int | None = None) -> Answer:
-        """Resolve this script into the :class:`Answer` to send for ``prompt``."""
+    def answer(
+        self,
+        prompt: str | None,
+        n: int | None = None,
+        *,
+        model: str | None = None,
+        plan: ToolPlan | None = None,
+    ) -> Answer:
+        """Resolve this script into the :class:`Answer` to send for ``prompt``.
+
+        With neither ``text`` nor ``tool_calls`` scripted, ``plan`` (what
+        :func:`~pipeline.apps.builtin_model.tool_use.plan_tools` made of the
+        request's tools) decides, when ``use_tools`` is on; else the default
+        answer, which names ``model``.
+        """
         text: list[str] | None
+        scripted = self.tool_calls
         if isinstance(self.text, list):
             text = list(self.text)
         elif self.text is not None:
             text = split_tokens(self.text)
         elif self.tool_calls:
             text = None
+        elif plan is not None and self.use_tools and plan.calls:
+            text = None
+            scripted = [ToolCall(name=name, arguments=args) for name, args in plan.calls]
+        elif plan is not None and self.use_tools and plan.text is not None:
+            text = split_tokens(plan.text)
         else:
-            text = split_tokens(default_answer(prompt))
+            text = split_tokens(default_answer(prompt, model))
         reasoning = (
             list(self.reasoning)
             if isinstance(self.reasoning, list)
@@ -194,7 +219,7 @@ class MockScript(BaseModel):
                     else _fragments(call.arguments, self.fragment_size)
                 ),
             )
-            for i, call in enumerate(self.tool_calls)
+            for i, call in enumerate(scripted)
         )
         finish = self.finish_reason or ("tool_calls" if calls else "stop")
         return Answer(
@@ -245,8 +270,8 @@ def _fragments(arguments: str, size: int) -> list[str]:
     return [arguments[i : i + size] for i in range(0, len(arguments), size)] or [""]
 
 
-def default_answer(prompt: str | None) -> str:
-    """Make up a deterministic, friendly answer that quotes ``prompt``."""
+def default_answer(prompt: str | None, model: str | None = None) -> str:
+    """Make up a deterministic, friendly answer that quotes ``prompt`` and names ``model``."""
     words = (prompt or "").split()
     if not words:
         opening = "Hello! You sent no question, so here is a short demo answer."
@@ -254,10 +279,10 @@ def default_answer(prompt: str | None) -> str:
         quoted = " ".join(words[:10]) + (" ..." if len(words) > 10 else "")
         opening = f'Hello! You asked: "{quoted}".'
     return (
-        f"{opening} I am the rxllm mock model, answering without a real API key."
+        f"{opening} I am rxllm's built-in model, answering as {model or 'mock-model'}."
         " Each word of this reply arrives as its own streamed token, so you can"
-        " watch deltas and timing flow through the pipeline. Set an API key to"
-        " talk to a real model."
+        " watch deltas and timing flow through the pipeline. Offer me tools and"
+        " I call them. For a real model, start rxllm with --upstream URL."
     )
 
 

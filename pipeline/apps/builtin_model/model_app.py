@@ -43,6 +43,7 @@ from pipeline.apps.builtin_model.anthropic_wire import (
 from pipeline.apps.builtin_model.chat_wire import ChatWriter, chat_completion
 from pipeline.apps.builtin_model.prefill import continue_answer, find_prefill
 from pipeline.apps.builtin_model.responses_wire import ResponsesWriter, response_object
+from pipeline.apps.builtin_model.tool_use import ToolPlan, plan_tools
 from pipeline.apps.builtin_model.traffic_log import (
     REQUEST_KEY,
     Recorder,
@@ -210,14 +211,16 @@ async def _answer(
     if status is not None:
         return _failure(script, status)
     n = body.get("n") if isinstance(body.get("n"), int) else None
+    model_name = str(body.get("model") or DEFAULT_MODEL)
+    plan = plan_tools(body, model_name)
     if required == "input" or writer is AnthropicWriter:
-        answer = _one_choice(script.answer(prompt_text(body), 1))
+        answer = _one_choice(script.answer(prompt_text(body), 1, model=model_name, plan=plan))
     else:
-        answer = _chat_answer(script, body, n)
+        answer = _chat_answer(script, body, n, model_name, plan)
     options = body.get("stream_options")
     meta = Meta(
         suffix=state.next_suffix(),
-        model=str(body.get("model") or DEFAULT_MODEL),
+        model=model_name,
         created=int(time.time()),
         prompt_tokens=count_words(body),
         include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
@@ -231,14 +234,18 @@ async def _answer(
     return await _whole(whole(answer, meta), answer, script, request, headers)
 
 
-def _chat_answer(script: MockScript, body: dict[str, Any], n: int | None) -> Answer:
+def _chat_answer(
+    script: MockScript, body: dict[str, Any], n: int | None, model: str, plan: ToolPlan | None
+) -> Answer:
     """The answer to a chat request: a prefilled one continues (:mod:`.prefill`)."""
     prefill = find_prefill(body)
     if prefill is not None:
-        answer = continue_answer(script.answer(prefill.prompt, n), prefill, script.continue_overlap)
+        answer = continue_answer(
+            script.answer(prefill.prompt, n, model=model), prefill, script.continue_overlap
+        )
         if answer is not None:
             return answer
-    return script.answer(prompt_text(body), n)
+    return script.answer(prompt_text(body), n, model=model, plan=plan)
 
 
 def _digest(key: str) -> str:

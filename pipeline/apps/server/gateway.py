@@ -59,6 +59,7 @@ class Gateway:
         self.hub = hub or StreamHub(replay_size=settings.replay_size)
         self.store: Any = None
         self.models: frozenset[str] | None = None
+        self.builtin_default: str | None = None
         self.upstreams: list[Upstream] = []
         self.failover_options = FailoverOptions()
         self._mock: Any = None
@@ -101,7 +102,7 @@ class Gateway:
         elif settings.upstream is not None:
             self.upstreams = [Upstream("upstream", settings.upstream, settings.api_key)]
         else:
-            from pipeline.apps.builtin_model import MockScript, MockServer
+            from pipeline.apps.builtin_model import DEFAULT_MODEL, MockScript, MockServer
 
             rate = settings.mock_tokens_per_second
             # A short think before the first token, as a real model has, so the page's
@@ -110,7 +111,8 @@ class Gateway:
             self._mock = MockServer(script)
             await self._mock.__aenter__()
             self.upstreams = [Upstream("builtin", self._mock.base_url, "no-key-needed")]
-            self.models = frozenset({"mock-model"})
+            # It answers to any model name, as the name asked; this one when none is.
+            self.builtin_default = DEFAULT_MODEL
         self._warm_up_clients()
         if settings.store:
             from sinks.store import Store, StoreSettings
@@ -175,6 +177,8 @@ class Gateway:
             return self.settings.model
         if self.models:
             return min(self.models)
+        if self.builtin_default is not None:
+            return self.builtin_default
         raise ApiError(
             400,
             "this request names no model and the server has no default: "

@@ -346,7 +346,8 @@ class _Api:
         return self.gateway.store
 
     async def models(self, request: Request) -> Response:
-        names = sorted(self.gateway.models or [])
+        gw = self.gateway
+        names = sorted(gw.models or ([gw.builtin_default] if gw.builtin_default else []))
         data = [{"id": n, "object": "model", "owned_by": "rxllm"} for n in names]
         return JSONResponse({"object": "list", "data": data})
 
