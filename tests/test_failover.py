@@ -38,7 +38,7 @@ from pipeline.runtime.failover import failover
 from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.key_pool import KeyPool, fingerprint
 from pipeline.runtime.multicast import StreamRun
-from pipeline.runtime.upstreams import Upstream, UpstreamConfig
+from pipeline.runtime.upstreams import Cooldown, Upstream, UpstreamConfig
 from sinks.metrics import Metrics
 from tests.virtual_time import on_next
 
@@ -255,6 +255,57 @@ def test_a_retry_after_longer_than_the_budget_skips_to_the_next_upstream() -> No
     assert cast(Failover, events[0]).delay == 0.0
     assert [name for _, name, *_ in fake.calls] == ["a", "b"]
     assert events[-1].type == "finished"
+
+
+def test_a_retry_after_longer_than_max_wait_ends_at_once_saying_when() -> None:
+    scheduler = TestScheduler()
+    fake = Fake(scheduler, {"a": [failing(status_error(429, {"retry-after": "7"}))]})
+    cooldown = Cooldown(clock=lambda: scheduler.clock)
+    out = run_virtual(scheduler, fake, [Upstream("a", cooldown=cooldown)])
+    assert len(fake.calls) == 1  # not waited for, not asked again
+    assert [type(e) for _, e in out] == [StreamError]
+    time_, end = out[0]
+    assert time_ == 200  # at once
+    assert isinstance(end, StreamError) and (end.status, end.retry_after) == (429, 7.0)
+
+
+def test_max_wait_bounds_every_wait() -> None:
+    scheduler = TestScheduler()
+    fake = Fake(
+        scheduler,
+        {"a": [failing(status_error(429, {"retry-after": "1.5"}))], "b": [good(scheduler)]},
+    )
+    out = run_virtual(scheduler, fake, [Upstream("a"), Upstream("b")], max_wait=1.0)
+    assert moves([e for _, e in out]) == [("a", "b", 2, "http")]  # b at once, a not waited for
+    scheduler = TestScheduler()
+    fake = Fake(scheduler, {"a": [failing(status_error(503)), good(scheduler)]})
+    out = run_virtual(scheduler, fake, [Upstream("a")], backoff=5.0, max_wait=1.0)
+    assert cast(Failover, out[0][1]).delay == 1.0  # its own backoff is cut to max_wait
+
+
+def test_an_upstream_is_not_asked_again_within_its_retry_after_by_any_request() -> None:
+    now = [0.0]
+    upstream = Upstream("a", cooldown=Cooldown(clock=lambda: now[0]))
+
+    def run(plan: list[Callable[[], Observable[Any]]]) -> tuple[Fake, list[tuple[float, Event]]]:
+        scheduler = TestScheduler()
+        fake = Fake(scheduler, {"a": plan})
+        return fake, run_virtual(scheduler, fake, [upstream])
+
+    fake, out = run([failing(status_error(429, {"retry-after": "7"}))])
+    assert len(fake.calls) == 1
+    now[0] = 1.0  # the next request, 1 s later
+    fake, out = run([lambda: reactivex.never()])
+    assert fake.calls == []  # answered from memory: the upstream is not asked
+    end = out[-1][1]
+    assert isinstance(end, StreamError) and (end.status, end.retry_after) == (429, 6.0)
+    assert "asked for no request in the next 6s" in end.message
+    now[0] = 5.5  # 1.5 s left: within max_wait, so it waits, then asks
+    scheduler = TestScheduler()
+    fake = Fake(scheduler, {"a": [good(scheduler)]})
+    out = run_virtual(scheduler, fake, [upstream])
+    assert [round(t - 200, 6) for t, *_ in fake.calls] == [1.5]
+    assert out[-1][1].type == "finished"
 
 
 def test_no_attempt_starts_after_max_total() -> None:

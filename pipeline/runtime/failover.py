@@ -26,9 +26,15 @@ Rules:
   sent at once, and is counted by ``metrics.inc_retry(upstream, kind)`` (same
   upstream) or ``metrics.inc_failover(from, to)`` (next upstream).
 * A ``Retry-After`` (the error event's ``retry_after``) is honoured: the same
-  upstream is never tried sooner; when the wait would end after the budget,
-  the next upstream is tried instead. No attempt starts later than
-  ``max_total`` seconds after subscription.
+  upstream is never tried sooner, by this request or another (an upstream
+  without a key pool remembers it in its :class:`~pipeline.runtime.upstreams.Cooldown`,
+  a pool per key); when the wait would be longer than ``max_wait`` or end
+  after the budget, the next upstream is tried instead, or, with none left,
+  the stream ends at once with the 429, its ``retry_after`` saying when the
+  first upstream or key is free again. No wait is longer than ``max_wait``,
+  no attempt starts later than ``max_total`` seconds after subscription, and
+  one upstream is asked at most ``1 + retries`` times (besides the retries
+  with another key of a pool after a key was rejected with 401/403).
 * With a :class:`pipeline.runtime.key_pool.KeyPool`, every attempt leases a key and
   releases it with the outcome: a 429 cools the key down (the next attempt
   takes another key at once if one is healthy), 401/403 remove it and the
@@ -163,7 +169,10 @@ def failover(
     attempt; backoff ``n`` waits ``min(max_backoff, backoff * 2**(n-1))``
     seconds less up to ``jitter`` of it (at random, drawn from ``random``),
     and never less than the error's ``retry_after``. ``max_total`` (seconds
-    from subscription) bounds when an attempt may start. The timeouts are
+    from subscription) bounds when an attempt may start; ``max_wait`` bounds
+    any one wait: a Retry-After (or key cooldown) longer than it is not
+    waited for, the next upstream is tried or the stream ends at once with
+    the 429, its ``retry_after`` saying when an upstream or key is next free. The timeouts are
     :func:`operators.timeouts`', applied to each attempt (an upstream's own
     win). ``conversation_id`` keeps the conversation on one key of a sticky
     pool. ``scheduler`` runs the backoff and timeout timers (default: the
@@ -232,6 +241,7 @@ class _Run:
         self.waited = False  # whether anything was waited for before an attempt
         self.last_t = 0.0  # the ``t`` of the last event sent
         self.last_error: StreamError | None = None
+        self.cooled_down = False  # the next attempt follows a wait for its upstream's cooldown
 
     # -- time ----------------------------------------------------------------
 
@@ -250,6 +260,15 @@ class _Run:
             pool = upstream.pool
             key = upstream.key
             lease = None
+            cooling = upstream.cooldown.wait_time() if pool is None else 0.0
+            if cooling > 0 and not self.cooled_down:
+                # Its last Retry-After (this request's or another's) has not run out.
+                message = (
+                    f"upstream {upstream.name!r} asked for no request in the next {cooling:.3g}s"
+                )
+                self.no_key(upstream, NoKeyAvailable(message, retry_after=cooling))
+                return
+            self.cooled_down = False
             if pool is not None:
                 try:
                     lease = pool.acquire(policy.conversation_id)
@@ -347,6 +366,8 @@ class _Run:
             self.lease = None
         remaining = policy.options.max_total - self.elapsed()
         pool = upstream.pool
+        if error.status == 429 and pool is None and error.retry_after is not None:
+            upstream.cooldown.cool(error.retry_after)
         if error.status in (401, 403) and pool is not None and len(pool) > 0:
             self.tries -= 1  # the key was at fault, not the upstream
             self.move(self.index, error.message, error, 0.0)
@@ -357,7 +378,7 @@ class _Run:
         # A timed-out upstream is not waited for twice while another one is left.
         stalled = error.kind == "timeout" and self.index + 1 < len(policy.upstreams)
         if not stalled and self.tries <= policy.options.retries:
-            delay = policy.backoff.delay(self.tries)
+            delay = min(policy.backoff.delay(self.tries), policy.options.max_wait)
             if error.retry_after is not None:
                 delay = max(delay, error.retry_after)
             if error.status == 429 and pool is not None:
@@ -366,19 +387,22 @@ class _Run:
                     delay = 0.0  # Retry-After was the key's: another key can go now
                 elif wait is not None:
                     delay = max(delay, wait)  # the pool's own cooldown, without Retry-After
-            if delay <= remaining:
+            if delay <= min(remaining, policy.options.max_wait):
+                self.cooled_down = True
                 self.move(self.index, error.message, error, delay)
                 return
         self.next_upstream(error.message, error)
 
     def no_key(self, upstream: Upstream, exc: NoKeyAvailable) -> None:
         """No key of the upstream's pool can be used now: wait for one, or move on."""
-        remaining = self.policy.options.max_total - self.elapsed()
+        options = self.policy.options
+        remaining = min(options.max_total - self.elapsed(), options.max_wait)
         if exc.retry_after is not None and exc.retry_after <= remaining:
             # A wait for a key's cooldown to end (already announced by the failover
             # event that asked for it, or the pool's own state): no event, no retry.
             wait = max(exc.retry_after, 0.001)
             self.waited = True
+            self.cooled_down = True
             self.timer.disposable = self.scheduler.schedule_relative(wait, self.on_timer)
             return
         reason = str(exc)
@@ -392,9 +416,7 @@ class _Run:
                 retryable=exc.retry_after is not None,
                 retry_after=exc.retry_after,
             )
-        log.warning(
-            "stream %s: upstream %s has no usable key", self.policy.stream_id, upstream.name
-        )
+        log.warning("stream %s: upstream %s: %s", self.policy.stream_id, upstream.name, reason)
         self.next_upstream(reason, None)
 
     def next_upstream(self, reason: str, error: StreamError | None) -> None:
@@ -468,12 +490,28 @@ class _Run:
         self.observer.on_next(event)
 
     def give_up(self, terminal: Event) -> None:
-        """End with the last attempt's held events and ``terminal``."""
+        """End with the last attempt's held events and ``terminal``.
+
+        A 429 says in ``retry_after`` when the first upstream or key is free
+        again (as its Retry-After or cooldown says), so a client waits that long.
+        """
+        if isinstance(terminal, StreamError) and terminal.status == 429:
+            waits = [self.free_in(u) for u in self.policy.upstreams]
+            known = [w for w in waits if w is not None]
+            if known:
+                terminal = terminal.model_copy(update={"retry_after": min(known)})
         held, self.held = self.held, []
         for item in held:
             self.send(item)
         self.send(terminal)
         self.end(terminal)
+
+    @staticmethod
+    def free_in(upstream: Upstream) -> float | None:
+        """Seconds until ``upstream`` (a key of its pool) may be asked again; ``None``: unknown."""
+        pool = upstream.pool
+        wait = pool.wait_time() if pool is not None else upstream.cooldown.wait_time()
+        return wait if wait is not None and wait > 0 else None
 
     def end(self, terminal: EventBase) -> None:
         self.done = True

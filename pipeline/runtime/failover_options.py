@@ -45,6 +45,11 @@ class FailoverOptions(BaseModel):
     max_total: float = Field(
         default=30.0, gt=0, description="seconds from subscription in which an attempt may start"
     )
+    max_wait: float = Field(
+        default=2.0,
+        ge=0,
+        description="the longest wait before a retry: a longer Retry-After is not waited for",
+    )
     first_token_timeout: float | None = Field(
         default=None, gt=0, description="seconds an attempt may wait for its first content"
     )

@@ -10,7 +10,9 @@ timeouts) and makes its ``AsyncOpenAI`` clients, one per key and event loop.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pipeline.runtime.http_backend import http_client
 from pipeline.runtime.key_pool import KeyPool, fingerprint
 
-__all__ = ["ClientFactory", "Upstream", "UpstreamConfig", "safe_url"]
+__all__ = ["ClientFactory", "Cooldown", "Upstream", "UpstreamConfig", "safe_url"]
 
 
 def safe_url(url: str | None) -> str | None:
@@ -41,6 +43,27 @@ def safe_url(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class Cooldown:
+    """Until when an upstream asked not to be asked again (its 429's Retry-After).
+
+    ``clock`` gives monotonic seconds (inject a fake one in tests). Thread-safe
+    enough for its one job: a float written and read whole.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._until = -math.inf
+
+    def cool(self, seconds: float) -> None:
+        """Ask for no request in the next ``seconds`` (a later end wins)."""
+        if math.isfinite(seconds) and seconds > 0:
+            self._until = max(self._until, self.clock() + seconds)
+
+    def wait_time(self) -> float:
+        """Seconds until the upstream may be asked again (0: now)."""
+        return max(0.0, self._until - self.clock())
+
+
 @dataclass(frozen=True, eq=False)
 class Upstream:
     """One OpenAI-compatible upstream: where, with which key(s), which model names.
@@ -50,8 +73,10 @@ class Upstream:
     for local servers that want none). ``models`` maps a requested model name
     to this upstream's name for it (``"*"``: any other name). The timeouts
     (seconds) override those given to :func:`failover` for this upstream.
-    ``client_options`` go to ``AsyncOpenAI`` (``timeout``, ``default_headers``...; without
-    an ``http_client``, :func:`pipeline.runtime.http_backend.http_client` is used).
+    ``cooldown`` remembers a pool-less upstream's last Retry-After across
+    requests (a pool keeps one per key). ``client_options`` go to
+    ``AsyncOpenAI`` (``timeout``, ``default_headers``...; without an
+    ``http_client``, :func:`pipeline.runtime.http_backend.http_client` is used).
     The repr shows fingerprints, never keys.
     """
 
@@ -63,6 +88,7 @@ class Upstream:
     idle_timeout: float | None = None
     total_timeout: float | None = None
     client_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    cooldown: Cooldown = field(default_factory=Cooldown, repr=False)
     # One client per key and event loop (an httpx pool belongs to one loop).
     _clients: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, AsyncOpenAI]] = field(
         default_factory=WeakKeyDictionary, init=False, repr=False

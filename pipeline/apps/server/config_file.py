@@ -6,6 +6,7 @@ A TOML file::
     retries = 2              # per upstream, after its first attempt
     backoff = 0.25           # seconds, doubled per retry, with jitter
     max_total = 30           # seconds in which an attempt may start
+    max_wait = 2             # longest wait for a Retry-After; longer: a 429 at once
     first_token_timeout = 15
     idle_timeout = 60
 

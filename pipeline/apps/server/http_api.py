@@ -18,12 +18,15 @@ Routes (each also importable through :func:`routes`, to mount into an app):
 
 A streaming request whose upstream fails before the first token gets an
 HTTP error with the upstream's status (a client's retry logic sees a 429 as
-a 429); after the first token, the error is an event in the stream.
+a 429), ``x-should-retry: false`` (rxllm has retried already) and, for a
+rate limit, ``Retry-After``/``retry-after-ms``; after the first token, the
+error is an event in the stream.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -75,6 +78,23 @@ def _upstream_error(event: StreamError) -> ApiError:
     else:
         status = 502
     return ApiError(status, event.message, type="upstream_error", code=event.code or event.kind)
+
+
+def _upstream_error_response(event: StreamError, headers: dict[str, str]) -> Response:
+    """The response for a stream that failed before its first token, with retry advice.
+
+    rxllm has already retried (and failed over) as its policy allows, so the
+    client's own retries would only multiply the load on the upstream:
+    ``x-should-retry: false`` (read by the openai and Anthropic SDKs) says not
+    to. A rate limit carries ``Retry-After`` (whole seconds, rounded up) and
+    ``retry-after-ms``: when the first upstream or key is free again.
+    """
+    advice = {**headers, "x-should-retry": "false"}
+    wait = event.retry_after
+    if wait is not None and math.isfinite(wait) and wait >= 0:
+        advice["retry-after"] = str(math.ceil(wait))
+        advice["retry-after-ms"] = str(math.ceil(wait * 1000))
+    return error_response(_upstream_error(event), advice)
 
 
 async def _first_then_rest(run: StreamRun) -> tuple[list[Event], AsyncIterator[Event]]:
@@ -185,13 +205,13 @@ class _Api:
             run.start()
             terminal = await run.wait()
             if isinstance(terminal, StreamError):
-                return error_response(_upstream_error(terminal), headers)
+                return _upstream_error_response(terminal, headers)
             body = _completion(acc.result(), run.stream_id or "", req.model)
             return JSONResponse(body, headers=headers)
         held, events = await _first_then_rest(run)
         first = held[-1] if held else None
         if isinstance(first, StreamError) and not first.after_first_token:
-            return error_response(_upstream_error(first), headers)
+            return _upstream_error_response(first, headers)
         options = req.model_extra.get("stream_options") if req.model_extra else None
         include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
         from sinks.dialects import OpenAIDialect
