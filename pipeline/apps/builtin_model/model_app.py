@@ -87,6 +87,7 @@ class MockState:
         self.rejected = frozenset(_digest(key) for key in reject_keys)
         self._seen: dict[str, int] = {}
         self._ids = itertools.count(1)
+        self.created = int(time.time())  # the models' "created"
 
     def rejects(self, request: Request) -> bool:
         """Return whether the request's key (bearer, or Anthropic's ``x-api-key``) is rejected."""
@@ -152,7 +153,7 @@ def mock_state(app: Starlette) -> MockState:
 async def _models(request: Request) -> Response:
     state = mock_state(request.app)
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "rxllm-mock"}
+        {"id": name, "object": "model", "created": state.created, "owned_by": "rxllm-mock"}
         for name in state.models
     ]
     return JSONResponse({"object": "list", "data": data})

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.apps.server.api_errors import ApiError
 from pipeline.apps.server.config_file import load_config
+from pipeline.apps.server.model_list import ModelList
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.runtime.failover import failover
 from pipeline.runtime.failover_options import FailoverOptions
@@ -60,6 +61,7 @@ class Gateway:
         self.store: Any = None
         self.models: frozenset[str] | None = None
         self.builtin_default: str | None = None
+        self.model_list = ModelList([])
         self.upstreams: list[Upstream] = []
         self.failover_options = FailoverOptions()
         self._mock: Any = None
@@ -114,6 +116,7 @@ class Gateway:
             # It answers to any model name, as the name asked; this one when none is.
             self.builtin_default = DEFAULT_MODEL
         self._warm_up_clients()
+        self.model_list = ModelList(self.upstreams, default=settings.model or self.builtin_default)
         if settings.store:
             from sinks.store import Store, StoreSettings
 

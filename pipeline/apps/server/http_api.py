@@ -13,6 +13,8 @@ Routes (each also importable through :func:`routes`, to mount into an app):
   ``--redis``) on the process that holds it: 200 once it is cancelled, 202
   when the request was sent but the end was not seen within 2 s.
 * ``POST /api/chat`` -- the Vercel AI SDK UI message stream (``useChat``).
+* ``GET /v1/models`` -- the upstreams' models (asked, cached) and the config's
+  aliases (:mod:`pipeline.apps.server.model_list`).
 * ``GET /v1/transcripts``, ``GET /v1/transcripts/{id}`` -- the store, read-only.
 * ``GET /metrics`` -- Prometheus; ``GET /`` -- the chat page.
 
@@ -366,9 +368,7 @@ class _Api:
         return self.gateway.store
 
     async def models(self, request: Request) -> Response:
-        gw = self.gateway
-        names = sorted(gw.models or ([gw.builtin_default] if gw.builtin_default else []))
-        data = [{"id": n, "object": "model", "owned_by": "rxllm"} for n in names]
+        data = await self.gateway.model_list.data()
         return JSONResponse({"object": "list", "data": data})
 
     async def page(self, request: Request) -> Response:
