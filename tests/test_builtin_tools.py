@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import agents
+import anthropic
 import pytest
 from jsonschema import validators
 from openai import AsyncOpenAI, OpenAI
@@ -320,3 +321,25 @@ def test_serve_with_no_upstream_answers_any_model_name_and_calls_tools(tmp_path:
         calls = called.choices[0].message.tool_calls or []
         assert [c.function.name for c in calls] == ["get_weather"]  # type: ignore[union-attr]
         check(WEATHER, json.loads(calls[0].function.arguments))  # type: ignore[union-attr]
+
+
+def test_the_anthropic_sdk_gets_a_tool_use_block_then_text(model: MockServer) -> None:
+    client = anthropic.Anthropic(base_url=model.url, api_key="unused")
+    tools: list[Any] = [{"name": "get_weather", "description": "weather", "input_schema": WEATHER}]
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.messages.create(model="claude-x", max_tokens=100, messages=messages, tools=tools)
+    assert first.stop_reason == "tool_use"
+    (use,) = [b for b in first.content if b.type == "tool_use"]
+    check(WEATHER, use.input)
+    messages += [
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C"}],
+        },
+    ]
+    second = client.messages.create(
+        model="claude-x", max_tokens=100, messages=messages, tools=tools
+    )
+    assert second.stop_reason == "end_turn"
+    assert "21C" in "".join(b.text for b in second.content if b.type == "text")
