@@ -272,7 +272,7 @@ async def test_final_update_is_written_once_and_after_the_streams_events(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writes: list[tuple[str, str, int]] = []  # (what, stream id, seq) in commit order
-    original = BatchWriter._write
+    original = BatchWriter._execute
 
     async def recording(
         self: BatchWriter,
@@ -286,7 +286,7 @@ async def test_final_update_is_written_once_and_after_the_streams_events(
         writes.extend(("event", sid, e.seq) for _, sid, e in events)
         writes.extend(("final", c.stream_id, -1) for c in closes)
 
-    monkeypatch.setattr(BatchWriter, "_write", recording)
+    monkeypatch.setattr(BatchWriter, "_execute", recording)
     async with Store(db_url, settings=settings(batch_size=3)) as store:
         ups = [Upstream(store, f"o{i}") for i in range(3)]
         for up in ups:

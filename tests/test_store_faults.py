@@ -215,8 +215,10 @@ async def test_close_gives_up_after_close_timeout_on_a_database_that_stays_locke
     store = Store(db_url, settings=fast_retry(close_timeout=0.3), on_retry=retries)
     await store.open()
     stream = Driven(store, "stuck")
-    stream.say("x")
     async with locked(db_url):
+        # Said under the lock: said before it, the writer could write it first and
+        # never retry (the test then waited for a retry that never came).
+        stream.say("x")
         await retries.wait()
         with caplog.at_level(logging.ERROR, logger="sinks.store"):
             await store.close()  # returns: the lock outlives close_timeout

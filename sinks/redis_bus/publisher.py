@@ -35,6 +35,10 @@ Redis restarted without persistence has lost what was written before: the
 publisher goes on from the next event, and a reader finds the gap
 (:class:`~sinks.redis_bus.bus_errors.BusGapError`) and reads the missing events
 from the transcript store.
+
+The task, ``flush``/``close`` and the retry loop are
+:class:`sinks._drain_writer.DrainWriter`'s (the transcript store's too); this
+module says what a batch is and how it is written.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from reactivex import abc
@@ -52,15 +55,12 @@ from redis.asyncio import Redis
 
 from pipeline.core.events import Event, dump_event, is_terminal
 from pipeline.runtime.multicast import StreamRun
-from sinks._waiters import Waiters
+from sinks._drain_writer import DrainWriter, DropHook
 from sinks.redis_bus.settings import BusSettings, entry_id
 
 __all__ = ["RETRYABLE", "DropHook", "RedisPublisher", "is_duplicate"]
 
 log = logging.getLogger(__name__)
-
-DropHook = Callable[[int], None]
-"""Called with the number of events just dropped (``prometheus_client.Counter.inc`` fits)."""
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # refused, reset, closed; also BusyLoadingError
@@ -77,12 +77,16 @@ def is_duplicate(error: BaseException) -> bool:
     return isinstance(error, redis_errors.ResponseError) and "equal or smaller" in str(error)
 
 
-class RedisPublisher:
+class RedisPublisher(DrainWriter[list[Event]]):
     """Publishes events to Redis streams from a bounded buffer; see the module docstring.
 
     ``owner`` names this process in the owner records (``host:port``, say).
     Call :meth:`start` on the running loop, :meth:`close` at the end.
     """
+
+    _log = log
+    _what = "redis bus: the publisher"
+    _task_name = "rxllm-redis-bus"
 
     def __init__(
         self,
@@ -92,24 +96,15 @@ class RedisPublisher:
         *,
         on_drop: DropHook | None = None,
     ) -> None:
+        self.settings = settings or BusSettings()
+        super().__init__(self.settings.retry_backoff, on_drop=on_drop)
         self._client = client
         self.owner = owner
-        self.settings = settings or BusSettings()
-        self._on_drop = on_drop
         self._queue: deque[Event] = deque()
         self._live: dict[str, None] = {}  # streams registered or written, not ended
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self._put = 0  # events accepted so far
-        self._done = 0  # events written (or refused for good) so far
-        self._waiters = Waiters()
-        self._overflowing = False
         self._down: BaseException | None = None
         self._refresh_now = False  # after an outage: owner records may be lost
-        self.dropped = 0
-        self.failed = 0
-        self.retries = 0
+        self._next_refresh = 0.0
         self.published = 0
 
     # -- the hot path: called from on_next, never awaits --------------------
@@ -143,19 +138,7 @@ class RedisPublisher:
         if self._closed or (
             len(self._queue) >= self.settings.max_buffer and not is_terminal(event)
         ):
-            self._drop(event)
-            return False
-        self._queue.append(event)
-        self._put += 1
-        if not self._wakeup.is_set():
-            self._wakeup.set()
-        return True
-
-    def _drop(self, event: Event) -> None:
-        self.dropped += 1
-        if not self._overflowing:
-            self._overflowing = True
-            log.warning(
+            self._drop(
                 "redis bus: buffer full (%d events, Redis is slow or down): dropping events, "
                 "starting with seq %d of stream %s; resumes through other processes read "
                 "them from the transcript store",
@@ -163,116 +146,76 @@ class RedisPublisher:
                 event.seq,
                 event.stream_id,
             )
-        if self._on_drop is not None:
-            try:
-                self._on_drop(1)
-            except Exception:
-                log.exception("redis bus: the on_drop hook failed")
+            return False
+        self._queue.append(event)
+        self._accept()
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+        return True
 
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
         """Start the writer task on the running loop."""
-        if self._task is not None:
-            raise RuntimeError("the publisher has already started")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="rxllm-redis-bus")
-        self._task.add_done_callback(self._on_task_done)
-
-    async def flush(self) -> None:
-        """Wait until every event queued before this call is written (retrying as needed).
-
-        Errors: ``RuntimeError`` if the publisher is not running.
-        """
-        if self._task is None or self._task.done():
-            raise RuntimeError("the redis bus publisher is not running")
-        target = self._put
-        if self._done >= target:
-            return
-        future = self._waiters.until(target)
-        self._wakeup.set()
-        await future
+        self._next_refresh = asyncio.get_running_loop().time() + self.settings.live_ttl / 3
+        super().start()
 
     async def close(self, grace: float | None = None) -> None:
         """Flush (for at most ``grace`` seconds, default ``close_timeout``), then stop the task."""
-        task = self._task
-        if task is None or self._closed:
-            self._closed = True
-            return
-        try:
-            async with asyncio.timeout(self.settings.close_timeout if grace is None else grace):
-                await self.flush()
-        except TimeoutError:
-            log.error(
-                "redis bus: could not publish within the close timeout; %d events not published",
-                len(self._queue),
+        await super().close(self.settings.close_timeout if grace is None else grace)
+
+    def _lost(self, grace: float) -> None:
+        log.error(
+            "redis bus: could not publish within the close timeout; %d events not published",
+            len(self._queue),
+        )
+
+    # -- the drain (see sinks._drain_writer) ------------------------------------
+
+    def _wait_timeout(self) -> float:
+        return max(0.0, self._next_refresh - asyncio.get_running_loop().time())
+
+    async def _before_drain(self) -> None:
+        settings = self.settings
+        if 0 < len(self._queue) < settings.batch_size and settings.flush_interval > 0:
+            await asyncio.sleep(settings.flush_interval)  # gather a batch
+
+    async def _after_drain(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_refresh or self._refresh_now:
+            self._refresh_now = False
+            self._next_refresh = now + self.settings.live_ttl / 3
+            await self._refresh()
+
+    def _has_work(self, target: int) -> bool:
+        return bool(self._queue)  # what arrives while a batch is written goes too
+
+    def _retryable(self, error: Exception) -> bool:
+        return isinstance(error, RETRYABLE)
+
+    def _take(self) -> list[Event]:
+        size = min(self.settings.batch_size, len(self._queue))
+        return list(itertools.islice(self._queue, size))
+
+    def _retrying(self, error: Exception, attempt: int, batch: list[Event]) -> None:
+        self._outage(error)
+
+    def _commit(self, batch: list[Event]) -> int:
+        for _ in range(len(batch)):
+            self._queue.popleft()
+        if self._overflowing and len(self._queue) < self.settings.max_buffer // 2:
+            self._overflowing = False
+        return self._done + len(batch)
+
+    def _written(self, retries: int) -> None:
+        if self._down is not None:
+            log.warning(
+                "redis bus: Redis is reachable again after %d retries (%d events dropped so far)",
+                retries,
+                self.dropped,
             )
-        except RuntimeError:
-            log.exception("redis bus: the publisher had stopped")
-        finally:
-            self._closed = True
-            task.cancel()
-            await asyncio.wait([task])
-
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        self._waiters.fail(RuntimeError("the redis bus publisher stopped"))
-
-    # -- the writer task --------------------------------------------------------
-
-    async def _run(self) -> None:
-        settings = self.settings
-        loop = asyncio.get_running_loop()
-        refresh_every = settings.live_ttl / 3
-        next_refresh = loop.time() + refresh_every
-        while True:
-            if not self._queue:
-                try:
-                    async with asyncio.timeout(max(0.0, next_refresh - loop.time())):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
-            self._wakeup.clear()
-            if 0 < len(self._queue) < settings.batch_size and settings.flush_interval > 0:
-                await asyncio.sleep(settings.flush_interval)  # gather a batch
-            try:
-                await self._drain()
-                if loop.time() >= next_refresh or self._refresh_now:
-                    self._refresh_now = False
-                    next_refresh = loop.time() + refresh_every
-                    await self._refresh()
-            except Exception:  # a bug: keep the writer alive, say so, try again later
-                log.exception("redis bus: the publisher failed; retrying")
-                await asyncio.sleep(settings.retry_max)
-
-    async def _drain(self) -> None:
-        settings = self.settings
-        attempt = 0
-        while self._queue:
-            size = min(settings.batch_size, len(self._queue))
-            batch = list(itertools.islice(self._queue, size))
-            try:
-                await self._write(batch)
-            except RETRYABLE as error:
-                attempt += 1
-                self.retries += 1
-                self._outage(error)
-                await asyncio.sleep(settings.retry_backoff.delay(attempt))
-                continue
-            for _ in range(size):
-                self._queue.popleft()
-            self._done += size
-            self._waiters.reached(self._done)
-            if self._down is not None:
-                log.warning(
-                    "redis bus: Redis is reachable again after %d retries (%d events dropped "
-                    "so far)",
-                    attempt,
-                    self.dropped,
-                )
-                self._down = None
-                self._refresh_now = True
-            attempt = 0
-            if self._overflowing and len(self._queue) < settings.max_buffer // 2:
-                self._overflowing = False
+            self._down = None
+            self._refresh_now = True
 
     async def _write(self, batch: list[Event]) -> None:
         settings = self.settings

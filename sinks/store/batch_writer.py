@@ -29,11 +29,14 @@ final updates are kept apart from the events and never dropped: a stream is
 always finalized, even if some of its events were lost. Any other error (a
 value the database refuses) makes the writer retry the batch one record at a
 time, so one bad record costs only itself (counted in :attr:`failed`).
+
+The task, ``flush``/``close`` and the retry loop are
+:class:`sinks._drain_writer.DrainWriter`'s (the Redis publisher's too); this
+module says what a batch is and how it is written.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections import deque
@@ -51,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pipeline.core.backoff import Backoff
 from pipeline.core.events import Event, EventBase, Finished, dump_event
 from pipeline.core.result import Accumulator, Result
-from sinks._waiters import Waiters
+from sinks._drain_writer import DrainWriter, DropHook
 from sinks.store.tables import Status, events_table, streams_table
 
 __all__ = [
@@ -70,8 +73,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DropHook = Callable[[int], None]
-"""Called with the number of events just dropped (``prometheus_client.Counter.inc`` fits)."""
 RetryHook = Callable[[BaseException, int], None]
 """Called with the error and the attempt number each time a write is retried."""
 
@@ -256,8 +257,12 @@ class _Batch:
         return len(self.events) + self.controls
 
 
-class BatchWriter:
+class BatchWriter(DrainWriter[_Batch]):
     """Owns the queue and the task that drains it into the database; see the module."""
+
+    _log = log
+    _what = "the transcript store writer"
+    _task_name = "rxllm-store-writer"
 
     def __init__(
         self,
@@ -267,22 +272,12 @@ class BatchWriter:
         on_drop: DropHook | None = None,
         on_retry: RetryHook | None = None,
     ) -> None:
+        super().__init__(settings.retry_backoff, on_drop=on_drop)
         self._engine = engine
         self._settings = settings
-        self._on_drop = on_drop
         self._on_retry = on_retry
         self._events: deque[tuple[int, str, Event]] = deque()
         self._controls: deque[StreamOpen | StreamClose] = deque()
-        self._n = 0  # the number of the last record put
-        self._committed = 0  # every record numbered up to this one is written
-        self._waiters = Waiters()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self._overflowing = False
-        self.dropped = 0
-        self.failed = 0
-        self.retries = 0
         dialect = engine.dialect.name
         self._insert_streams = _insert(dialect, streams_table).on_conflict_do_nothing(
             index_elements=["id"]
@@ -327,10 +322,16 @@ class BatchWriter:
     def put_event(self, stream_id: str, event: Event) -> bool:
         """Queue an event; ``False`` if it was dropped (buffer full or writer closed)."""
         if self._closed or len(self._events) >= self._settings.max_buffer:
-            self._drop(stream_id, event)
+            self._drop(
+                "transcript store buffer full (%d events, the database is slow or down): "
+                "dropping events, starting with seq %d of stream %s; %d dropped so far",
+                len(self._events),
+                event.seq,
+                stream_id,
+                self.dropped + 1,
+            )
             return False
-        self._n += 1
-        self._events.append((self._n, stream_id, event))
+        self._events.append((self._accept(), stream_id, event))
         if len(self._events) >= self._settings.batch_size:
             self._wakeup.set()
         return True
@@ -345,128 +346,36 @@ class BatchWriter:
                 record.stream_id,
             )
             return
-        self._n += 1
-        record.n = self._n
+        record.n = self._accept()
         self._controls.append(record)
 
     def pending_events(self, stream_id: str) -> list[Event]:
         """The events of ``stream_id`` still in memory, oldest first."""
         return [event for _, sid, event in self._events if sid == stream_id]
 
-    def _drop(self, stream_id: str, event: Event) -> None:
-        self.dropped += 1
-        if not self._overflowing:
-            self._overflowing = True
-            log.warning(
-                "transcript store buffer full (%d events, the database is slow or down): "
-                "dropping events, starting with seq %d of stream %s; %d dropped so far",
-                len(self._events),
-                event.seq,
-                stream_id,
-                self.dropped,
-            )
-        if self._on_drop is not None:
-            try:
-                self._on_drop(1)
-            except Exception:
-                log.exception("the store's on_drop hook failed")
+    # -- the drain (see sinks._drain_writer) -------------------------------------
 
-    # -- lifecycle ------------------------------------------------------------
+    def _lost(self, grace: float) -> None:
+        log.error(
+            "the transcript store could not write within %.1f s; %d events and "
+            "%d stream updates are lost",
+            grace,
+            len(self._events),
+            len(self._controls),
+        )
 
-    def start(self) -> None:
-        """Start the writer task on the running loop."""
-        if self._task is not None:
-            raise RuntimeError("the writer has already started")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="rxllm-store-writer")
-        self._task.add_done_callback(self._on_task_done)
+    def _wait_timeout(self) -> float:
+        return self._settings.flush_interval
 
-    async def flush(self) -> None:
-        """Wait until everything put before this call is written (retrying as needed).
-
-        Errors: ``RuntimeError`` if the writer is not running.
-        """
-        if self._task is None or self._task.done():
-            raise RuntimeError("the transcript store is not open")
-        target = self._n
-        if self._committed >= target:
-            return
-        future = self._waiters.until(target)
-        self._wakeup.set()
-        await future
-
-    async def close(self, grace: float) -> None:
-        """Flush (for at most ``grace`` seconds), then cancel the task and await it."""
-        task = self._task
-        if task is None or self._closed:
-            self._closed = True
-            return
-        try:
-            async with asyncio.timeout(grace):
-                await self.flush()
-        except TimeoutError:
-            log.error(
-                "the transcript store could not write within %.1f s; %d events and "
-                "%d stream updates are lost",
-                grace,
-                len(self._events),
-                len(self._controls),
-            )
-        except RuntimeError:
-            log.exception("the transcript store writer had stopped")
-        finally:
-            self._closed = True
-            task.cancel()
-            await asyncio.wait([task])
-
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        self._waiters.fail(RuntimeError("the transcript store writer stopped"))
-
-    # -- the writer task --------------------------------------------------------
-
-    async def _run(self) -> None:
-        while True:
-            if not self._wakeup.is_set():
-                try:
-                    async with asyncio.timeout(self._settings.flush_interval):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
-            self._wakeup.clear()
-            try:
-                await self._drain()
-            except Exception:  # a bug: keep the writer alive, say so, try again later
-                log.exception("the transcript store writer failed; retrying")
-                await asyncio.sleep(self._settings.retry_max)
-
-    async def _drain(self) -> None:
-        attempt = 0
-        # What is queued now; what arrives while it is written waits for the next
-        # wake-up. Draining until nothing was left made a busy server write
-        # continuously in batches of a dozen events (a transaction each).
-        target = self._n
-        while self._committed < target:
-            batch = self._take()
-            try:
-                await self._write_batch(batch)
-            except Exception as error:
-                if not is_retryable(error):
-                    raise
-                attempt += 1
-                self.retries += 1
-                self._retried(error, attempt, batch)
-                await asyncio.sleep(self._settings.retry_backoff.delay(attempt))
-                continue
-            if attempt:
-                log.warning("the transcript store writes again after %d retries", attempt)
-                attempt = 0
-            self._done(batch)
+    def _retryable(self, error: Exception) -> bool:
+        return is_retryable(error)
 
     def _take(self) -> _Batch:
         size = self._settings.batch_size
         events = [self._events[i] for i in range(min(size, len(self._events)))]
         # Control records up to the first event left out belong to this batch.
         more = len(self._events) > len(events)
-        boundary = self._events[len(events)][0] - 1 if more else self._n
+        boundary = self._events[len(events)][0] - 1 if more else self._accepted
         opens: list[StreamOpen] = []
         closes: list[StreamClose] = []
         for record in self._controls:
@@ -478,7 +387,7 @@ class BatchWriter:
                 closes.append(record)
         return _Batch(events, opens, closes, len(opens) + len(closes), boundary)
 
-    def _retried(self, error: BaseException, attempt: int, batch: _Batch) -> None:
+    def _retrying(self, error: Exception, attempt: int, batch: _Batch) -> None:
         if attempt == 1 or attempt & (attempt - 1) == 0:  # the 1st, 2nd, 4th, 8th... time
             log.warning(
                 "the transcript store could not write %d records (attempt %d, %d events "
@@ -494,24 +403,27 @@ class BatchWriter:
             except Exception:
                 log.exception("the store's on_retry hook failed")
 
-    def _done(self, batch: _Batch) -> None:
+    def _written(self, retries: int) -> None:
+        if retries:
+            log.warning("the transcript store writes again after %d retries", retries)
+
+    def _commit(self, batch: _Batch) -> int:
         for _ in range(len(batch.events)):
             self._events.popleft()
         for _ in range(batch.controls):
             self._controls.popleft()
-        self._committed = batch.boundary
         if self._overflowing and len(self._events) < self._settings.max_buffer:
             self._overflowing = False
             log.warning(
                 "the transcript store buffer has room again; %d events dropped in all",
                 self.dropped,
             )
-        self._waiters.reached(self._committed)
+        return batch.boundary
 
-    async def _write_batch(self, batch: _Batch) -> None:
+    async def _write(self, batch: _Batch) -> None:
         try:
             async with self._engine.begin() as conn:
-                await self._write(conn, batch.opens, batch.events, batch.closes)
+                await self._execute(conn, batch.opens, batch.events, batch.closes)
         except Exception as error:
             if is_retryable(error):
                 raise
@@ -527,7 +439,7 @@ class BatchWriter:
         for opens, events, closes in _singles(batch):
             try:
                 async with self._engine.begin() as conn:
-                    await self._write(conn, opens, events, closes)
+                    await self._execute(conn, opens, events, closes)
             except Exception as error:
                 if is_retryable(error):
                     raise
@@ -540,7 +452,7 @@ class BatchWriter:
                     what = f"the final update of stream {closes[0].stream_id}"
                 log.error("the database refused %s; it is not stored: %s", what, _first_line(error))
 
-    async def _write(
+    async def _execute(
         self,
         conn: AsyncConnection,
         opens: list[StreamOpen],
