@@ -21,6 +21,11 @@ A TOML file::
     base_url = "http://10.0.0.7:8000/v1"
     models = { "*" = "llama-3.1-70b" }
 
+    [[tools]]                # offered to the model on /api/chat (useChat), run by the page
+    name = "get_weather"
+    description = "The current weather of a city"
+    parameters = { type = "object", properties = { city = { type = "string" } } }
+
 The ``[failover]`` table holds the fields of
 :class:`pipeline.runtime.failover_options.FailoverOptions`. Keys belong in
 environment variables (``api_key_env``), not in the file.
@@ -30,13 +35,45 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from jsonschema import SchemaError, validators
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.upstreams import UpstreamConfig
 
-__all__ = ["GatewayConfig", "load_config"]
+__all__ = ["GatewayConfig", "ToolDeclaration", "load_config"]
+
+
+class ToolDeclaration(BaseModel):
+    """A function tool the deployment offers the model on ``/api/chat`` (a ``[[tools]]`` table).
+
+    ``parameters`` is the JSON schema of its arguments, checked when the file
+    is read. The tool runs in the browser (``useChat``'s ``onToolCall``), not here.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    @field_validator("parameters")
+    @classmethod
+    def _a_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            validators.validator_for(value).check_schema(value)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+        return value
+
+    def openai(self) -> dict[str, Any]:
+        """The tool as a Chat Completions request's ``tools`` item."""
+        function = {"name": self.name, "parameters": self.parameters}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
 
 
 class GatewayConfig(BaseModel):
@@ -46,6 +83,7 @@ class GatewayConfig(BaseModel):
 
     upstreams: list[UpstreamConfig] = Field(min_length=1)
     failover: FailoverOptions = FailoverOptions()  # the [failover] table
+    tools: list[ToolDeclaration] = Field(default_factory=list)  # the [[tools]] tables
 
 
 def load_config(path: str | Path) -> GatewayConfig:

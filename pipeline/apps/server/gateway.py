@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
+_MAX_CHATS = 10_000  # chats whose last answer is remembered for resume and stop
+
 
 class Gateway:
     """The server's shared state: upstream client, hub, metrics, store."""
@@ -62,6 +65,8 @@ class Gateway:
         self.models: frozenset[str] | None = None
         self.builtin_default: str | None = None
         self.model_list = ModelList([])
+        self.chat_tools: list[dict[str, Any]] = []  # offered on /api/chat (config [[tools]])
+        self._chats: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.upstreams: list[Upstream] = []
         self.failover_options = FailoverOptions()
         self._mock: Any = None
@@ -101,6 +106,7 @@ class Gateway:
                 u.build(on_key_removed=self._key_removed(u.name)) for u in config.upstreams
             ]
             self.failover_options = config.failover
+            self.chat_tools = [tool.openai() for tool in config.tools]
         elif settings.upstream is not None:
             self.upstreams = [Upstream("upstream", settings.upstream, settings.api_key)]
         else:
@@ -224,6 +230,24 @@ class Gateway:
         if self.bus is not None:
             self.bus.attach(run)
         return run
+
+    def chat_started(self, chat_id: str, stream_id: str, message_id: str | None) -> None:
+        """``useChat``'s chat ``chat_id`` is now answered by ``stream_id`` (its last answer)."""
+        self._chats.pop(chat_id, None)
+        self._chats[chat_id] = (stream_id, message_id)
+        while len(self._chats) > _MAX_CHATS:
+            self._chats.popitem(last=False)
+
+    def chat_stream(self, chat_id: str) -> tuple[str, str | None] | None:
+        """The live stream answering ``chat_id`` and its message id; ``None`` when none runs."""
+        found = self._chats.get(chat_id)
+        if found is None:
+            return None
+        run = self.hub.get(found[0])
+        if run is None or run.terminal is not None:
+            del self._chats[chat_id]
+            return None
+        return found
 
     def _remote_cancel(self, stream_id: str, reason: str) -> None:
         """A cancel request from another process: cancel the stream if it is live here."""

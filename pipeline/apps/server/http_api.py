@@ -12,7 +12,9 @@ Routes (each also importable through :func:`routes`, to mount into an app):
 * ``POST /v1/streams/{id}/cancel`` -- cancel a live stream, here or (with
   ``--redis``) on the process that holds it: 200 once it is cancelled, 202
   when the request was sent but the end was not seen within 2 s.
-* ``POST /api/chat`` -- the Vercel AI SDK UI message stream (``useChat``).
+* ``POST /api/chat``, ``GET /api/chat/{id}/stream``, ``POST /api/chat/{id}/stop``
+  -- the Vercel AI SDK's ``useChat``: answer, resume, stop
+  (:mod:`pipeline.apps.server.use_chat`).
 * ``GET /v1/models`` -- the upstreams' models (asked, cached) and the config's
   aliases (:mod:`pipeline.apps.server.model_list`).
 * ``GET /v1/transcripts``, ``GET /v1/transcripts/{id}`` -- the store, read-only.
@@ -55,6 +57,7 @@ from pipeline.apps.server.request_bodies import (
     validate,
 )
 from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.apps.server.use_chat import UseChat
 from pipeline.core.events import Event, StreamError, is_content, is_terminal
 from pipeline.core.result import Accumulator
 from pipeline.runtime.multicast import StreamRun
@@ -316,24 +319,6 @@ class _Api:
                 return JSONResponse({"id": stream_id, "cancelled": False}, status_code=202)
         raise ApiError(404, f"no live stream with id '{stream_id}'", code="stream_not_found")
 
-    async def ui_chat(self, request: Request) -> Response:
-        gw = self.gateway
-        ui = validate(UIChatRequest, await read_json(request, gw.settings.max_body))
-        model = ui.model or gw.default_model()
-        self._check_model(model)
-        params = {"model": model, "messages": to_openai_messages(ui.messages)}
-        run = gw.open_stream(params)
-        held, events = await _first_then_rest(run)
-        return SSEResponse(
-            events,
-            first=held,
-            dialect="vercel",
-            on_disconnect=run.cancel,
-            heartbeat=gw.settings.heartbeat,
-            send_timeout=gw.settings.send_timeout,
-            headers={"x-rxllm-stream-id": run.stream_id or ""},
-        )
-
     async def transcripts(self, request: Request) -> Response:
         store = self._require_store()
         q = request.query_params
@@ -401,13 +386,16 @@ def _api_errors(handler: Handler) -> Handler:
 def routes(gateway: Gateway) -> list[BaseRoute]:
     """The server's routes, bound to ``gateway`` (mount them into your own app)."""
     api = _Api(gateway)
+    chat = UseChat(gateway)
     table: list[tuple[str, Handler, list[str]]] = [
         ("/v1/chat/completions", api.chat_completions, ["POST"]),
         ("/v1/models", api.models, ["GET"]),
         ("/v1/streams", api.start_stream, ["POST"]),
         ("/v1/streams/{stream_id}/events", api.stream_events, ["GET"]),
         ("/v1/streams/{stream_id}/cancel", api.cancel_stream, ["POST"]),
-        ("/api/chat", api.ui_chat, ["POST"]),
+        ("/api/chat", chat.answer, ["POST"]),
+        ("/api/chat/{chat_id}/stream", chat.resume, ["GET"]),
+        ("/api/chat/{chat_id}/stop", chat.stop, ["POST"]),
         ("/v1/transcripts", api.transcripts, ["GET"]),
         ("/v1/transcripts/{stream_id}", api.transcript, ["GET"]),
         ("/", api.page, ["GET"]),

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from pipeline.apps.server.api_errors import ApiError
+from pipeline.apps.server.ui_messages import ui_to_chat_messages
 
 __all__ = ["ChatRequest", "UIChatRequest", "read_json", "to_openai_messages", "validate"]
 
@@ -82,17 +83,9 @@ def validate(model: type[M], body: dict[str, Any]) -> M:
 
 
 def to_openai_messages(ui_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Convert AI SDK UI messages (``parts``) or plain ``content`` messages to OpenAI ones."""
-    out: list[dict[str, Any]] = []
-    for message in ui_messages:
-        role = message.get("role")
-        if role not in {"system", "user", "assistant"}:
-            raise ApiError(400, f"unsupported message role {role!r}", param="messages")
-        content = message.get("content")
-        if not isinstance(content, str):
-            parts = message.get("parts") or []
-            content = "".join(
-                p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"
-            )
-        out.append({"role": role, "content": content})
-    return out
+    """Convert AI SDK UI messages (``parts``) or plain ``content`` messages to OpenAI ones.
+
+    As the AI SDK's ``convertToModelMessages`` and its OpenAI provider do:
+    see :mod:`pipeline.apps.server.ui_messages`.
+    """
+    return ui_to_chat_messages(ui_messages)

@@ -1,0 +1,137 @@
+"""The Vercel AI SDK ``useChat`` routes: answer, resume, stop.
+
+* ``POST /api/chat`` -- ``DefaultChatTransport``'s request (``id``, UI
+  ``messages``, ``trigger``, ``messageId``): the messages are converted as
+  the SDK's ``convertToModelMessages`` does
+  (:mod:`pipeline.apps.server.ui_messages`), the tools the deployment
+  declares (``[[tools]]`` in ``--config``) are offered to the model, and
+  the answer streams back as the UI message stream (``vercel`` dialect:
+  text, reasoning, ``tool-input-start/delta/available``). An answer that
+  continues an assistant message (after tool outputs, the SDK's
+  ``sendAutomaticallyWhen``) keeps that message's id.
+* ``GET /api/chat/{id}/stream`` -- the SDK's ``resume: true`` reconnect: the
+  chat's running answer from its start (the SDK's default
+  ``resumeStreamIsReplay``), then live; 204 when none is running.
+* ``POST /api/chat/{id}/stop`` -- cancels the chat's running answer (the
+  upstream request is closed); ``{"stopped": false}`` when none was running.
+
+Where it knowingly differs from ``/v1/chat/completions``: a request with a
+chat ``id`` is resumable, so the answer does not stop when its client
+leaves (a page reload is a disconnect too). It goes on for the server's
+orphan timeout (``orphan_timeout``, 15 s by default) waiting for a reader to
+resume it, and is cancelled then if none did. A stop button must therefore
+call the stop route besides ``useChat``'s ``stop()``, which only closes the
+connection. A request without ``id`` is cancelled when its client leaves.
+Tools run in the browser (``onToolCall`` / ``addToolOutput``): the stream
+carries no ``tool-output-*`` parts. With several processes, resume and stop
+reach the process that holds the answer only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from pipeline.apps.server.api_errors import ApiError
+from pipeline.apps.server.gateway import Gateway
+from pipeline.apps.server.request_bodies import (
+    UIChatRequest,
+    read_json,
+    to_openai_messages,
+    validate,
+)
+from pipeline.core.events import Event
+from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
+from sinks.dialects import VercelDialect
+from sinks.sse_response import SSEResponse
+
+__all__ = ["UseChat"]
+
+
+class UseChat:
+    """The ``useChat`` route handlers, bound to one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def answer(self, request: Request) -> Response:
+        """``POST /api/chat``."""
+        gw = self.gateway
+        body = await read_json(request, gw.settings.max_body)
+        ui = validate(UIChatRequest, body)
+        model = ui.model or gw.default_model()
+        models = gw.models
+        if models is not None and model not in models:
+            raise ApiError(404, f"the model '{model}' does not exist", param="model")
+        chat_id = body.get("id")
+        if chat_id is not None and not (isinstance(chat_id, str) and chat_id):
+            raise ApiError(400, "invalid field 'id': the chat id must be a string", param="id")
+        params: dict[str, Any] = {"model": model, "messages": to_openai_messages(ui.messages)}
+        tools = gw.chat_tools or None
+        if tools:
+            params["tools"] = tools
+        last = ui.messages[-1]
+        # Continuing an assistant message (after tool outputs): the answer joins it.
+        message_id = last.get("id") if last.get("role") == "assistant" else None
+        message_id = message_id if isinstance(message_id, str) else None
+        run = gw.open_stream(params, tools=tools)
+        stream_id = run.stream_id or ""
+        events = run.iterate()
+        run.start()
+        if chat_id is not None:
+            gw.chat_started(chat_id, stream_id, message_id)
+
+            def left(reason: str) -> None:
+                gw.watch_orphan(stream_id)  # resumable: cancelled if nobody resumes it
+
+            on_disconnect = left
+        else:
+            on_disconnect = run.cancel
+        return SSEResponse(
+            events,
+            dialect=VercelDialect(message_id=message_id),
+            on_disconnect=on_disconnect,
+            heartbeat=gw.settings.heartbeat,
+            send_timeout=gw.settings.send_timeout,
+            headers={"x-rxllm-stream-id": stream_id},
+        )
+
+    async def resume(self, request: Request) -> Response:
+        """``GET /api/chat/{chat_id}/stream``."""
+        gw = self.gateway
+        found = gw.chat_stream(request.path_params["chat_id"])
+        if found is None:
+            return Response(status_code=204)
+        stream_id, message_id = found
+        try:
+            events = gw.hub.events(stream_id)
+        except (StreamNotFoundError, ResumeGapError):
+            # Ended meanwhile, or too long to replay from its start.
+            return Response(status_code=204)
+        gw.reader_attached(stream_id)
+
+        async def tracked() -> AsyncIterator[Event]:
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                gw.reader_detached(stream_id)
+
+        return SSEResponse(
+            tracked(),
+            dialect=VercelDialect(message_id=message_id),
+            heartbeat=gw.settings.heartbeat,
+            send_timeout=gw.settings.send_timeout,
+            headers={"x-rxllm-stream-id": stream_id},
+        )
+
+    async def stop(self, request: Request) -> Response:
+        """``POST /api/chat/{chat_id}/stop``."""
+        gw = self.gateway
+        chat_id = request.path_params["chat_id"]
+        found = gw.chat_stream(chat_id)
+        stopped = found is not None and gw.hub.cancel(found[0], "stopped by the user")
+        return JSONResponse({"id": chat_id, "stopped": stopped})
