@@ -12,7 +12,6 @@ from __future__ import annotations
 import email.utils
 import importlib
 import math
-import re
 import time
 from typing import Any, NamedTuple
 
@@ -25,25 +24,11 @@ from pipeline.core.errors import (
     UpstreamStreamError,
 )
 from pipeline.core.events import ErrorKind
+from pipeline.core.redaction import redact_text
 
 __all__ = ["ErrorInfo", "classify", "scrub"]
 
 _MAX_MESSAGE = 1000
-_SECRETS = [
-    # sk-..., sk-proj-...: OpenAI-style keys anywhere in the text
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-***"),
-    # Authorization: Bearer <token>
-    (re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+"), r"\1 ***"),
-    # authorization=..., api-key: ..., "x-api-key": "..."
-    (
-        re.compile(
-            r"(?i)\b(authorization|api[-_]?key)(['\"]?\s*[:=]\s*['\"]?)(?!bearer\b)[^\s\"',;&]+"
-        ),
-        r"\1\2***",
-    ),
-    # ?key=... in a URL
-    (re.compile(r"(?i)([?&](?:key|access_token|token)=)[^&\s\"']+"), r"\1***"),
-]
 
 
 def _http_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
@@ -75,9 +60,8 @@ class ErrorInfo(NamedTuple):
 
 
 def scrub(message: str) -> str:
-    """Remove API keys and authorization values from ``message``; cap its length."""
-    for pattern, replacement in _SECRETS:
-        message = pattern.sub(replacement, message)
+    """``message`` with its secrets masked (:func:`pipeline.core.redaction.redact_text`), capped."""
+    message = redact_text(message)
     if len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + "..."
     return message

@@ -16,31 +16,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from weakref import WeakKeyDictionary
 
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from pipeline.core.redaction import redact_url
 from pipeline.runtime.http_backend import http_client
 from pipeline.runtime.key_pool import KeyPool, fingerprint
 
-__all__ = ["ClientFactory", "Cooldown", "Upstream", "UpstreamConfig", "safe_url"]
-
-
-def safe_url(url: str | None) -> str | None:
-    """``url`` without its user info (``https://user:secret@host`` -> ``https://host``)."""
-    if url is None:
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    return urlunsplit(parts._replace(netloc=netloc))
+__all__ = ["ClientFactory", "Cooldown", "Upstream", "UpstreamConfig"]
 
 
 class Cooldown:
@@ -142,7 +127,8 @@ class Upstream:
             if isinstance(key, str)
             else None
         )
-        return f"Upstream({self.name!r}, base_url={safe_url(self.base_url)!r}, keys={keys})"
+        base_url = redact_url(self.base_url) if self.base_url else self.base_url
+        return f"Upstream({self.name!r}, base_url={base_url!r}, keys={keys})"
 
 
 ClientFactory = Callable[[Upstream, str | None], AsyncOpenAI]

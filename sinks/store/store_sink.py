@@ -15,96 +15,35 @@ the buffer overflowed and some events were not stored.
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel
 from reactivex import abc
 
 from pipeline.core.events import Event, EventBase, is_terminal
+from pipeline.core.redaction import redact_value
 from pipeline.core.result import Accumulator
 from sinks.store.batch_writer import BatchWriter, StreamClose, StreamOpen, now
 from sinks.store.tables import Status
 
-__all__ = ["SECRET_KEYS", "TranscriptSink", "scrub_request"]
+__all__ = ["TranscriptSink", "scrub_request"]
 
 log = logging.getLogger(__name__)
-
-SECRET_KEYS = frozenset(
-    {
-        "api_key",
-        "apikey",
-        "x_api_key",
-        "authorization",
-        "proxy_authorization",
-        "headers",
-        "extra_headers",
-        "default_headers",
-        "cookie",
-        "cookies",
-        "password",
-        "secret",
-        "client_secret",
-        "access_token",
-        "refresh_token",
-        "token",
-        "bearer",
-        "http_client",
-        "client",
-    }
-)
-"""Request keys dropped at any depth (compared lowercase, ``-`` read as ``_``)."""
-
-_URL_SECRET = re.compile(r"(?i)([?&](?:key|api[-_]?key|access_token|token|sig)=)[^&#\s]*")
-_URL_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://)[^/@\s]*@")
-
-
-def _is_secret(key: str) -> bool:
-    return key.lower().replace("-", "_") in SECRET_KEYS
-
-
-def _scrub_string(value: str) -> str:
-    if "://" in value:
-        value = _URL_USERINFO.sub(r"\1***@", value)
-    if "=" in value and ("?" in value or "&" in value):
-        value = _URL_SECRET.sub(r"\1***", value)
-    return value
-
-
-def _scrub(value: Any, depth: int) -> Any:
-    if depth > 64:
-        return "<too deep>"
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {
-            str(key): _scrub(item, depth + 1)
-            for key, item in value.items()
-            if not _is_secret(str(key))
-        }
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_scrub(item, depth + 1) for item in value]
-    if isinstance(value, str):
-        return _scrub_string(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    # Unknown objects (clients, callables) are named, never rendered: a repr can hold a key.
-    return f"<{type(value).__name__}>"
 
 
 def scrub_request(request: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A JSON-safe copy of ``request`` without credentials.
 
-    Keys in :data:`SECRET_KEYS` (``api_key``, ``Authorization``, ``headers``...)
-    are dropped at any depth; user info and ``?key=`` / ``?token=`` values in
-    URLs are masked; objects that are not JSON become ``"<TypeName>"``.
+    Keys in :data:`pipeline.core.redaction.SECRET_NAMES` (``api_key``,
+    ``Authorization``, ``headers``...) are dropped at any depth; user info and
+    ``?key=`` / ``?token=`` values in URLs are masked; objects that are not
+    JSON become ``"<TypeName>"`` (:func:`pipeline.core.redaction.redact_value`).
     Message contents are stored as they are.
     """
     if request is None:
         return None
-    scrubbed = _scrub(request, 0)
+    scrubbed = redact_value(request)
     assert isinstance(scrubbed, dict)
     return scrubbed
 

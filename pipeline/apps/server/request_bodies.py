@@ -10,12 +10,11 @@ from starlette.requests import Request
 
 from pipeline.apps.server.api_errors import ApiError
 from pipeline.apps.server.ui_messages import ui_to_chat_messages
+from pipeline.core.redaction import is_secret_name
 
 __all__ = ["ChatRequest", "UIChatRequest", "read_json", "to_openai_messages", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
-
-_SECRET_FIELDS = frozenset({"api_key", "apikey", "authorization", "headers", "extra_headers"})
 
 
 class ChatRequest(BaseModel):
@@ -31,9 +30,7 @@ class ChatRequest(BaseModel):
     def upstream_params(self) -> dict[str, Any]:
         """The parameters to send upstream (secrets dropped, ``stream`` set by the source)."""
         params = self.model_dump(exclude={"stream"}, exclude_none=True)
-        for name in _SECRET_FIELDS & params.keys():
-            del params[name]
-        return params
+        return {name: value for name, value in params.items() if not is_secret_name(name)}
 
 
 class UIChatRequest(BaseModel):
