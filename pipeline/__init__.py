@@ -59,9 +59,22 @@ _EXPORTS = {
     "ResumeGapError": "pipeline.runtime.stream_hub",
     "StreamNotFoundError": "pipeline.runtime.stream_hub",
     "llm_stream": "pipeline.runtime.standard_chain",
+    "marbles": "pipeline.core.marbles",
+    "MarbleDiagram": "pipeline.core.marbles",
+    "Recording": "pipeline.core.recording",
+    "stream_timing": "pipeline.core.stream_timing",
+    "text_timeline": "pipeline.core.text_timeline",
+    "operator_marbles": "pipeline.runtime.operator_marbles",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "load_ipython_extension"])
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext pipeline``: in IPython and Jupyter, every list of events shows as marbles."""
+    from pipeline.core.recording import load_ipython_extension as load
+
+    load(ipython)
 
 
 def __getattr__(name: str) -> Any:

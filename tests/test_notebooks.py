@@ -26,6 +26,9 @@ manager_module = pytest.importorskip("jupyter_client.manager")
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 KERNEL = "rxllm-test-python"
 CELL_TIMEOUT = 120
+# How many marble diagrams each notebook shows (at least).
+DIAGRAMS = {"compose.ipynb": 1, "replay.ipynb": 3, "tool_calls.ipynb": 1}
+MARBLE_SVG = 'class="rxllm-marbles"'
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +89,22 @@ def test_notebook_runs_top_to_bottom(path: Path, kernel_dir: Path, tmp_path: Pat
         if output.output_type == "error"
     ]
     assert errors == []
+
+    diagrams = [
+        (cell, output)
+        for cell in executed.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if MARBLE_SVG in output.get("data", {}).get("image/svg+xml", "")
+    ]
+    assert len(diagrams) >= DIAGRAMS.get(path.name, 0), [cell.source for cell, _ in diagrams]
+    live = 0
+    for cell, output in diagrams:
+        svg = output["data"]["image/svg+xml"]
+        assert svg.startswith("<svg") and 'class="marble"' in svg, cell.source
+        assert MARBLE_SVG in output["data"].get("text/html", "")
+        if "LiveMarbles(" in cell.source:
+            # Shown empty at first, then updated in place to the whole stream.
+            live += 1
+            assert 'data-kind="finished"' in svg and 'data-kind="text"' in svg
+    assert live == (1 if path.name == "replay.ipynb" else 0)

@@ -2,6 +2,7 @@
 
 rxllm record "PROMPT" [-o FILE]          stream an answer, print it, and save it as JSON Lines
 rxllm replay FILE|ID [--speed X] [--db URL]   play a recording back at its original pace
+rxllm replay FILE|ID --timeline          print its timeline at once: TTFT, gaps, runs of events
 
 ``record`` talks to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` when either is
 set, else to the built-in model (:class:`pipeline.apps.builtin_model.MockServer`). The
@@ -11,7 +12,10 @@ with each event's time offset, so ``replay`` shows the text as it arrived.
 ``replay`` takes a ``.jsonl`` recording, a raw ``.sse`` body (no timing: it
 plays at once), or the id of a stream in the transcript store (``--db``,
 else ``$RXLLM_DB_URL``, else ``./rxllm.db``). ``--speed 2`` plays twice as
-fast, ``--speed inf`` as fast as possible.
+fast, ``--speed inf`` as fast as possible. ``--timeline`` prints, instead of
+playing it, the stream's timeline (:func:`pipeline.core.text_timeline.text_timeline`):
+time to first token, the gaps between tokens (the long ones flagged), and its
+events in runs, for a terminal without a browser.
 
 Wired into :mod:`pipeline.apps.cli` with :func:`add_commands` and
 :func:`run_command`; ``python -m pipeline.apps.record_replay_cli`` runs them alone.
@@ -96,6 +100,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     replay.add_argument(
         "--db", help="the transcript store's URL (default: $RXLLM_DB_URL, else ./rxllm.db)"
+    )
+    replay.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print the stream's timeline (TTFT, gaps, events) at once instead of playing it",
     )
 
 
@@ -297,7 +306,25 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not events:
             print(f"rxllm replay: no file and no stored stream {source!r}", file=err)
             return 2
+    if args.timeline:
+        return _print_timeline(events, out)
     return asyncio.run(_play_events(events, args.speed, out))
+
+
+def _print_timeline(events: list[Event] | Path, out: TextIO) -> int:
+    """Print the timeline of a list of events, or of a raw SSE body; return the status."""
+    from pipeline.core.events import Finished, is_terminal
+    from pipeline.core.text_timeline import text_timeline
+    from pipeline.runtime.replay import replay_sse
+
+    if isinstance(events, Path):
+        collected: list[Event] = []
+        replay_sse(events).subscribe(collected.append)  # synchronous: no timing to keep
+        events = collected
+    out.write(text_timeline(events))
+    out.flush()
+    terminal = next((e for e in reversed(events) if is_terminal(e)), None)
+    return 0 if isinstance(terminal, Finished) else 1
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ from reactivex.scheduler import VirtualTimeScheduler
 
 from pipeline.core.errors import RxllmError
 from pipeline.core.events import Event, dump_event, load_event
+from pipeline.core.recording import Recording
 from pipeline.core.scheduling import default_scheduler
 
 __all__ = [
@@ -100,8 +101,11 @@ class RecordingError(RxllmError, ValueError):
         self.line = line
 
 
-def load_jsonl(path: str | os.PathLike[str]) -> list[Event]:
+def load_jsonl(path: str | os.PathLike[str]) -> Recording:
     """Read a JSON Lines recording (blank lines skipped) into a list of events.
+
+    The list is a :class:`~pipeline.core.recording.Recording`: in a notebook
+    it shows itself as a marble diagram.
 
     Example::
 
@@ -110,7 +114,7 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[Event]:
     Errors: :class:`RecordingError` naming the file and line of the first
     line that is not an event; ``OSError`` if the file can't be read.
     """
-    events: list[Event] = []
+    events = Recording()
     with Path(path).open(encoding="utf-8") as file:
         for number, line in enumerate(file, start=1):
             if not line.strip():

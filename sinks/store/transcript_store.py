@@ -29,7 +29,6 @@ from ``open()`` (after retries) and from the query methods.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,7 +42,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from pipeline.core.events import Event
+from pipeline.core.recording import Recording
 from pipeline.core.result import Accumulator
 from pipeline.runtime.multicast import StreamRun
 from sinks.store import migrations
@@ -324,24 +323,26 @@ class Store:
         """The transcript of ``stream_id`` with its final message (as last flushed)."""
         return await get_transcript(self.engine, stream_id)
 
-    async def events(self, stream_id: str, after_seq: int | None = None) -> builtins.list[Event]:
+    async def events(self, stream_id: str, after_seq: int | None = None) -> Recording:
         """The events of ``stream_id`` in ``seq`` order, after ``after_seq`` if given.
 
         Includes events still waiting in the buffer, so a stream that has
-        just finished reads whole (the fallback of live-stream resume).
+        just finished reads whole (the fallback of live-stream resume). The
+        list is a :class:`~pipeline.core.recording.Recording`: in a notebook
+        it shows itself as a marble diagram.
         """
         stored = await load_events(self.engine, stream_id, after_seq)
         writer = self._writer
         if writer is None:
-            return stored
+            return Recording(stored)
         last = stored[-1].seq if stored else (-1 if after_seq is None else after_seq)
         buffered = [e for e in writer.pending_events(stream_id) if e.seq > last]
         if not buffered:
-            return stored
+            return Recording(stored)
         merged = {e.seq: e for e in stored}
         for item in buffered:
             merged.setdefault(item.seq, item)
-        return [merged[seq] for seq in sorted(merged)]
+        return Recording(merged[seq] for seq in sorted(merged))
 
     # -- helpers ----------------------------------------------------------------
 
