@@ -62,6 +62,11 @@ KIND_COLOURS: dict[str, str] = {
     "usage": "#6b7280",
     "choice.finished": "#4b5563",
     "failover": "#e65100",
+    "reasoning.signature": "#6d28d9",
+    "citation": "#0f766e",
+    "block.started": "#a16207",
+    "block.delta": "#ca8a04",
+    "stop_reason": "#4b5563",
     "finished": "#2a9d4b",
     "error": "#c62828",
     "cancelled": "#9ca3af",
@@ -175,21 +180,26 @@ def marble_for(item: Any, at: float | None = None) -> Marble:
     return Marble(0.0 if at is None else at, "value", str(item), str(item))
 
 
+_STREAM_KINDS = frozenset(
+    {"started", "usage", "choice.finished", "stop_reason", "finished", "error", "cancelled"}
+)
+_LANE_ORDER = ("stream", "failover", "reasoning", "text", "refusal", "citation", "tool_call")
+
+
 def _lane_key(event: EventBase, by: str) -> str:
+    """The lane of ``event``: the stream's own events, else one per kind (per call, per block)."""
     if by == "stream":
         return "events"
     if by == "choice":
         return f"choice {event.choice}"
     kind = str(getattr(event, "type", "value"))
+    if kind in _STREAM_KINDS:
+        return "stream"
     suffix = f" [{event.choice}]" if event.choice else ""
-    if kind.startswith("tool_call."):
-        return f"tool_call #{getattr(event, 'index', 0)}{suffix}"
-    if kind in ("text", "reasoning", "refusal", "failover"):
-        return kind + suffix
-    return "stream"
-
-
-_LANE_ORDER = ("stream", "failover", "reasoning", "text", "refusal", "tool_call")
+    family = kind.split(".", 1)[0]  # reasoning.signature goes with the reasoning
+    if family in ("tool_call", "block"):
+        return f"{family} #{getattr(event, 'index', 0)}{suffix}"
+    return family + suffix
 
 
 def _end_kind(event: EventBase) -> LaneEnd:

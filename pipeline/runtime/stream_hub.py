@@ -46,6 +46,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from itertools import islice
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
@@ -200,6 +201,25 @@ class StreamHub:
         """The ids of the streams that have not finished."""
         self.prune()
         return [sid for sid, entry in self._entries.items() if entry.finished_at is None]
+
+    def snapshot(self, stream_id: str, limit: int | None = None) -> list[Event]:
+        """The stream's events in its replay buffer so far, oldest first (the first ``limit``).
+
+        A look at a stream without following it (the inspector): a stream
+        longer than its buffer has lost its oldest events here; the store has them all.
+
+        Errors: :class:`StreamNotFoundError` for an unknown id.
+        """
+        entry = self._entry(stream_id)
+        held = list(entry.buffer) if limit is None else list(islice(entry.buffer, limit))
+        return [load_event(data) if isinstance(data, bytes) else data for _, data in held]
+
+    def buffered(self, stream_id: str) -> int:
+        """How many events of the stream its replay buffer holds.
+
+        Errors: :class:`StreamNotFoundError` for an unknown id.
+        """
+        return len(self._entry(stream_id).buffer)
 
     def cancel(self, stream_id: str, reason: str = "cancelled") -> bool:
         """Cancel a live stream (its sinks get ``cancelled``); ``False`` if it had ended.

@@ -3,8 +3,8 @@
 Two requests pass without the token, because a browser's ``EventSource``
 can send no header:
 
-* ``GET /``, the chat page: static HTML that holds no data; it asks for the
-  token and sends it on every API call.
+* ``GET /`` and ``GET /inspect``, the chat page and the inspector: static
+  HTML that holds no data; they ask for the token and send it on every API call.
 * ``GET /v1/streams/{id}/events?access=...&expires=...``, reading one
   stream's events with the capability that ``POST /v1/streams`` returned
   to a caller who had the token (:func:`read_capability`: an HMAC of the
@@ -29,6 +29,7 @@ READ_CAPABILITY_TTL = 3600
 """Seconds a stream's read capability stays valid."""
 
 _EVENTS_PATH = re.compile(r"/v1/streams/([^/]+)/events")
+_PAGES = frozenset({"/", "/inspect"})  # static HTML that holds no data
 
 
 def read_capability(token: str, stream_id: str, expires: int) -> str:
@@ -97,7 +98,7 @@ class BearerAuth:
         if scope["method"] != "GET":
             return False
         path = scope["path"]
-        if path == "/":
+        if path in _PAGES:
             return True
         match = _EVENTS_PATH.fullmatch(path)
         return match is not None and self._capability(match.group(1), scope)

@@ -19,6 +19,8 @@ Routes (each also importable through :func:`routes`, to mount into an app):
   aliases (:mod:`pipeline.apps.server.model_list`).
 * ``GET /v1/transcripts``, ``GET /v1/transcripts/{id}`` -- the store, read-only.
 * ``GET /metrics`` -- Prometheus; ``GET /`` -- the chat page.
+* ``GET /inspect``, ``GET /v1/inspect/streams[/{id}]`` -- the inspector, live and
+  stored streams (:mod:`pipeline.apps.server.inspector_api`).
 
 A streaming request whose upstream fails before the first token gets an
 HTTP error with the upstream's status (a client's retry logic sees a 429 as
@@ -48,6 +50,7 @@ from starlette.routing import BaseRoute, Route
 from pipeline.apps.server.api_errors import ApiError, error_response
 from pipeline.apps.server.bearer_auth import BearerAuth, read_query
 from pipeline.apps.server.gateway import Gateway
+from pipeline.apps.server.inspector_api import INSPECTOR_PATH, InspectorApi
 from pipeline.apps.server.remote_resume import open_resume
 from pipeline.apps.server.request_bodies import (
     ChatRequest,
@@ -387,6 +390,7 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
     """The server's routes, bound to ``gateway`` (mount them into your own app)."""
     api = _Api(gateway)
     chat = UseChat(gateway)
+    inspector = InspectorApi(gateway)
     table: list[tuple[str, Handler, list[str]]] = [
         ("/v1/chat/completions", api.chat_completions, ["POST"]),
         ("/v1/models", api.models, ["GET"]),
@@ -399,6 +403,9 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         ("/v1/transcripts", api.transcripts, ["GET"]),
         ("/v1/transcripts/{stream_id}", api.transcript, ["GET"]),
         ("/", api.page, ["GET"]),
+        (INSPECTOR_PATH, inspector.page, ["GET"]),
+        ("/v1/inspect/streams", inspector.streams, ["GET"]),
+        ("/v1/inspect/streams/{stream_id}", inspector.stream, ["GET"]),
     ]
     out: list[BaseRoute] = [Route(p, _api_errors(h), methods=m) for p, h, m in table]
     out.append(metrics_endpoint(gateway.metrics))
