@@ -298,3 +298,29 @@ def test_event_json_in_a_title_is_readable() -> None:
     assert 'say "hi" & <bye>' in marble.detail  # escaped in the SVG, not in the text
     svg = MarbleDiagram([Lane("l", (marble,))]).to_svg()
     assert "&lt;bye&gt;" in svg and "<bye>" not in svg
+
+
+def test_provider_block_events_get_lanes_of_their_own() -> None:
+    from pipeline.core.events import (
+        BlockDelta,
+        BlockStarted,
+        Citation,
+        ReasoningSignature,
+        StopReason,
+    )
+
+    events: list[Event] = [
+        Started(stream_id="s", seq=0),
+        ReasoningDelta(stream_id="s", seq=1, t=0.1, text="hmm"),
+        ReasoningSignature(stream_id="s", seq=2, t=0.15, signature="sig"),
+        BlockStarted(stream_id="s", seq=3, t=0.2, index=1, kind="server_tool_use"),
+        BlockDelta(stream_id="s", seq=4, t=0.25, index=1, delta={"partial_json": "{}"}),
+        TextDelta(stream_id="s", seq=5, t=0.3, text="see"),
+        Citation(stream_id="s", seq=6, t=0.3, index=2, citation={"url": "u"}),
+        StopReason(stream_id="s", seq=7, t=0.4, reason="end_turn"),
+        Finished(stream_id="s", seq=8, t=0.4),
+    ]
+    lanes = lanes_of(parse(marbles(events).to_svg()))
+    assert list(lanes) == ["stream", "reasoning", "text", "citation", "block #1"]
+    assert [m.get("data-kind") for m in lanes["reasoning"]] == ["reasoning", "reasoning.signature"]
+    assert [m.get("data-kind") for m in lanes["stream"]] == ["started", "stop_reason", "finished"]
