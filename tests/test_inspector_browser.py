@@ -134,6 +134,7 @@ async def test_the_list_shows_a_stream_the_test_started(page: Page, served: Serv
 
 async def test_one_mark_per_event_and_hover_shows_it(page: Page, served: ServeProcess) -> None:
     mock = {"reasoning": "Marks, gaps, the first wait.", "text": ANSWER, "interval": 0.01}
+    mock |= {"stall": 0.2, "stall_after": 0}  # a wait before the first token, to see
     stream_id = await stream(served.url, mock)
     data = await stored(served.url, stream_id)
     events = data["events"]
@@ -148,14 +149,16 @@ async def test_one_mark_per_event_and_hover_shows_it(page: Page, served: ServePr
     # The text mark after the longest gap: no neighbour's circle covers it.
     texts = [e for e in events if e["type"] == "text" and e["text"]]
     text_event = max(texts[1:], key=lambda e: e["t"] - texts[texts.index(e) - 1]["t"])
-    await timeline.locator(f'.mark[data-seq="{text_event["seq"]}"]').hover()
+    await timeline.locator(f'.mark[data-seq="{text_event["seq"]}"] circle').hover()
     detail = page.locator("#detail")
     await expect(detail).to_contain_text(f"#{text_event['seq']} text")
     await expect(detail).to_contain_text(json.dumps(text_event["text"]))
 
     ttft = data["first_token_at"]
     await expect(page.locator("#ttft")).to_have_text(f"{ttft * 1000:.0f} ms")
-    await expect(page.locator("#gaps .bin").first).to_be_visible()
+    content = [e for e in events if e["type"] in ("text", "reasoning") and e["text"]]
+    bins = await page.locator("#gaps .bin").evaluate_all("bs => bs.map(b => +b.dataset.count)")
+    assert sum(bins) == len(content) - 1  # every gap between two tokens, in one bin
     await expect(page.locator("#rate polyline")).to_have_count(1)
     await expect(page.locator("#message .text")).to_have_text(ANSWER)
     await expect(page.locator("#message .reasoning")).to_have_text("Marks, gaps, the first wait.")
