@@ -24,8 +24,8 @@ Kinds::
     tool_call.invalid             ToolCallInvalid    (raw arguments kept, the error said)
     usage                         UsageReport
     choice.finished               ChoiceFinished     (a choice's finish reason)
-    failover                      Failover           (an attempt failed before the first token;
-                                                      the next one is made: not terminal)
+    failover                      Failover           (an attempt failed; the next one is made:
+                                                      not terminal; after_first_token: joined)
     block.started                 BlockStarted       (a content block begins: its kind, as the
                                                       provider started it; keeps block order)
     block.delta                   BlockDelta         (a delta of a block no other event carries:
@@ -264,13 +264,18 @@ class StreamError(EventBase):
 
 
 class Failover(EventBase):
-    """An attempt failed before the first token; another is made (not terminal).
+    """An attempt failed; another is made (not terminal).
 
+    Before the first token (``after_first_token`` false) the failed attempt's
+    own events are never sent. After it (continuation, opt-in: see
+    :mod:`pipeline.runtime.continuation`), what was sent stays and the next
+    attempt's answer joins it at ``offset``, the number of characters of text
+    (choice 0) sent before this event.
     ``to_upstream`` is ``from_upstream`` for a retry of the same upstream.
     ``attempt`` numbers the attempt about to be made (the first one is 1),
     ``delay`` the seconds waited before it; ``reason`` is the failed
     attempt's (scrubbed) error message, ``kind`` and ``status`` its kind and
-    HTTP status. The failed attempt's own events are never sent.
+    HTTP status.
     """
 
     type: Literal["failover"] = "failover"
@@ -281,6 +286,8 @@ class Failover(EventBase):
     kind: ErrorKind | None = None
     status: int | None = None
     delay: float = 0.0
+    after_first_token: bool = False
+    offset: int | None = None
 
 
 class Cancelled(EventBase):

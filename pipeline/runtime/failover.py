@@ -70,7 +70,7 @@ import random as _random
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from openai import AsyncOpenAI
@@ -95,12 +95,13 @@ from pipeline.core.events import (
 )
 from pipeline.core.scheduling import default_scheduler
 from pipeline.runtime import sources
+from pipeline.runtime.continuation import AttemptRecorder, Continuation, continued
 from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.key_pool import Lease, NoKeyAvailable
 from pipeline.runtime.standard_chain import llm_stream
 from pipeline.runtime.upstreams import ClientFactory, Upstream
 
-__all__ = ["FailoverMetrics", "SourceFactory", "failover"]
+__all__ = ["FailoverMetrics", "RequestBuilder", "SourceFactory", "failover"]
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,13 @@ def _client(upstream: Upstream, api_key: str | None) -> AsyncOpenAI:
     return upstream.client(api_key)
 
 
+RequestBuilder = Callable[[Upstream, dict[str, Any]], dict[str, Any]]
+"""Makes the request sent to one upstream from the stream's parameters."""
+
+
 @dataclass(frozen=True)
 class _Policy:
+    request_for: RequestBuilder | None
     upstreams: tuple[Upstream, ...]
     params: dict[str, Any]
     stream_id: str
@@ -156,6 +162,8 @@ def failover(
     client_factory: ClientFactory | None = None,
     source_factory: SourceFactory | None = None,
     random: Callable[[], float] = _random.random,
+    request_for: RequestBuilder | None = None,
+    on_attempt: AttemptRecorder | None = None,
     **overrides: float | None,
 ) -> Observable[Event]:
     """Stream ``params`` from the first upstream that answers; see the module docstring.
@@ -179,12 +187,17 @@ def failover(
     subscribe-time scheduler, else the running loop's).
     ``client_factory(upstream, key)`` and ``source_factory(client, params)``
     replace how a client and an attempt's source are made (default: cached
-    ``AsyncOpenAI`` clients with ``max_retries=0``, Chat Completions).
+    ``AsyncOpenAI`` clients with ``max_retries=0``, Chat Completions);
+    ``request_for(upstream, params)`` the request sent to an upstream.
+    With ``continue_after_first_token`` (an option), a cut after the first
+    token is continued (:mod:`pipeline.runtime.continuation`);
+    ``on_attempt`` then gets each run's own events.
     """
     if not upstreams:
         raise ValueError("failover needs at least one upstream")
     options = (options or _DEFAULTS).replace(**overrides)
     policy = _Policy(
+        request_for=request_for,
         upstreams=tuple(upstreams),
         params=dict(params),
         stream_id=stream_id or uuid.uuid4().hex,
@@ -197,6 +210,38 @@ def failover(
         client_factory=client_factory or _client,
         source_factory=source_factory or _chat,
     )
+    if options.continue_after_first_token:  # after the first token too: an added layer
+        continuation = Continuation(
+            max_continuations=options.max_continuations,
+            instruction=options.continuation_instruction or None,
+            max_overlap=options.continuation_max_overlap,
+            on_attempt=on_attempt,
+        )
+
+        def run(
+            order: Sequence[Upstream], build: RequestBuilder, total: float | None
+        ) -> Observable[Event]:
+            runs_options = policy.options.replace(total_timeout=total)
+            return _runs(
+                replace(policy, upstreams=tuple(order), request_for=build, options=runs_options)
+            )
+
+        return continued(
+            run,
+            policy.upstreams,
+            policy.params,
+            continuation,
+            stream_id=policy.stream_id,
+            backoff=policy.backoff,
+            total_timeout=options.total_timeout,
+            metrics=metrics,
+            scheduler=scheduler,
+        )
+    return _runs(policy)
+
+
+def _runs(policy: _Policy) -> Observable[Event]:
+    """The attempts of ``policy``'s stream, as one observable."""
 
     def subscribe(
         observer: abc.ObserverBase[Event], scheduler_: abc.SchedulerBase | None = None
@@ -289,6 +334,8 @@ class _Run:
             try:
                 client = policy.client_factory(upstream, key)
                 params = {**policy.params}
+                if policy.request_for is not None:
+                    params = policy.request_for(upstream, params)
                 if "model" in params:
                     params["model"] = upstream.model_for(params["model"])
                 events = llm_stream(

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core.backoff import Backoff
+from pipeline.runtime.continuation import DEFAULT_INSTRUCTION
 
 __all__ = ["FailoverOptions"]
 
@@ -59,8 +60,22 @@ class FailoverOptions(BaseModel):
     total_timeout: float | None = Field(
         default=None, gt=0, description="seconds an attempt may last in all"
     )
+    continue_after_first_token: bool = Field(
+        default=False,
+        description="continue a cut answer on a new attempt (pipeline.runtime.continuation)",
+    )
+    max_continuations: int = Field(
+        default=1, ge=0, description="new attempts after the first token, at most"
+    )
+    continuation_instruction: str | None = Field(
+        default=DEFAULT_INSTRUCTION,
+        description='sent to "instruction" upstreams to continue; "" or None: none',
+    )
+    continuation_max_overlap: int = Field(
+        default=200, ge=0, description="characters the seam may trim from a continuation"
+    )
 
-    def replace(self, **changes: float | None) -> FailoverOptions:
+    def replace(self, **changes: float | str | None) -> FailoverOptions:
         """A copy with ``changes``, validated like the fields given at creation."""
         if not changes:
             return self

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
 from openai import AsyncOpenAI
@@ -62,6 +62,9 @@ class Upstream:
     requests (a pool keeps one per key). ``client_options`` go to
     ``AsyncOpenAI`` (``timeout``, ``default_headers``...; without an
     ``http_client``, :func:`pipeline.runtime.http_backend.http_client` is used).
+    ``prefill`` is how a cut answer is sent back to it to be continued
+    (:mod:`pipeline.runtime.continuation`): ``"prefix"`` (a trailing assistant
+    message with ``prefix: true``), ``"instruction"`` or ``"none"``.
     The repr shows fingerprints, never keys.
     """
 
@@ -74,6 +77,7 @@ class Upstream:
     total_timeout: float | None = None
     client_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     cooldown: Cooldown = field(default_factory=Cooldown, repr=False)
+    prefill: Literal["prefix", "instruction", "none"] = "instruction"
     # One client per key and event loop (an httpx pool belongs to one loop).
     _clients: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, AsyncOpenAI]] = field(
         default_factory=WeakKeyDictionary, init=False, repr=False
@@ -159,6 +163,7 @@ class UpstreamConfig(BaseModel):
     max_cooldown: float = Field(default=60.0, ge=0)
     sticky: bool = True
     pool: bool | None = None  # None: a pool when there is more than one key
+    prefill: Literal["prefix", "instruction", "none"] = "instruction"
 
     def keys(self) -> list[str]:
         """Every key configured, environment variables read now."""
@@ -189,4 +194,5 @@ class UpstreamConfig(BaseModel):
             self.first_token_timeout,
             self.idle_timeout,
             self.total_timeout,
+            prefill=self.prefill,
         )
