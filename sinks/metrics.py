@@ -53,6 +53,7 @@ Metric names (prefix ``rxllm_`` by default)::
     rxllm_tokens_total                     counter    model, upstream, type (input|output)
     rxllm_failovers_total                  counter    from_upstream, to_upstream
     rxllm_retries_total                    counter    upstream, kind
+    rxllm_continuations_total              counter    reason (the cut's error kind)
     rxllm_store_buffer_dropped_total       counter    sink
     rxllm_api_keys_removed_total           counter    upstream
 
@@ -537,6 +538,14 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self._continuations = Counter(
+            "continuations_total",
+            "Answers cut after the first token and continued on a new attempt, by the "
+            "cut's error kind (connection, timeout, upstream, http).",
+            ["reason"],
+            namespace=ns,
+            registry=reg,
+        )
         self._store_dropped = Counter(
             "store_buffer_dropped_total",
             "Events a sink's full write buffer could not keep.",
@@ -605,6 +614,10 @@ class Metrics:
     def inc_retry(self, upstream: str, kind: str = UNKNOWN) -> None:
         """Count a retry on ``upstream`` after an error of ``kind`` (an ``ErrorKind``)."""
         self._retries.labels(upstream, kind).inc()
+
+    def inc_continuation(self, reason: str) -> None:
+        """Count an answer continued after the first token, by the cut's ``reason`` (error kind)."""
+        self._continuations.labels(reason).inc()
 
     def inc_store_buffer_dropped(self, n: int = 1, *, sink: str = "store") -> None:
         """Count ``n`` events a sink's full write buffer could not keep."""

@@ -15,7 +15,6 @@ import pytest
 from pipeline.apps.builtin_model import MockScript, MockServer
 from pipeline.core.events import Event, StreamError
 from pipeline.runtime.continuation import (
-    Continuation,
     continuable,
     join_overlap,
     prefilled_request,
@@ -52,7 +51,7 @@ async def collect(events: Any) -> list[Event]:
 def stream(
     upstreams: list[Upstream],
     mock: dict[str, Any],
-    continuation: bool | Continuation = True,
+    continuation: bool = True,
     **options: Any,
 ) -> Any:
     params = {
@@ -180,8 +179,7 @@ async def test_each_run_is_recorded_beside_the_joined_stream(model: MockServer) 
 
     mock = {"text": ANSWER, "fail_first": 1, "fault_key": "recorded", "drop_after": 4}
     upstream = Upstream("a", model.base_url, "k", prefill="prefix")
-    options = Continuation(on_attempt=on_attempt)
-    events = await collect(stream([upstream], mock, continuation=options))
+    events = await collect(stream([upstream], mock, on_attempt=on_attempt))
     assert sorted(runs) == [1, 2]
     sid = events[0].stream_id
     assert {e.stream_id for e in runs[1]} == {f"{sid}.1"}

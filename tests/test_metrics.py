@@ -421,6 +421,7 @@ FAMILIES = {
     "rxllm_tokens",
     "rxllm_failovers",
     "rxllm_retries",
+    "rxllm_continuations",
     "rxllm_store_buffer_dropped",
     "rxllm_api_keys_removed",
 }

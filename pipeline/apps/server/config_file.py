@@ -9,6 +9,8 @@ A TOML file::
     max_wait = 2             # longest wait for a Retry-After; longer: a 429 at once
     first_token_timeout = 15
     idle_timeout = 60
+    continue_after_first_token = true   # a cut answer goes on (docs/continuation.md)
+    max_continuations = 1
 
     [[upstreams]]            # tried in this order before the first token
     name = "openai"
@@ -20,6 +22,7 @@ A TOML file::
     name = "backup"
     base_url = "http://10.0.0.7:8000/v1"
     models = { "*" = "llama-3.1-70b" }
+    prefill = "prefix"       # how a cut answer is sent back: prefix, instruction, none
 
     [[tools]]                # offered to the model on /api/chat (useChat), run by the page
     name = "get_weather"

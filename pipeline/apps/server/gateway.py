@@ -24,7 +24,7 @@ import os
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline.apps.server.api_errors import ApiError
@@ -118,7 +118,9 @@ class Gateway:
             script = MockScript(interval=1.0 / rate if rate > 0 else 0.0, stall=0.2)
             self._mock = MockServer(script)
             await self._mock.__aenter__()
-            self.upstreams = [Upstream("builtin", self._mock.base_url, "no-key-needed")]
+            self.upstreams = [
+                Upstream("builtin", self._mock.base_url, "no-key-needed", prefill="prefix")
+            ]
             # It answers to any model name, as the name asked; this one when none is.
             self.builtin_default = DEFAULT_MODEL
         self._warm_up_clients()
@@ -201,13 +203,16 @@ class Gateway:
         *,
         tools: Any = None,
         conversation_id: str | None = None,
+        continue_after_first_token: bool | None = None,
         **timeouts: float,
     ) -> StreamRun:
         """A new, not yet started, stream for a Chat Completions request.
 
         ``conversation_id`` keeps a conversation on one key of a sticky key
         pool; ``timeouts`` (``first_token_timeout``, ``idle_timeout``,
-        ``total_timeout``) override the configured ones for this request.
+        ``total_timeout``) override the configured ones for this request, and
+        so does ``continue_after_first_token`` (``None``: as configured). A
+        continued stream's runs are stored too, as ``<id>.1``, ``<id>.2``...
         """
         stream_id = uuid.uuid4().hex
         params = dict(params)
@@ -220,7 +225,8 @@ class Gateway:
             tools=tools,
             conversation_id=conversation_id,
             metrics=self.metrics,
-            options=self.failover_options.replace(**timeouts),
+            options=self.failover_options.replace(**timeouts, **_set(continue_after_first_token)),
+            on_attempt=self._store_attempt if self.store is not None else None,
         )
         run = StreamRun(events, stream_id=stream_id, errors_mapped=True)
         self.hub.register(run)
@@ -248,6 +254,10 @@ class Gateway:
             del self._chats[chat_id]
             return None
         return found
+
+    def _store_attempt(self, n: int, request: Mapping[str, Any]) -> Any:
+        """The store's sink for one run of a continued stream (its own transcript)."""
+        return self.store.sink(request=request) if self.store is not None else None
 
     def _remote_cancel(self, stream_id: str, reason: str) -> None:
         """A cancel request from another process: cancel the stream if it is live here."""
@@ -308,3 +318,9 @@ class Gateway:
             self.watch_orphan(stream_id)
         else:
             self.hub.cancel(stream_id, "no client read the stream")
+
+
+def _set(continue_after_first_token: bool | None) -> dict[str, bool]:
+    if continue_after_first_token is None:
+        return {}
+    return {"continue_after_first_token": continue_after_first_token}

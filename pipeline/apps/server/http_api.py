@@ -55,6 +55,7 @@ from pipeline.apps.server.remote_resume import open_resume
 from pipeline.apps.server.request_bodies import (
     ChatRequest,
     UIChatRequest,
+    continue_header,
     read_json,
     to_openai_messages,
     validate,
@@ -177,6 +178,7 @@ def _per_request(request: Request, req: ChatRequest) -> dict[str, Any]:
             if not seconds > 0:
                 raise ApiError(400, f"{header} must be a positive number of seconds", param=header)
             options[name] = seconds
+    options["continue_after_first_token"] = continue_header(request)
     conversation = request.headers.get("x-rxllm-conversation-id")
     if conversation is None and req.model_extra:
         user = req.model_extra.get("user")

@@ -12,7 +12,14 @@ from pipeline.apps.server.api_errors import ApiError
 from pipeline.apps.server.ui_messages import ui_to_chat_messages
 from pipeline.core.redaction import is_secret_name
 
-__all__ = ["ChatRequest", "UIChatRequest", "read_json", "to_openai_messages", "validate"]
+__all__ = [
+    "ChatRequest",
+    "UIChatRequest",
+    "continue_header",
+    "read_json",
+    "to_openai_messages",
+    "validate",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,6 +70,20 @@ async def read_json(request: Request, max_body: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
     return body
+
+
+def continue_header(request: Request) -> bool | None:
+    """``x-rxllm-continue: true | false``: continuation after the first token, this request.
+
+    ``None`` when absent (as configured); anything else is a 400.
+    """
+    value = request.headers.get("x-rxllm-continue")
+    if value is None:
+        return None
+    flag = value.strip().lower()
+    if flag not in ("true", "false", "1", "0"):
+        raise ApiError(400, "x-rxllm-continue must be true or false", param="x-rxllm-continue")
+    return flag in ("true", "1")
 
 
 def validate(model: type[M], body: dict[str, Any]) -> M:

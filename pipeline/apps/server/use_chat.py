@@ -39,6 +39,7 @@ from pipeline.apps.server.api_errors import ApiError
 from pipeline.apps.server.gateway import Gateway
 from pipeline.apps.server.request_bodies import (
     UIChatRequest,
+    continue_header,
     read_json,
     to_openai_messages,
     validate,
@@ -77,7 +78,9 @@ class UseChat:
         # Continuing an assistant message (after tool outputs): the answer joins it.
         message_id = last.get("id") if last.get("role") == "assistant" else None
         message_id = message_id if isinstance(message_id, str) else None
-        run = gw.open_stream(params, tools=tools)
+        run = gw.open_stream(
+            params, tools=tools, continue_after_first_token=continue_header(request)
+        )
         stream_id = run.stream_id or ""
         events = run.iterate()
         run.start()
