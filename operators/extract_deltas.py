@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,6 +33,7 @@ from operators._responses_normalizer import ResponsesNormalizer
 from operators._stamp import Stamper
 from pipeline.core.errors import MalformedChunkError, UpstreamError
 from pipeline.core.events import Event, EventBase, Finished, Started
+from pipeline.core.ids import new_stream_id
 from pipeline.core.sse_decoder import SSEMessage
 
 __all__ = ["Extractor", "RawChunk", "extract_deltas"]
@@ -47,7 +47,7 @@ class Extractor:
     __slots__ = ("_anthropic", "_chat", "_done", "_responses", "_t", "stamp")
 
     def __init__(self, stream_id: str | None = None) -> None:
-        self.stamp = Stamper(stream_id or uuid.uuid4().hex)
+        self.stamp = Stamper(stream_id or new_stream_id())
         self._chat: ChatNormalizer | None = None
         self._responses: ResponsesNormalizer | None = None
         self._anthropic: AnthropicNormalizer | None = None

@@ -19,7 +19,6 @@ keys and ``Authorization`` values.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 
 from reactivex import Observable, abc
@@ -32,6 +31,7 @@ from pipeline.core.events import (
     is_content,
     is_terminal,
 )
+from pipeline.core.ids import new_stream_id
 
 __all__ = ["map_errors"]
 
@@ -61,7 +61,7 @@ def map_errors(
             warned = False
 
             def error_event(info: ErrorInfo) -> StreamError:
-                sid = last.stream_id if last else stream_id or uuid.uuid4().hex
+                sid = last.stream_id if last else stream_id or new_stream_id()
                 return StreamError(
                     stream_id=sid,
                     seq=last.seq + 1 if last else 0,

@@ -45,10 +45,9 @@ async def _chat(args: argparse.Namespace, out: TextIO) -> int:
     from openai import AsyncOpenAI
 
     from pipeline.apps.terminal_chat import render_chat
+    from pipeline.runtime.api_keys import upstream_in_env
 
-    base_url = os.environ.get("OPENAI_BASE_URL")
-    api_key = os.environ.get("OPENAI_API_KEY")
-    if base_url or api_key:
+    if upstream_in_env():
         client = AsyncOpenAI()
         return await render_chat(client, args.prompt, args.model, args.responses, out)
     from pipeline.apps.builtin_model import MockScript, MockServer

@@ -30,9 +30,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -181,7 +181,9 @@ async def _play(run: StreamRun, out: TextIO) -> int:
 async def _client(mock_rate: float) -> AsyncIterator[object]:
     from openai import AsyncOpenAI
 
-    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
+    from pipeline.runtime.api_keys import upstream_in_env
+
+    if upstream_in_env():
         async with AsyncOpenAI() as client:
             yield client
         return
@@ -262,7 +264,7 @@ async def _stored_events(url: str, stream_id: str) -> list[Event]:
 
     # An owner of its own: opening a store marks its owner's running streams
     # interrupted, and a reader must never do that to a live server's streams.
-    settings = StoreSettings(owner=f"rxllm-replay-{uuid.uuid4().hex[:12]}")
+    settings = StoreSettings(owner=f"rxllm-replay-{secrets.token_hex(6)}")
     async with Store(url, settings=settings) as store:
         return await store.events(stream_id)
 

@@ -68,7 +68,6 @@ from __future__ import annotations
 import logging
 import random as _random
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -93,6 +92,7 @@ from pipeline.core.events import (
     is_content,
     is_terminal,
 )
+from pipeline.core.ids import new_stream_id
 from pipeline.core.scheduling import default_scheduler
 from pipeline.runtime import sources
 from pipeline.runtime.continuation import AttemptRecorder, Continuation, continued
@@ -200,7 +200,7 @@ def failover(
         request_for=request_for,
         upstreams=tuple(upstreams),
         params=dict(params),
-        stream_id=stream_id or uuid.uuid4().hex,
+        stream_id=stream_id or new_stream_id(),
         tools=tools,
         conversation_id=conversation_id,
         options=options,

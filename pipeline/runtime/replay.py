@@ -41,7 +41,7 @@ the standard chain, ``llm_stream(sse_body(path))``.
 Example::
 
     events = load_jsonl("answer.jsonl")              # or: await store.events(stream_id)
-    run = StreamRun(replay(events, speed=2.0, stream_id=uuid.uuid4().hex))
+    run = StreamRun(replay(events, speed=2.0, stream_id=new_stream_id()))
     reader = run.iterate()
     run.start()
     async for event in reader: ...

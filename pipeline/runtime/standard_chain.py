@@ -11,7 +11,6 @@ operators yourself for anything else.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from reactivex import Observable, abc
@@ -21,6 +20,7 @@ from operators.extract_deltas import RawChunk, extract_deltas
 from operators.map_errors import map_errors
 from operators.timeouts import timeouts
 from pipeline.core.events import Event
+from pipeline.core.ids import new_stream_id
 
 __all__ = ["llm_stream"]
 
@@ -43,7 +43,7 @@ def llm_stream(
     runs their timers and measures the error event's ``t`` (default: the
     running loop's). ``ValueError`` if a timeout is not a positive number.
     """
-    sid = stream_id or uuid.uuid4().hex
+    sid = stream_id or new_stream_id()
     if first_token_timeout is None and idle_timeout is None and total_timeout is None:
         return source.pipe(
             extract_deltas(sid),

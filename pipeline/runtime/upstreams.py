@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.core.redaction import redact_url
+from pipeline.runtime.api_keys import client_key, keys_from
 from pipeline.runtime.http_backend import http_client
 from pipeline.runtime.key_pool import KeyPool, fingerprint
 
@@ -108,7 +108,7 @@ class Upstream:
         clients = self._clients.setdefault(loop, {})
         client = clients.get(api_key)
         if client is None:
-            key = api_key or os.environ.get("OPENAI_API_KEY") or "unused"
+            key = client_key(api_key)
             options = {**self.client_options, "max_retries": 0}  # failover does the retries
             if "http_client" not in options:
                 options["http_client"] = http_client()  # the asyncio-native network backend
@@ -170,7 +170,7 @@ class UpstreamConfig(BaseModel):
         keys = [k.get_secret_value() for k in ([self.api_key] if self.api_key else [])]
         keys += [k.get_secret_value() for k in self.api_keys]
         if self.api_key_env:
-            keys += os.environ.get(self.api_key_env, "").replace(",", " ").split()
+            keys += keys_from(self.api_key_env)
         return keys
 
     def build(self, *, on_key_removed: Callable[[str], None] | None = None) -> Upstream:

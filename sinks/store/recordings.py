@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.core.ids import new_stream_id
 from pipeline.runtime.replay import RecordingError, load_jsonl, replay, save_jsonl
 from sinks.store.transcript_store import Store
 
@@ -56,7 +56,7 @@ async def import_recording(
     events = await asyncio.to_thread(load_jsonl, path)
     if not events:
         raise RecordingError(os.fspath(path), None, "the recording is empty")
-    new_id = stream_id or uuid.uuid4().hex
+    new_id = stream_id or new_stream_id()
     sink = store.sink(request)
     replay(events, speed=None, stream_id=new_id).subscribe(sink)
     await store.flush()

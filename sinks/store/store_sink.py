@@ -15,13 +15,13 @@ the buffer overflowed and some events were not stored.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from reactivex import abc
 
 from pipeline.core.events import Event, EventBase, is_terminal
+from pipeline.core.ids import new_stream_id
 from pipeline.core.redaction import redact_value
 from pipeline.core.result import Accumulator
 from sinks.store.batch_writer import BatchWriter, StreamClose, StreamOpen, now
@@ -122,11 +122,11 @@ class TranscriptSink(abc.ObserverBase[Event]):
 
     def _ensure_begun(self) -> None:
         if self._stream_id is None:
-            self._stream_id = uuid.uuid4().hex
+            self._stream_id = new_stream_id()
             self._writer.put_control(self._open_record(self._stream_id))
 
     def _begin(self, event: EventBase) -> str:
-        stream_id = event.stream_id or uuid.uuid4().hex
+        stream_id = event.stream_id or new_stream_id()
         self._stream_id = stream_id
         self._created_at = now()
         self._writer.put_control(self._open_record(stream_id))

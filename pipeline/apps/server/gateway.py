@@ -22,7 +22,6 @@ import asyncio
 import logging
 import os
 import socket
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from pipeline.apps.server.api_errors import ApiError
 from pipeline.apps.server.config_file import load_config
 from pipeline.apps.server.model_list import ModelList
 from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.core.ids import new_stream_id
 from pipeline.runtime.failover import failover
 from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.multicast import StreamRun
@@ -214,7 +214,7 @@ class Gateway:
         so does ``continue_after_first_token`` (``None``: as configured). A
         continued stream's runs are stored too, as ``<id>.1``, ``<id>.2``...
         """
-        stream_id = uuid.uuid4().hex
+        stream_id = new_stream_id()
         params = dict(params)
         if params.get("stream_options") is None:
             params["stream_options"] = {"include_usage": True}

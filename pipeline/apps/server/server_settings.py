@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from pipeline.runtime.api_keys import API_KEY_VAR, BASE_URL_VAR, SERVE_KEY_VAR, api_key
+
 __all__ = ["ServerSettings"]
 
 
@@ -48,10 +50,10 @@ class ServerSettings:
         """Defaults, then ``RXLLM_*`` / ``OPENAI_*`` variables, then ``overrides`` (not None)."""
         env = os.environ
         values: dict[str, object] = {
-            "upstream": env.get("RXLLM_UPSTREAM") or env.get("OPENAI_BASE_URL"),
+            "upstream": env.get("RXLLM_UPSTREAM") or env.get(BASE_URL_VAR),
             "model": env.get("RXLLM_MODEL"),
             "config": env.get("RXLLM_CONFIG"),
-            "api_key": env.get("RXLLM_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY"),
+            "api_key": api_key(SERVE_KEY_VAR, API_KEY_VAR, env=env),
             "auth_token": env.get("RXLLM_AUTH_TOKEN"),
             "db_url": env.get("RXLLM_DB_URL"),
             "redis_url": env.get("RXLLM_REDIS_URL"),
