@@ -40,13 +40,13 @@ Behaviour:
 Why not ``sse-starlette``: it is well kept and its encoder is the model for
 ours (line breaks split ``data`` into several ``data:`` lines and are stripped
 from ``id`` and ``event``), but its ``EventSourceResponse`` writes one
-``ServerSentEvent`` object per send and re-encodes it, measured at 11.2
-µs/event against 6.5 µs for plain Starlette with pre-encoded frames; it has no
+``ServerSentEvent`` object per send and re-encodes it, clearly slower per
+event than plain Starlette with pre-encoded frames (bench/README.md); it has no
 way to write a batch of frames in one send, and a send timeout and per-stream
 dialects would be wrapped around it anyway. What remains is about 150 lines,
 tested against an independent SSE parser (``httpx-sse``). The send timeout is
 a watchdog (one timer per interval, not one per write): an
-``asyncio.timeout()`` around every write would cost about 5 µs per event.
+``asyncio.timeout()`` around every write would cost a timer per event.
 
 Errors: an exception raised by the event iterator (a bug upstream) propagates
 after the cleanup; the ASGI server then closes the connection.

@@ -64,7 +64,8 @@ class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         # A list and the index of its first unread chunk, not a deque: an empty
-        # deque is 0.6 KB, per connection, and this list rarely holds more than one.
+        # deque is many times an empty list, per connection, and this list
+        # rarely holds more than one.
         self.chunks: list[bytes] = []
         self.head = 0
         self.buffered = 0

@@ -110,9 +110,9 @@ def _request_kwargs(
     Plain JSON parameters (all that a request received over HTTP can hold)
     travel whole in ``extra_body``, which the SDK sends as it is. Given as
     typed arguments, they would first go through the SDK's transform, which
-    walks every message against its typed dicts: about 0.2 ms for a
-    one-message request and 6 ms for forty messages, on the event loop,
-    before the request leaves. ``placeholders`` fill the arguments ``create``
+    walks every message against its typed dicts, on the event loop, before
+    the request leaves: a cost that grows with the conversation (figures in
+    bench/README.md). ``placeholders`` fill the arguments ``create``
     requires (the body's own values replace them). Parameters that are not
     plain JSON (a pydantic model, ...) keep the typed path, so the SDK
     converts them; there, vendor parameters the SDK does not know (``top_k``,

@@ -21,11 +21,11 @@ it yields the copy's events after ``after``, then the live events, skipping
 any whose ``seq`` is not above the last one yielded.
 
 The replay buffer keeps each event as its JSON (bytes) beside its ``seq``,
-not as the event object: a text delta is about 200 bytes that way against
-1.2 KB, and bytes and a tuple of them are nothing the garbage collector
+not as the event object: a text delta is several times smaller that way
+(bench/README.md), and bytes and a tuple of them are nothing the garbage collector
 walks, while buffered objects (two per event, up to ``replay_size`` per
 stream) made every full collection of a busy server visit millions of
-them. Serializing costs under a microsecond per event; a resume parses
+them. Serializing is cheap next to that; a resume parses
 what it replays. An event that is not JSON (a custom operator's value in
 ``partial``, say) is kept as it is.
 

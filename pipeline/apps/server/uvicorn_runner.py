@@ -21,7 +21,8 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
 
     asyncio sets ``TCP_NODELAY`` on an accepted connection only when the
     listening socket's ``proto`` says TCP; a socket made without it silently
-    keeps Nagle's algorithm on, which stalls small SSE writes by 30-45 ms.
+    keeps Nagle's algorithm on, which stalls small SSE writes until the
+    client's delayed ACK (bench/README.md has the figure).
     ``reuse_port`` sets ``SO_REUSEPORT``: several workers listen on one port
     (:mod:`pipeline.apps.server.worker_supervisor`).
     """
@@ -54,10 +55,10 @@ def tune_gc() -> None:
     Not too large: a stream keeps a few hundred tracked objects (reactivex
     subscriptions, tasks, the HTTP exchange) while it lasts, and a second-
     generation pass walks everything that survived ten first-generation
-    ones. With 20,000 that pass took 100-130 ms after 200 streams had
-    started within 8 s, a pause every stream's next token waits for; with
-    5,000 it took at most 25 ms, for the same total time in the collector
-    (30 s at 20 tokens/s on 200 streams).
+    ones: the larger the threshold, the longer each such pass, a pause every
+    stream's next token waits for, while the total time in the collector
+    stays the same. :data:`GC_THRESHOLD` is the compromise measured under
+    many streams (bench/README.md, "Figures moved out of the code").
     """
     gc.collect()
     gc.freeze()
