@@ -1,9 +1,9 @@
-# Set-up and checks. `make demo` and `make test` each do all the set-up they need.
+# Set-up and checks. `make demo`, `make test` and `make test-fast` each do all the set-up they need.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo serve test lint venv deps bench
+.PHONY: demo serve test test-fast lint venv deps bench
 
 $(BIN)/rxllm: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,3 +32,8 @@ lint: venv
 
 test: lint deps
 	$(BIN)/pytest
+
+# The checks and every test that needs no PostgreSQL, Redis, nginx, Chromium or node and
+# starts no process of its own (markers `services` and `slow`, docs/testing.md): no `deps`.
+test-fast: lint
+	$(BIN)/pytest -m "not services and not slow"

@@ -13,7 +13,8 @@ except under CI (``$CI`` set), where they fail: CI must install them
 (Debian: ``apt-get install -y postgresql``).
 
 ``db_url`` is parametrized over ``sqlite`` (a file in ``tmp_path``) and
-``postgresql``, so each store test runs against both.
+``postgresql``, so each store test runs against both; the ``postgresql`` case
+is marked ``services``, so ``pytest -m "not services"`` keeps the SQLite one.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh database URL: a SQLite file, then a PostgreSQL database."""
     if request.param == "sqlite":

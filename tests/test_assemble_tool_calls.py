@@ -610,6 +610,7 @@ def count_parses(monkeypatch: pytest.MonkeyPatch, n: int, size: int = 10) -> tup
     return calls[0], calls[1], partials(out)[-2]
 
 
+@pytest.mark.slow  # a megabyte of arguments in 100,000 fragments
 def test_partial_parses_grow_geometrically(monkeypatch: pytest.MonkeyPatch) -> None:
     n = 100_000
     total = 10 * n
@@ -624,6 +625,7 @@ def test_partial_parses_grow_geometrically(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(last["s"]) >= total / 1.25 - 16
 
 
+@pytest.mark.slow  # a megabyte of arguments in 100,000 fragments
 def test_parse_work_per_byte_does_not_grow_with_size(monkeypatch: pytest.MonkeyPatch) -> None:
     _, small, _ = count_parses(monkeypatch, 1_000)
     _, large, _ = count_parses(monkeypatch, 100_000)

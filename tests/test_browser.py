@@ -39,6 +39,8 @@ import pytest
 from pipeline.apps.builtin_model import MockServer
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.services  # needs Chromium (through Playwright)
+
 if importlib.util.find_spec("playwright") is not None:
     from playwright.async_api import Dialog, Locator, Page, Route, async_playwright, expect
 

@@ -20,6 +20,8 @@ from sinks.redis_bus import RedisBus
 from tests.redis_server import RedisServer, start_redis
 from tests.redis_server import redis_server as redis_server
 
+pytestmark = pytest.mark.services  # needs Redis, started by the tests
+
 
 def params(n_words: int = 100, interval: float = 0.05) -> dict[str, Any]:
     text = " ".join(f"w{i}" for i in range(n_words))

@@ -29,6 +29,8 @@ from tests.redis_server import RedisServer
 from tests.redis_server import redis_server as redis_server
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.services  # needs PostgreSQL and Redis, started by the tests
+
 MESSAGES = [{"role": "user", "content": "Say a lot"}]
 
 

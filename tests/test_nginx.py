@@ -37,6 +37,8 @@ import pytest
 from pipeline.apps.builtin_model import MockServer
 from tests.serving import ServeProcess, free_port
 
+pytestmark = pytest.mark.services  # needs nginx, started by the tests
+
 WORDS = [f"w{i:02d}" for i in range(15)]
 TEXT = " ".join(WORDS)
 INTERVAL = 0.1

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a Jupyter kernel per notebook
+
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need nbformat")
 nbclient = pytest.importorskip("nbclient", reason="the notebook tests need nbclient")
 pytest.importorskip("ipykernel", reason="the notebook tests need ipykernel")

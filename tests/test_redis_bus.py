@@ -30,6 +30,8 @@ from sinks.redis_bus.settings import entry_id, entry_seq, id_before
 from tests.redis_server import RedisServer, start_redis
 from tests.redis_server import redis_server as redis_server
 
+pytestmark = pytest.mark.services  # needs Redis, started by the tests
+
 
 def make_events(stream_id: str, n_text: int) -> list[Event]:
     """``started``, ``n_text`` text deltas, ``finished``: seq 0 to ``n_text + 1``."""

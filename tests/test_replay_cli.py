@@ -17,6 +17,8 @@ from sinks.store import Store, StoreSettings
 from sinks.store.recordings import import_recording
 from tests.fixtures import TEXT_STREAM
 
+pytestmark = pytest.mark.slow  # every test starts the CLI in a subprocess (a second of imports)
+
 ENTRY = [sys.executable, "-m", "pipeline.apps.record_replay_cli"]
 
 

@@ -22,6 +22,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # an `rxllm serve` process per module, real clients
+
 UPSTREAM_KEY = "sk-upstream-SECRET-4f1c9e0b7a"
 AUTH_TOKEN = "serve-token-8d2e"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]

@@ -324,6 +324,7 @@ def pg_url(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database()
 
 
+@pytest.mark.services
 async def test_postgres_briefly_unreachable(postgres_server: PostgresServer, pg_url: str) -> None:
     retries = Retries()
     async with Store(pg_url, settings=fast_retry(), on_retry=retries) as store:
@@ -348,6 +349,7 @@ async def test_postgres_briefly_unreachable(postgres_server: PostgresServer, pg_
         await check_stored(store, [first, second])
 
 
+@pytest.mark.services
 async def test_a_record_the_database_refuses_costs_only_itself(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

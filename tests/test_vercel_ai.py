@@ -28,6 +28,8 @@ import pytest
 from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.serving import ROOT, ServeProcess
 
+pytestmark = pytest.mark.services  # needs node and the `ai` npm package (tests/js)
+
 JS = ROOT / "tests" / "js"
 PROMPT = "What is the weather in Paris, and the time?"
 TOOL_CALLS = [

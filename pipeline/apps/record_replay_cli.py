@@ -280,7 +280,6 @@ async def _play_events(events: list[Event] | Path, speed: float, out: TextIO) ->
 
 def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.runtime.replay import RecordingError, load_jsonl
-    from sinks.store import resolve_url
 
     source: str = args.source
     path = Path(source)
@@ -295,6 +294,8 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"rxllm replay: no such file: {source}", file=err)
         return 2
     else:
+        from sinks.store import resolve_url  # only here: a file's replay needs no SQLAlchemy
+
         url = resolve_url(args.db)
         missing = _missing_sqlite_file(url)
         if missing is not None:
