@@ -15,6 +15,11 @@ from typing import Self
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The markers of the test pytest is running, set by tests/conftest.py; None outside
+# pytest (bench/soak.py uses this module too). A test that starts `rxllm serve` must be
+# marked `slow` (or `services`), so that `make test-fast` never waits for one.
+running_test_markers: frozenset[str] | None = None
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -45,6 +50,11 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace")
 
     def start(self) -> Self:
+        if running_test_markers is not None and not {"slow", "services"} & running_test_markers:
+            raise RuntimeError(
+                "this test starts `rxllm serve`: mark it `@pytest.mark.slow` (or the module: "
+                "`pytestmark = pytest.mark.slow`) so `make test-fast` leaves it out"
+            )
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.apps.cli", *self.args],

@@ -305,6 +305,7 @@ async def test_an_agent_frameworks_tool_loop_runs_against_it(model: MockServer) 
         assert seen.pop() == "Paris"
 
 
+@pytest.mark.slow  # an `rxllm serve` process
 def test_serve_with_no_upstream_answers_any_model_name_and_calls_tools(tmp_path: Path) -> None:
     with ServeProcess("--no-store", "--mock-rate", "0", log_path=tmp_path / "serve.log") as proc:
         client = OpenAI(base_url=proc.base_url, api_key="unused")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from openai import OpenAI
 
 from pipeline.apps.builtin_model import MockServer
 from tests.serving import ServeProcess, free_port
+
+pytestmark = pytest.mark.slow  # an `rxllm serve` process per test
 
 
 def listed(proc: ServeProcess) -> dict[str, tuple[str, int, str]]:

@@ -27,6 +27,8 @@ from openai import OpenAI
 from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # an `rxllm serve` process per test
+
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
 
