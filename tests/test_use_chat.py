@@ -31,6 +31,8 @@ from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.serving import ROOT, ServeProcess
 from tests.test_vercel_ai import require
 
+pytestmark = pytest.mark.services  # needs node and the `ai` npm package (tests/js)
+
 JS = ROOT / "tests" / "js"
 WORDS = " ".join(f"word{i}" for i in range(60))
 TOOLS_TOML = """
