@@ -1,12 +1,13 @@
-"""Shared fixtures, and the ``services`` marker kept true.
+"""Shared fixtures, and the ``services`` and ``slow`` markers kept true.
 
 A test that needs a server or tool the suite starts itself (PostgreSQL,
 Redis, nginx, Chromium, node) is marked ``services`` (module level:
 ``pytestmark = pytest.mark.services``), so ``pytest -m "not services"``
-runs everything else without them. A test that takes the PostgreSQL or
-Redis fixture is marked here as well, so one that forgets can't slip into
-the fast subset. A test that starts ``rxllm serve`` (``tests.serving.ServeProcess``)
-must be marked ``slow`` or ``services``: it fails, saying so, if it is not.
+runs everything else without them. A test that takes a fixture of one of
+them (PostgreSQL, Redis, Chromium, nginx, node) is marked here as well, so
+one that forgets can't slip into the fast subset. A test that starts
+``rxllm serve`` (``tests.serving.ServeProcess``) must be marked ``slow`` or
+``services``: it fails, saying so, if it is not.
 """
 
 from collections.abc import Generator, Iterator
@@ -18,7 +19,9 @@ from pipeline.apps.builtin_model import MockServer
 from tests.pg import db_url as db_url
 from tests.pg import postgres_server as postgres_server
 
-SERVICE_FIXTURES = frozenset({"postgres_server", "redis_server"})
+# The fixtures that find or start a service: a test that takes one (even through
+# another fixture) needs that service.
+SERVICE_FIXTURES = frozenset({"postgres_server", "redis_server", "chromium", "nginx_bin", "node"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker

@@ -20,6 +20,8 @@ from httpx_sse import aconnect_sse
 from pipeline.apps.builtin_model import MockServer
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # an `rxllm serve` process per module
+
 UPSTREAM_KEY = "sk-upstream-SECRET-77c1d2"
 AUTH_TOKEN = "inspect-token-93af"
 IN_BODY_SECRET = "sk-in-the-body-5e8b"

@@ -34,6 +34,8 @@ from pipeline.core.marbles import marbles
 from tests.serving import ROOT, ServeProcess
 from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, chromium
 
+pytestmark = pytest.mark.services  # needs Chromium (through Playwright)
+
 if importlib.util.find_spec("playwright") is not None:
     from playwright.async_api import Dialog, Page, async_playwright, expect
 
