@@ -25,6 +25,8 @@ from openai import AsyncOpenAI
 from pipeline.apps.builtin_model import MockScript, MockServer, ToolCall
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # an `rxllm serve` process per module
+
 ANSWER = (
     "Reactive streams let a consumer pull what it can take, so a fast producer "
     "never floods a slow reader, and every stream ends with one terminal signal."
