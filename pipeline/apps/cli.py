@@ -45,7 +45,7 @@ async def _chat(args: argparse.Namespace, out: TextIO) -> int:
     from openai import AsyncOpenAI
 
     from pipeline.apps.terminal_chat import render_chat
-    from pipeline.runtime.api_keys import upstream_in_env
+    from pipeline.runtime.api_keys import NO_KEY, upstream_in_env
 
     if upstream_in_env():
         client = AsyncOpenAI()
@@ -54,7 +54,7 @@ async def _chat(args: argparse.Namespace, out: TextIO) -> int:
 
     script = MockScript(interval=1.0 / args.mock_rate if args.mock_rate > 0 else 0.0)
     async with MockServer(script) as server:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="no-key-needed")
+        client = AsyncOpenAI(base_url=server.base_url, api_key=NO_KEY)
         return await render_chat(client, args.prompt, args.model, args.responses, out)
 
 

@@ -181,7 +181,7 @@ async def _play(run: StreamRun, out: TextIO) -> int:
 async def _client(mock_rate: float) -> AsyncIterator[object]:
     from openai import AsyncOpenAI
 
-    from pipeline.runtime.api_keys import upstream_in_env
+    from pipeline.runtime.api_keys import NO_KEY, upstream_in_env
 
     if upstream_in_env():
         async with AsyncOpenAI() as client:
@@ -192,7 +192,7 @@ async def _client(mock_rate: float) -> AsyncIterator[object]:
     script = MockScript(interval=1.0 / mock_rate if mock_rate > 0 else 0.0)
     async with (
         MockServer(script) as server,
-        AsyncOpenAI(base_url=server.base_url, api_key="no-key-needed") as client,
+        AsyncOpenAI(base_url=server.base_url, api_key=NO_KEY) as client,
     ):
         yield client
 

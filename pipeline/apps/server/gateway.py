@@ -31,6 +31,7 @@ from pipeline.apps.server.config_file import load_config
 from pipeline.apps.server.model_list import ModelList
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.core.ids import new_stream_id
+from pipeline.runtime.api_keys import NO_KEY
 from pipeline.runtime.failover import failover
 from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.multicast import StreamRun
@@ -118,9 +119,7 @@ class Gateway:
             script = MockScript(interval=1.0 / rate if rate > 0 else 0.0, stall=0.2)
             self._mock = MockServer(script)
             await self._mock.__aenter__()
-            self.upstreams = [
-                Upstream("builtin", self._mock.base_url, "no-key-needed", prefill="prefix")
-            ]
+            self.upstreams = [Upstream("builtin", self._mock.base_url, NO_KEY, prefill="prefix")]
             # It answers to any model name, as the name asked; this one when none is.
             self.builtin_default = DEFAULT_MODEL
         self._warm_up_clients()
