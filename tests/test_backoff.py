@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from reactivex.testing import TestScheduler
 
-from pipeline.core.backoff import Backoff
+from pipeline.core.backoff import Backoff, retry_within
 
 
 def test_delays_double_up_to_the_cap() -> None:
@@ -57,3 +57,52 @@ def test_delays_run_in_virtual_time_on_a_scheduler() -> None:
 def test_bad_values_are_refused(initial: float, cap: float, jitter: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Backoff(initial, cap, jitter)
+
+
+class Flaky:
+    """Fails with ``error`` the first ``failures`` calls, then returns how many calls it took."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls = 0
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return self.calls
+
+
+FAST = Backoff(initial=0.001, cap=0.002)
+
+
+def transient(error: Exception) -> bool:
+    return isinstance(error, ConnectionError)
+
+
+async def test_retry_within_calls_again_until_it_succeeds() -> None:
+    flaky = Flaky(3, ConnectionError("down"))
+    seen: list[int] = []
+    result = await retry_within(
+        flaky, FAST, within=60.0, retryable=transient, on_retry=lambda _, n: seen.append(n)
+    )
+    assert result == 4 and seen == [1, 2, 3]
+
+
+async def test_retry_within_raises_an_error_that_may_not_pass_at_once() -> None:
+    flaky = Flaky(3, ValueError("refused"))
+    with pytest.raises(ValueError, match="refused"):
+        await retry_within(flaky, FAST, within=60.0, retryable=transient)
+    assert flaky.calls == 1
+
+
+async def test_retry_within_raises_the_last_error_when_the_time_is_up() -> None:
+    flaky = Flaky(10**9, ConnectionError("still down"))
+    with pytest.raises(ConnectionError, match="still down"):
+        await retry_within(flaky, FAST, within=0.0, retryable=transient)
+    assert flaky.calls == 1
+    flaky = Flaky(10**9, ConnectionError("still down"))
+    with pytest.raises(ConnectionError):
+        await retry_within(flaky, FAST, within=0.02, retryable=transient)
+    assert flaky.calls > 1

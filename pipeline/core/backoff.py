@@ -15,24 +15,23 @@ which runs in virtual time under a ``TestScheduler``) and an asyncio loop
 (``await asyncio.sleep(policy.delay(n))``). The random source is a field:
 tests pass ``random=lambda: 0.0`` (no jitter taken off) for exact delays.
 
+:func:`retry_within` is the one asyncio loop around it: call, and while the
+call fails with an error that may pass, wait and call again, for a bounded
+time (the store's migration at open, a Redis reader's reconnect).
+
 Why not tenacity or stamina: both are retry *loops* (decorators or context
 managers that call, catch and sleep) with their own module-level random and
 ``asyncio.sleep``. Failover schedules its next attempt on a reactivex
 scheduler, interleaved with Retry-After and key-pool waits; the store and
 bus writers retry a batch taken from a queue that changes between attempts,
-with their own outage logging. What they share is the delay, not the loop,
-and a frozen object with one method says that with no dependency.
+with their own outage logging. What they share is the delay, not the loop;
+the one plain call-until-a-deadline loop is a dozen lines. A frozen object
+with one method and that function say it with no dependency.
 
 Example::
 
     policy = Backoff(initial=0.05, cap=2.0)
-    attempt = 0
-    while True:
-        try:
-            return await write()
-        except ConnectionError:
-            attempt += 1
-            await asyncio.sleep(policy.delay(attempt))
+    rows = await retry_within(fetch, policy, within=10.0, retryable=is_transient)
 
 Errors: ``ValueError`` at creation for a negative ``initial`` or ``cap``,
 or a ``jitter`` outside 0..1.
@@ -40,11 +39,15 @@ or a ``jitter`` outside 0..1.
 
 from __future__ import annotations
 
+import asyncio
 import random as _random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "retry_within"]
+
+_T = TypeVar("_T")
 
 _MAX_DOUBLINGS = 64  # 2**64 times any initial delay is past every cap: no overflow
 
@@ -84,3 +87,38 @@ class Backoff:
         if not self.jitter:
             return base
         return base * (1.0 - self.jitter * self.random())
+
+
+async def retry_within(
+    action: Callable[[], Awaitable[_T]],
+    policy: Backoff,
+    *,
+    within: float,
+    retryable: Callable[[Exception], bool],
+    on_retry: Callable[[Exception, int], None] | None = None,
+) -> _T:
+    """``await action()``; while it fails with a ``retryable`` error, again after a backoff.
+
+    Retries go on for at most ``within`` seconds from the first failure (no
+    wait reaches past that); ``on_retry(error, attempt)`` is called before
+    each wait. Errors: the first error that is not retryable, or the last
+    one when the time is up.
+    """
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    attempt = 0
+    while True:
+        try:
+            return await action()
+        except Exception as error:
+            if not retryable(error):
+                raise
+            now = loop.time()
+            if deadline is None:
+                deadline = now + within
+            if now >= deadline:
+                raise
+            attempt += 1
+            if on_retry is not None:
+                on_retry(error, attempt)
+            await asyncio.sleep(min(policy.delay(attempt), deadline - now))

@@ -23,12 +23,12 @@ Each open iterator holds one Redis connection while it blocks; close it
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
+from pipeline.core.backoff import retry_within
 from pipeline.core.events import Event, is_terminal, load_event
 from sinks.redis_bus.bus_errors import BusGapError, BusStreamNotFoundError, BusUnavailableError
 from sinks.redis_bus.publisher import RETRYABLE
@@ -128,20 +128,15 @@ async def _follow(
 
 async def _retrying(settings: BusSettings, what: str, action: Callable[[], Awaitable[_T]]) -> _T:
     """``action()``, retried with backoff while Redis is unreachable (``reconnect_timeout``)."""
-    loop = asyncio.get_running_loop()
-    deadline: float | None = None
-    attempt = 0
-    while True:
-        try:
-            return await action()
-        except RETRYABLE as error:
-            now = loop.time()
-            if deadline is None:
-                deadline = now + settings.reconnect_timeout
-            if now >= deadline:
-                raise BusUnavailableError(what, error) from error
-            attempt += 1
-            await asyncio.sleep(min(settings.retry_backoff.delay(attempt), deadline - now))
+    try:
+        return await retry_within(
+            action,
+            settings.retry_backoff,
+            within=settings.reconnect_timeout,
+            retryable=lambda error: isinstance(error, RETRYABLE),
+        )
+    except RETRYABLE as error:  # still unreachable when the time was up
+        raise BusUnavailableError(what, error) from error
 
 
 def _entries_of(reply: Any) -> Sequence[Any]:

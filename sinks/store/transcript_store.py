@@ -28,7 +28,6 @@ from ``open()`` (after retries) and from the query methods.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,6 +41,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from pipeline.core.backoff import retry_within
 from pipeline.core.recording import Recording
 from pipeline.core.result import Accumulator
 from pipeline.runtime.multicast import StreamRun
@@ -352,27 +352,23 @@ class Store:
         return self._writer
 
     async def _retrying(self, what: str, action: Callable[[], Awaitable[object]]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.close_timeout
-        attempt = 0
-        while True:
-            try:
-                await action()
-                return
-            except Exception as error:
-                attempt += 1
-                if not is_retryable(error) or loop.time() >= deadline:
-                    raise
-                delay = self.settings.retry_backoff.delay(attempt)
-                log.warning(
-                    "the transcript store could not %s (attempt %d): %s; retrying",
-                    what,
-                    attempt,
-                    error,
-                )
-                if self._on_retry is not None:
-                    self._on_retry(error, attempt)
-                await asyncio.sleep(delay)
+        def retrying(error: Exception, attempt: int) -> None:
+            log.warning(
+                "the transcript store could not %s (attempt %d): %s; retrying",
+                what,
+                attempt,
+                error,
+            )
+            if self._on_retry is not None:
+                self._on_retry(error, attempt)
+
+        await retry_within(
+            action,
+            self.settings.retry_backoff,
+            within=self.settings.close_timeout,
+            retryable=is_retryable,
+            on_retry=retrying,
+        )
 
 
 async def _migrate(engine: AsyncEngine) -> None:
