@@ -4,6 +4,13 @@ Message text becomes text deltas, reasoning summary (and reasoning text)
 becomes reasoning deltas, function calls become tool calls numbered in the
 order they appear; ``response.completed`` / ``response.incomplete`` give usage
 and the finish reason; ``response.failed`` and ``error`` events raise.
+
+Each output item is announced by a ``block.started`` event (its output
+index, its kind, the item as added: its id...), so a Responses client gets
+the items back as they were; an item of a kind no other event carries
+(``web_search_call``, ``file_search_call``...) is carried whole, as it is
+done. A reasoning item's ``encrypted_content`` (what a client sends back to
+continue without storing) becomes a ``reasoning.signature`` event.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from typing import Any
 from operators._chat_normalizer import error_from_payload
 from operators._stamp import Stamper
 from pipeline.core.events import (
+    BlockStarted,
     ChoiceFinished,
     EventBase,
     ReasoningDelta,
+    ReasoningSignature,
     RefusalDelta,
     TextDelta,
     ToolCallStarted,
@@ -32,6 +41,9 @@ _TEXT: dict[str, type[TextDelta | RefusalDelta | ReasoningDelta]] = {
 }
 
 _INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+# Output items whose content other events carry, and the block kind each one is
+_KINDS = {"message": "text", "reasoning": "reasoning", "function_call": "tool_call"}
 
 
 class ResponsesNormalizer:
@@ -63,6 +75,11 @@ class ResponsesNormalizer:
                 out.append(emit.tool_delta(0, t, call[0], delta))
         elif kind == "response.output_item.added":
             item = data.get("item") or {}
+            block = _KINDS.get(str(item.get("type")))
+            if block is not None:
+                position = data.get("output_index")
+                position = position if isinstance(position, int) else 0
+                out.append(emit(BlockStarted, 0, t, index=position, kind=block, block=item))
             if item.get("type") == "function_call":
                 index = len(self._calls)
                 self._calls[data.get("output_index", index)] = [index, False]
@@ -72,6 +89,16 @@ class ResponsesNormalizer:
                 if item.get("arguments"):
                     self._calls[data.get("output_index", index)][1] = True
                     out.append(emit.tool_delta(0, t, index, item["arguments"]))
+        elif kind == "response.output_item.done":
+            item = data.get("item") or {}
+            position = data.get("output_index")
+            position = position if isinstance(position, int) else 0
+            kind_of = item.get("type")
+            if kind_of == "reasoning" and isinstance(item.get("encrypted_content"), str):
+                signature = item["encrypted_content"]
+                out.append(emit(ReasoningSignature, 0, t, index=position, signature=signature))
+            elif isinstance(kind_of, str) and kind_of not in _KINDS:
+                out.append(emit(BlockStarted, 0, t, index=position, kind=kind_of, block=item))
         elif kind == "response.function_call_arguments.done":
             # Arguments sent whole, with no delta before: emit them as one delta.
             call = self._calls.get(data.get("output_index", -1))

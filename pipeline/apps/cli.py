@@ -93,7 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--upstream", help="OpenAI-compatible base URL (env RXLLM_UPSTREAM)")
+    serve.add_argument(
+        "--upstream",
+        help="the upstream's base URL, as its SDK takes it (env RXLLM_UPSTREAM)",
+    )
+    serve.add_argument(
+        "--upstream-api",
+        metavar="LIST",
+        help="the APIs the upstream speaks, of chat, responses, anthropic "
+        "(default chat,responses; env RXLLM_UPSTREAM_API)",
+    )
     serve.add_argument(
         "--config", help="TOML file: upstreams, key pools, failover (env RXLLM_CONFIG)"
     )
@@ -160,23 +169,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.apps.server.server_settings import ServerSettings
         from pipeline.apps.server.uvicorn_runner import serve as run_server
 
-        settings = ServerSettings.from_env(
-            host=args.host,
-            port=args.port,
-            upstream=args.upstream,
-            config=args.config,
-            model=args.model,
-            api_key=args.api_key,
-            auth_token=args.auth_token,
-            cors_origins=tuple(args.cors_origins) if args.cors_origins else None,
-            db_url=args.db_url,
-            store=False if args.no_store else None,
-            heartbeat=args.heartbeat,
-            replay_size=args.replay_size,
-            mock_tokens_per_second=args.mock_rate,
-            redis_url=args.redis_url,
-            instance=args.instance,
-        )
+        try:
+            settings = ServerSettings.from_env(
+                host=args.host,
+                port=args.port,
+                upstream=args.upstream,
+                upstream_apis=args.upstream_api,
+                config=args.config,
+                model=args.model,
+                api_key=args.api_key,
+                auth_token=args.auth_token,
+                cors_origins=tuple(args.cors_origins) if args.cors_origins else None,
+                db_url=args.db_url,
+                store=False if args.no_store else None,
+                heartbeat=args.heartbeat,
+                replay_size=args.replay_size,
+                mock_tokens_per_second=args.mock_rate,
+                redis_url=args.redis_url,
+                instance=args.instance,
+            )
+        except ValueError as exc:  # a bad --upstream-api
+            print(f"rxllm serve: {exc}", file=sys.stderr)
+            return 2
         if args.workers < 1:
             print(f"rxllm serve: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
             return 2

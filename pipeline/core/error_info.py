@@ -1,6 +1,6 @@
 """Error classification: how any exception of a stream is reported as a ``StreamError``.
 
-:func:`classify` maps an exception (the ``openai`` SDK's HTTP errors, httpx
+:func:`classify` maps an exception (the ``openai`` and ``anthropic`` SDKs' HTTP errors, httpx
 timeouts and transport errors, rxllm's own :mod:`pipeline.core.errors`) to an
 :class:`ErrorInfo`: the kind, a scrubbed message, the HTTP status and code,
 whether a retry may help, and how long the upstream asked to wait. The
@@ -48,6 +48,18 @@ def _http_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], 
 _TIMEOUTS, _TRANSPORTS = _http_errors()
 
 
+def _anthropic_errors() -> tuple[type[Exception], type[Exception], type[Exception]] | None:
+    """The ``anthropic`` SDK's status, timeout and connection errors (None: not installed)."""
+    try:
+        module: Any = importlib.import_module("anthropic")
+    except ImportError:  # pragma: no cover - a dependency, but only Anthropic upstreams need it
+        return None
+    return module.APIStatusError, module.APITimeoutError, module.APIConnectionError
+
+
+_ANTHROPIC = _anthropic_errors()
+
+
 class ErrorInfo(NamedTuple):
     """How an exception is reported: the fields of a :class:`StreamError`."""
 
@@ -75,10 +87,14 @@ def _body_error(body: object) -> dict[str, Any]:
     return {}
 
 
-def _status_info(exc: openai.APIStatusError) -> ErrorInfo:
+def _status_info(exc: Any) -> ErrorInfo:
+    """An HTTP error status of either SDK (Anthropic's bodies name a ``type``, not a ``code``)."""
     status = exc.status_code
     error = _body_error(exc.body)
-    code = error.get("code", exc.code)
+    code = error.get("code", getattr(exc, "code", None))
+    kind = error.get("type")
+    if "code" not in error and isinstance(kind, str) and kind.endswith("_error"):
+        code = kind  # overloaded_error, rate_limit_error...
     detail = error.get("message")
     message = detail if isinstance(detail, str) and detail else exc.message
     retryable = status in (408, 409, 429) or status >= 500
@@ -137,6 +153,14 @@ def classify(exc: BaseException) -> ErrorInfo:
     elif isinstance(exc, openai.APIConnectionError):
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
         info = ErrorInfo("connection", f"{exc.message}{cause}", retryable=True)
+    elif _ANTHROPIC is not None and isinstance(exc, _ANTHROPIC):
+        if isinstance(exc, _ANTHROPIC[0]):
+            info = _status_info(exc)
+        elif isinstance(exc, _ANTHROPIC[1]):
+            info = ErrorInfo("timeout", "the request to the upstream timed out", retryable=True)
+        else:
+            cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+            info = ErrorInfo("connection", f"{exc}{cause}", retryable=True)
     elif isinstance(exc, openai.APIResponseValidationError):
         info = ErrorInfo("malformed", f"the upstream's response is invalid: {exc.message}")
     elif isinstance(exc, openai.APIError | UpstreamStreamError):  # an error payload mid-stream

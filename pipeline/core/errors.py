@@ -8,6 +8,7 @@ The tree::
     │   │                        or a top-level ``error`` object in a chunk)
     │   └── MalformedChunkError  a chunk could not be parsed or understood
     ├── StreamTimeoutError       a first-token, idle or total timeout expired
+    ├── UntranslatableError      (runtime.translate) a request field another API cannot carry
     ├── ResumeGapError           (runtime.stream_hub) a resume asked for events no longer kept
     ├── StreamNotFoundError      (runtime.stream_hub) no stream with that id in this process
     ├── RecordingError           (runtime.replay) a recording file has a bad line
@@ -27,6 +28,7 @@ __all__ = [
     "MalformedChunkError",
     "RxllmError",
     "StreamTimeoutError",
+    "UntranslatableError",
     "UpstreamError",
     "UpstreamStreamError",
 ]
@@ -76,3 +78,15 @@ class StreamTimeoutError(RxllmError):
         super().__init__(f"{which} timeout of {seconds:g}s expired")
         self.which = which
         self.seconds = seconds
+
+
+class UntranslatableError(RxllmError, ValueError):
+    """A request field cannot be carried into another API; ``field`` names it (``tools[2]``).
+
+    Raised before any upstream call, so a server answers it with a 400 naming the field.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"'{field}' {reason}")
+        self.field = field
+        self.reason = reason

@@ -6,6 +6,8 @@
   client without any key).
 * ``RXLLM_UPSTREAM_API_KEY``: ``rxllm serve``'s key for its upstream; it
   wins over ``OPENAI_API_KEY``.
+* ``ANTHROPIC_API_KEY``: the anthropic SDK's own, for an upstream speaking
+  Anthropic Messages that was given no key.
 * A config file's ``api_key_env`` names a variable holding one key, or
   several separated by commas or whitespace (a key pool).
 
@@ -18,6 +20,7 @@ import os
 from collections.abc import Mapping
 
 __all__ = [
+    "ANTHROPIC_KEY_VAR",
     "API_KEY_VAR",
     "BASE_URL_VAR",
     "NO_KEY",
@@ -29,6 +32,7 @@ __all__ = [
 ]
 
 API_KEY_VAR = "OPENAI_API_KEY"
+ANTHROPIC_KEY_VAR = "ANTHROPIC_API_KEY"
 BASE_URL_VAR = "OPENAI_BASE_URL"
 SERVE_KEY_VAR = "RXLLM_UPSTREAM_API_KEY"
 NO_KEY = "unused"

@@ -101,12 +101,16 @@ from pipeline.runtime.key_pool import Lease, NoKeyAvailable
 from pipeline.runtime.standard_chain import llm_stream
 from pipeline.runtime.upstreams import ClientFactory, Upstream
 
-__all__ = ["FailoverMetrics", "RequestBuilder", "SourceFactory", "failover"]
+__all__ = ["AttemptSource", "FailoverMetrics", "RequestBuilder", "SourceFactory", "failover"]
 
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[AsyncOpenAI, dict[str, Any]], Observable[RawChunk]]
 """Makes one attempt's raw source from a client and the request's parameters."""
+
+AttemptSource = Callable[[Upstream, str | None], Observable[RawChunk]]
+"""Makes one attempt's raw source on an upstream with a key, the request decided already
+(its API and body per upstream: :mod:`pipeline.runtime.api_routing`)."""
 
 
 class FailoverMetrics(Protocol):
@@ -144,6 +148,7 @@ class _Policy:
     scheduler: abc.SchedulerBase | None
     client_factory: ClientFactory
     source_factory: SourceFactory
+    attempt_source: AttemptSource | None
 
 
 _DEFAULTS = FailoverOptions()
@@ -161,6 +166,7 @@ def failover(
     scheduler: abc.SchedulerBase | None = None,
     client_factory: ClientFactory | None = None,
     source_factory: SourceFactory | None = None,
+    attempt_source: AttemptSource | None = None,
     random: Callable[[], float] = _random.random,
     request_for: RequestBuilder | None = None,
     on_attempt: AttemptRecorder | None = None,
@@ -192,6 +198,11 @@ def failover(
     With ``continue_after_first_token`` (an option), a cut after the first
     token is continued (:mod:`pipeline.runtime.continuation`);
     ``on_attempt`` then gets each run's own events.
+    ``attempt_source(upstream, key)``, when given, makes each attempt's source
+    instead (``params`` then only name the model for the logs): a request of
+    another API, or whose upstreams speak different APIs, is sent to each in
+    its own API (:func:`pipeline.runtime.api_routing.attempt_source`); it
+    takes no continuation.
     """
     if not upstreams:
         raise ValueError("failover needs at least one upstream")
@@ -209,6 +220,7 @@ def failover(
         scheduler=scheduler,
         client_factory=client_factory or _client,
         source_factory=source_factory or _chat,
+        attempt_source=attempt_source,
     )
     if options.continue_after_first_token:  # after the first token too: an added layer
         continuation = Continuation(
@@ -332,14 +344,18 @@ class _Run:
             subscription = SingleAssignmentDisposable()
             self.current.disposable = subscription
             try:
-                client = policy.client_factory(upstream, key)
-                params = {**policy.params}
-                if policy.request_for is not None:
-                    params = policy.request_for(upstream, params)
-                if "model" in params:
-                    params["model"] = upstream.model_for(params["model"])
+                if policy.attempt_source is not None:
+                    source = policy.attempt_source(upstream, key)
+                else:
+                    client = policy.client_factory(upstream, key)
+                    params = {**policy.params}
+                    if policy.request_for is not None:
+                        params = policy.request_for(upstream, params)
+                    if "model" in params:
+                        params["model"] = upstream.model_for(params["model"])
+                    source = policy.source_factory(client, params)
                 events = llm_stream(
-                    policy.source_factory(client, params),
+                    source,
                     stream_id=policy.stream_id,
                     tools=policy.tools,
                     first_token_timeout=_first(

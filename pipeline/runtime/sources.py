@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 from openai import AsyncOpenAI
@@ -35,7 +35,10 @@ from reactivex.disposable import Disposable
 from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 from pipeline.runtime.async_bridges import _loop_for, from_async_iterable
 
-__all__ = ["chat_completions", "decode_sse", "responses", "sse_body"]
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+__all__ = ["anthropic_messages", "chat_completions", "decode_sse", "responses", "sse_body"]
 
 _clock = time.monotonic
 """Arrival times: not ``loop.time()``, which uvloop caches per loop turn in milliseconds."""
@@ -245,4 +248,28 @@ def responses(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessage]:
     """Stream ``POST /responses`` (the Responses API); see :func:`chat_completions`."""
     create = client.responses.with_streaming_response.create
     kwargs = _request_kwargs(client.responses.create, {**params, "stream": True}, {})
+    return _from_request(lambda: create(**kwargs))
+
+
+def anthropic_messages(client: AsyncAnthropic, **params: Any) -> Observable[SSEMessage]:
+    """Stream ``POST /v1/messages`` (Anthropic Messages) with ``params`` as its body.
+
+    The ``anthropic`` client makes the request (``x-api-key``,
+    ``anthropic-version``, base URL); the body travels whole, as it is, in
+    ``extra_body`` (fields the SDK does not know are kept), and the response
+    is read raw like :func:`chat_completions`'. Errors: ``anthropic.APIStatusError``
+    for an HTTP error status (529 when overloaded), ``anthropic.APIConnectionError``
+    / ``APITimeoutError`` when the request fails.
+    """
+    create = client.messages.with_streaming_response.create
+    options = {k: params.pop(k) for k in _REQUEST_OPTIONS if k in params}
+    body = {**params, **(options.pop("extra_body", None) or {}), "stream": True}
+    kwargs = {
+        "model": body.get("model", ""),
+        "max_tokens": body.get("max_tokens", 1),
+        "messages": [],
+        "stream": True,
+        **options,
+        "extra_body": body,
+    }
     return _from_request(lambda: create(**kwargs))

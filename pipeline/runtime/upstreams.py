@@ -1,8 +1,11 @@
 """Upstreams: where a request can go, with which key(s), and the client that takes it there.
 
-:class:`Upstream` is one OpenAI-compatible endpoint (base URL, one key or a
+:class:`Upstream` is one endpoint (base URL, one key or a
 :class:`~pipeline.runtime.key_pool.KeyPool`, model aliases, per-upstream
-timeouts) and makes its ``AsyncOpenAI`` clients, one per key and event loop.
+timeouts, the APIs it speaks: ``chat``, ``responses``, ``anthropic``) and
+makes its clients, one per key and event loop: ``AsyncOpenAI`` for Chat
+Completions and Responses, ``AsyncAnthropic`` for Anthropic Messages (which
+sends ``x-api-key`` and ``anthropic-version``).
 :class:`UpstreamConfig` is the same upstream as written in a config file.
 :func:`pipeline.runtime.failover.failover` tries them in order.
 """
@@ -12,20 +15,50 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from weakref import WeakKeyDictionary
 
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.core.redaction import redact_url
-from pipeline.runtime.api_keys import client_key, keys_from
+from pipeline.runtime.api_keys import ANTHROPIC_KEY_VAR, NO_KEY, client_key, keys_from
+from pipeline.runtime.api_keys import api_key as api_key_from
 from pipeline.runtime.http_backend import http_client
 from pipeline.runtime.key_pool import KeyPool, fingerprint
 
-__all__ = ["ClientFactory", "Cooldown", "Upstream", "UpstreamConfig"]
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+__all__ = [
+    "API_NAMES",
+    "ClientFactory",
+    "Cooldown",
+    "Upstream",
+    "UpstreamConfig",
+    "parse_apis",
+]
+
+ApiName = Literal["chat", "responses", "anthropic"]
+
+_DEFAULT_APIS: list[ApiName] = ["chat", "responses"]
+
+#: The APIs an upstream can speak, as ``--upstream-api`` and ``apis = [...]`` name them.
+API_NAMES: tuple[str, ...] = ("chat", "responses", "anthropic")
+
+
+def parse_apis(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``"chat,responses"`` (or a list) as a tuple of API names; ``ValueError`` for others."""
+    names = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    unknown = [name for name in names if name not in API_NAMES]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown upstream API {', '.join(map(repr, unknown)) or '(none given)'}: "
+            f"use one or more of {', '.join(API_NAMES)}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 class Cooldown:
@@ -66,6 +99,11 @@ class Upstream:
     (:mod:`pipeline.runtime.continuation`): ``"prefix"`` (a trailing assistant
     message with ``prefix: true``), ``"instruction"`` or ``"none"``.
     The repr shows fingerprints, never keys.
+    ``apis`` are the APIs it speaks (default Chat Completions and Responses); for
+    ``anthropic``, ``base_url`` is the one the ``anthropic`` SDK takes
+    (``https://api.anthropic.com``; a trailing ``/v1`` is dropped for it, so one
+    URL serves all three on a server that speaks them all) and a missing key is
+    ``ANTHROPIC_API_KEY``'s.
     """
 
     name: str
@@ -78,10 +116,14 @@ class Upstream:
     client_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     cooldown: Cooldown = field(default_factory=Cooldown, repr=False)
     prefill: Literal["prefix", "instruction", "none"] = "instruction"
+    apis: tuple[str, ...] = ("chat", "responses")
     # One client per key and event loop (an httpx pool belongs to one loop).
     _clients: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, AsyncOpenAI]] = field(
         default_factory=WeakKeyDictionary, init=False, repr=False
     )
+    _anthropic_clients: WeakKeyDictionary[
+        asyncio.AbstractEventLoop, dict[str | None, AsyncAnthropic]
+    ] = field(default_factory=WeakKeyDictionary, init=False, repr=False)
 
     @property
     def pool(self) -> KeyPool | None:
@@ -116,11 +158,31 @@ class Upstream:
             clients[api_key] = client
         return client
 
+    def anthropic_client(self, api_key: str | None = None) -> AsyncAnthropic:
+        """The ``AsyncAnthropic`` client for ``api_key`` on the running loop (cached, no retry)."""
+        from anthropic import AsyncAnthropic
+
+        loop = asyncio.get_running_loop()
+        clients = self._anthropic_clients.setdefault(loop, {})
+        client = clients.get(api_key)
+        if client is None:
+            key = api_key or api_key_from(ANTHROPIC_KEY_VAR) or NO_KEY
+            base = self.base_url.rstrip("/").removesuffix("/v1") if self.base_url else None
+            options = {
+                k: v for k, v in self.client_options.items() if k in ("timeout", "default_headers")
+            }
+            client = AsyncAnthropic(base_url=base, api_key=key, max_retries=0, **options)
+            clients[api_key] = client
+        return client
+
     async def aclose(self) -> None:
         """Close the clients made on the running loop."""
-        clients = self._clients.pop(asyncio.get_running_loop(), {})
+        loop = asyncio.get_running_loop()
+        clients = self._clients.pop(loop, {})
         for client in clients.values():
             await client.close()
+        for other in self._anthropic_clients.pop(loop, {}).values():
+            await other.close()
 
     def __repr__(self) -> str:
         key = self.api_key
@@ -164,6 +226,7 @@ class UpstreamConfig(BaseModel):
     sticky: bool = True
     pool: bool | None = None  # None: a pool when there is more than one key
     prefill: Literal["prefix", "instruction", "none"] = "instruction"
+    apis: list[ApiName] = Field(default_factory=lambda: _DEFAULT_APIS.copy(), min_length=1)
 
     def keys(self) -> list[str]:
         """Every key configured, environment variables read now."""
@@ -195,4 +258,5 @@ class UpstreamConfig(BaseModel):
             self.idle_timeout,
             self.total_timeout,
             prefill=self.prefill,
+            apis=tuple(dict.fromkeys(self.apis)),
         )

@@ -23,15 +23,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from sinks.dialects.anthropic_messages import AnthropicDialect
 from sinks.dialects.chat_completions import OpenAIDialect, chat_usage
 from sinks.dialects.dialect_base import Dialect, data_frame
+from sinks.dialects.responses_api import ResponsesDialect
 from sinks.dialects.rxllm_events import RxllmDialect
 from sinks.dialects.vercel_ui import VercelDialect
 
 __all__ = [
     "DIALECTS",
+    "AnthropicDialect",
     "Dialect",
     "OpenAIDialect",
+    "ResponsesDialect",
     "RxllmDialect",
     "VercelDialect",
     "chat_usage",
@@ -44,11 +48,14 @@ DIALECTS: dict[str, type[Dialect]] = {
     "rxllm": RxllmDialect,
     "openai": OpenAIDialect,
     "vercel": VercelDialect,
+    "responses": ResponsesDialect,
+    "anthropic": AnthropicDialect,
 }
 
 
 def make_dialect(name: str, **options: Any) -> Dialect:
-    """A new dialect by name (``rxllm``, ``openai``, ``vercel``) with its options.
+    """A new dialect by name (``rxllm``, ``openai``, ``vercel``, ``responses``,
+    ``anthropic``) with its options.
 
     Errors: ``ValueError`` for an unknown name; ``TypeError`` for an option
     the dialect does not take.

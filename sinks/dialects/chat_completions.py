@@ -60,6 +60,19 @@ def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Usage in Chat Completions names (``prompt_tokens``, ...), from either API's."""
     if "prompt_tokens" in usage or "input_tokens" not in usage:
         return usage
+    if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+        # Anthropic's: input_tokens leaves out the tokens read from and written to the cache
+        cached = usage.get("cache_read_input_tokens") or 0
+        prompt = (
+            usage.get("input_tokens", 0) + cached + (usage.get("cache_creation_input_tokens") or 0)
+        )
+        output = usage.get("output_tokens", 0)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": output,
+            "total_tokens": prompt + output,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
     out: dict[str, Any] = {
         "prompt_tokens": usage.get("input_tokens", 0),
         "completion_tokens": usage.get("output_tokens", 0),

@@ -19,8 +19,16 @@ A TOML file::
     models = { fast = "gpt-4o-mini" }
 
     [[upstreams]]
+    name = "claude"
+    base_url = "https://api.anthropic.com"
+    apis = ["anthropic"]              # the APIs it speaks (default ["chat", "responses"])
+    api_key_env = "ANTHROPIC_API_KEY"
+    models = { fast = "claude-haiku-4-5" }
+
+    [[upstreams]]
     name = "backup"
     base_url = "http://10.0.0.7:8000/v1"
+    apis = ["chat"]
     models = { "*" = "llama-3.1-70b" }
     prefill = "prefix"       # how a cut answer is sent back: prefix, instruction, none
 

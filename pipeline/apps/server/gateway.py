@@ -30,13 +30,15 @@ from pipeline.apps.server.api_errors import ApiError
 from pipeline.apps.server.config_file import load_config
 from pipeline.apps.server.model_list import ModelList
 from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.core.errors import UntranslatableError
 from pipeline.core.ids import new_stream_id
 from pipeline.runtime.api_keys import NO_KEY
+from pipeline.runtime.api_routing import attempt_source, plan_calls, tools_for
 from pipeline.runtime.failover import failover
 from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import StreamHub
-from pipeline.runtime.upstreams import Upstream
+from pipeline.runtime.upstreams import API_NAMES, Upstream
 from sinks.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -109,7 +111,11 @@ class Gateway:
             self.failover_options = config.failover
             self.chat_tools = [tool.openai() for tool in config.tools]
         elif settings.upstream is not None:
-            self.upstreams = [Upstream("upstream", settings.upstream, settings.api_key)]
+            self.upstreams = [
+                Upstream(
+                    "upstream", settings.upstream, settings.api_key, apis=settings.upstream_apis
+                )
+            ]
         else:
             from pipeline.apps.builtin_model import DEFAULT_MODEL, MockScript, MockServer
 
@@ -119,7 +125,9 @@ class Gateway:
             script = MockScript(interval=1.0 / rate if rate > 0 else 0.0, stall=0.2)
             self._mock = MockServer(script)
             await self._mock.__aenter__()
-            self.upstreams = [Upstream("builtin", self._mock.base_url, NO_KEY, prefill="prefix")]
+            self.upstreams = [
+                Upstream("builtin", self._mock.base_url, NO_KEY, prefill="prefix", apis=API_NAMES)
+            ]
             # It answers to any model name, as the name asked; this one when none is.
             self.builtin_default = DEFAULT_MODEL
         self._warm_up_clients()
@@ -203,30 +211,55 @@ class Gateway:
         tools: Any = None,
         conversation_id: str | None = None,
         continue_after_first_token: bool | None = None,
+        api: str = "chat",
         **timeouts: float,
     ) -> StreamRun:
-        """A new, not yet started, stream for a Chat Completions request.
+        """A new, not yet started, stream for a request of ``api`` (default Chat Completions).
 
-        ``conversation_id`` keeps a conversation on one key of a sticky key
-        pool; ``timeouts`` (``first_token_timeout``, ``idle_timeout``,
-        ``total_timeout``) override the configured ones for this request, and
-        so does ``continue_after_first_token`` (``None``: as configured). A
-        continued stream's runs are stored too, as ``<id>.1``, ``<id>.2``...
+        Each upstream takes it in its own API when it speaks ``api`` (the body
+        as it is), else translated (:mod:`pipeline.runtime.api_routing`); a
+        request no upstream can take is an :class:`ApiError` 400 naming the
+        field, before any upstream call. ``conversation_id`` keeps a
+        conversation on one key of a sticky key pool; ``timeouts``
+        (``first_token_timeout``, ``idle_timeout``, ``total_timeout``)
+        override the configured ones for this request,
+        and so does ``continue_after_first_token`` (``None``: as configured;
+        Chat Completions only). A continued stream's runs are stored too, as
+        ``<id>.1``, ``<id>.2``...
         """
         stream_id = new_stream_id()
         params = dict(params)
-        if params.get("stream_options") is None:
-            params["stream_options"] = {"include_usage": True}
-        events = failover(
-            self.upstreams,
-            params,
-            stream_id=stream_id,
-            tools=tools,
-            conversation_id=conversation_id,
-            metrics=self.metrics,
-            options=self.failover_options.replace(**timeouts, **_set(continue_after_first_token)),
-            on_attempt=self._store_attempt if self.store is not None else None,
-        )
+        if api == "chat" and all("chat" in u.apis for u in self.upstreams):
+            if params.get("stream_options") is None:
+                params["stream_options"] = {"include_usage": True}
+            events = failover(
+                self.upstreams,
+                params,
+                stream_id=stream_id,
+                tools=tools,
+                conversation_id=conversation_id,
+                metrics=self.metrics,
+                options=self.failover_options.replace(
+                    **timeouts, **_set(continue_after_first_token)
+                ),
+                on_attempt=self._store_attempt if self.store is not None else None,
+            )
+        else:
+            try:
+                plan = plan_calls(self.upstreams, api, params)
+            except UntranslatableError as exc:
+                raise ApiError(400, str(exc), param=exc.field, code="untranslatable") from None
+            events = failover(
+                plan.upstreams,
+                {"model": params.get("model")},
+                stream_id=stream_id,
+                tools=tools if tools is not None else tools_for(api, params),
+                conversation_id=conversation_id,
+                metrics=self.metrics,
+                # a continuation is written in Chat Completions: not for these
+                options=self.failover_options.replace(**timeouts, continue_after_first_token=False),
+                attempt_source=attempt_source(plan),
+            )
         run = StreamRun(events, stream_id=stream_id, errors_mapped=True)
         self.hub.register(run)
         self.metrics.attach(run, model=str(params.get("model")), upstream=self.upstream_label)

@@ -4,6 +4,13 @@ Routes (each also importable through :func:`routes`, to mount into an app):
 
 * ``POST /v1/chat/completions`` -- OpenAI-compatible, streaming and not; every
   stream runs through the pipeline; the response has ``x-rxllm-stream-id``.
+* ``POST /v1/responses`` -- the Responses API, streaming and not
+  (``responses.create(stream=True)``, ``responses.stream()``);
+* ``POST /v1/messages`` -- Anthropic Messages, streaming and not
+  (``messages.stream()``), its errors in Anthropic's shape. Both run through
+  the same pipeline and carry ``x-rxllm-stream-id``; an upstream that speaks
+  the route's API gets the body as it is, another one a translation
+  (:mod:`pipeline.runtime.api_routing`); a field none can carry is a 400 naming it.
 * ``POST /v1/streams`` -- start a stream for the chat page; returns its id
   (the body's other fields pass upstream, as on ``/v1/chat/completions``).
 * ``GET /v1/streams/{id}/events`` -- rxllm's own events, live or recent,
@@ -47,13 +54,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from pipeline.apps.server.api_errors import ApiError, error_response
+from pipeline.apps.server.api_errors import ApiError, anthropic_error_response, error_response
 from pipeline.apps.server.bearer_auth import BearerAuth, read_query
 from pipeline.apps.server.gateway import Gateway
 from pipeline.apps.server.inspector_api import INSPECTOR_PATH, InspectorApi
 from pipeline.apps.server.remote_resume import open_resume
 from pipeline.apps.server.request_bodies import (
     ChatRequest,
+    MessagesRequest,
+    ResponsesRequest,
     UIChatRequest,
     continue_header,
     read_json,
@@ -89,8 +98,8 @@ def _upstream_error(event: StreamError) -> ApiError:
     return ApiError(status, event.message, type="upstream_error", code=event.code or event.kind)
 
 
-def _upstream_error_response(event: StreamError, headers: dict[str, str]) -> Response:
-    """The response for a stream that failed before its first token, with retry advice.
+def _retry_advice(event: StreamError, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with the retry advice for a stream that failed before its first token.
 
     rxllm has already retried (and failed over) as its policy allows, so the
     client's own retries would only multiply the load on the upstream:
@@ -103,7 +112,24 @@ def _upstream_error_response(event: StreamError, headers: dict[str, str]) -> Res
     if wait is not None and math.isfinite(wait) and wait >= 0:
         advice["retry-after"] = str(math.ceil(wait))
         advice["retry-after-ms"] = str(math.ceil(wait * 1000))
-    return error_response(_upstream_error(event), advice)
+    return advice
+
+
+def _upstream_error_response(event: StreamError, headers: dict[str, str]) -> Response:
+    """The response for a stream that failed before its first token, with retry advice."""
+    return error_response(_upstream_error(event), _retry_advice(event, headers))
+
+
+def _native_error(event: StreamError) -> ApiError:
+    """The HTTP error for a stream that failed before its first token, its status kept.
+
+    As :func:`_upstream_error`, but an error the upstream sent in its stream
+    (an Anthropic ``overloaded_error``) keeps the status it stands for (529).
+    """
+    error = _upstream_error(event)
+    if event.kind == "upstream" and event.status is not None:
+        error.status = event.status
+    return error
 
 
 async def _first_then_rest(run: StreamRun) -> tuple[list[Event], AsyncIterator[Event]]:
@@ -230,6 +256,70 @@ class _Api:
             events,
             first=held,
             dialect=OpenAIDialect(include_usage=include_usage),
+            on_disconnect=run.cancel,
+            heartbeat=gw.settings.heartbeat,
+            send_timeout=gw.settings.send_timeout,
+            headers=headers,
+        )
+
+    async def responses(self, request: Request) -> Response:
+        """``POST /v1/responses``: a Responses API request, streamed or not."""
+        from sinks.dialects import ResponsesDialect
+
+        gw = self.gateway
+        req = validate(ResponsesRequest, await read_json(request, gw.settings.max_body))
+        self._check_model(req.model)
+        params = req.upstream_params()
+        dialect = ResponsesDialect(request=params, model=req.model)
+        return await self._native(request, req, params, "responses", dialect, error_response)
+
+    async def messages(self, request: Request) -> Response:
+        """``POST /v1/messages``: an Anthropic Messages request, streamed or not."""
+        from sinks.dialects import AnthropicDialect
+
+        gw = self.gateway
+        req = validate(MessagesRequest, await read_json(request, gw.settings.max_body))
+        self._check_model(req.model)
+        params = req.upstream_params()
+        dialect = AnthropicDialect(model=req.model)
+        return await self._native(
+            request, req, params, "anthropic", dialect, anthropic_error_response
+        )
+
+    async def _native(
+        self,
+        request: Request,
+        req: Any,
+        params: dict[str, Any],
+        api: str,
+        dialect: Any,
+        errors: Callable[[ApiError, dict[str, str] | None], Response],
+    ) -> Response:
+        """Run a request of ``api`` through the pipeline; answer in the same API.
+
+        Not streamed: the dialect is fed every event and its message is the
+        body. Streamed: as on ``/v1/chat/completions`` (an HTTP error before
+        the first token, the rest as the dialect writes it).
+        """
+        gw = self.gateway
+        run = gw.open_stream(params, api=api, tools=None, **_per_request(request, req))
+        headers = {"x-rxllm-stream-id": run.stream_id or ""}
+        if not req.stream:
+            run.subscribe(dialect.encode)
+            run.start()
+            terminal = await run.wait()
+            if isinstance(terminal, StreamError):
+                return errors(_native_error(terminal), _retry_advice(terminal, headers))
+            body = dialect.response() if hasattr(dialect, "response") else dialect.message()
+            return JSONResponse(body, headers=headers)
+        held, events = await _first_then_rest(run)
+        first = held[-1] if held else None
+        if isinstance(first, StreamError) and not first.after_first_token:
+            return errors(_native_error(first), _retry_advice(first, headers))
+        return SSEResponse(
+            events,
+            first=held,
+            dialect=dialect,
             on_disconnect=run.cancel,
             heartbeat=gw.settings.heartbeat,
             send_timeout=gw.settings.send_timeout,
@@ -377,12 +467,12 @@ def _jsonable(item: Any) -> dict[str, Any]:
     return dict(item)
 
 
-def _api_errors(handler: Handler) -> Handler:
+def _api_errors(handler: Handler, shape: Callable[..., Response] = error_response) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             response: Response = await handler(request)
         except ApiError as exc:
-            return error_response(exc)
+            return shape(exc)
         return response
 
     return wrapped
@@ -410,6 +500,14 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         ("/v1/inspect/streams/{stream_id}", inspector.stream, ["GET"]),
     ]
     out: list[BaseRoute] = [Route(p, _api_errors(h), methods=m) for p, h, m in table]
+    out.append(Route("/v1/responses", _api_errors(api.responses), methods=["POST"]))
+    out.append(
+        Route(
+            "/v1/messages",
+            _api_errors(api.messages, anthropic_error_response),
+            methods=["POST"],
+        )
+    )
     out.append(metrics_endpoint(gateway.metrics))
     return out
 
@@ -434,7 +532,14 @@ def create_app(settings: ServerSettings | None = None, gateway: Gateway | None =
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST"],
-                allow_headers=["authorization", "content-type", "last-event-id"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "last-event-id",
+                    "x-api-key",
+                    "anthropic-version",
+                    "anthropic-beta",
+                ],
                 expose_headers=["x-rxllm-stream-id"],
             )
         )

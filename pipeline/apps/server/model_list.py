@@ -70,6 +70,17 @@ class ModelList:
             if pool is not None:
                 lease = pool.acquire()
                 key = lease.key
+            if "chat" not in upstream.apis and "responses" not in upstream.apis:
+                # Anthropic's own list (GET /v1/models with x-api-key), in OpenAI's words
+                listed = await upstream.anthropic_client(key).models.list(timeout=self.timeout)
+                return [
+                    {
+                        "id": item.id,
+                        "created": int(item.created_at.timestamp()),
+                        "owned_by": "anthropic",
+                    }
+                    for item in listed.data
+                ]
             page = await upstream.client(key).models.list(timeout=self.timeout)
             return [item.model_dump() for item in page.data]
         except NoKeyAvailable as exc:

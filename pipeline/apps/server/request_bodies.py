@@ -14,6 +14,8 @@ from pipeline.core.redaction import is_secret_name
 
 __all__ = [
     "ChatRequest",
+    "MessagesRequest",
+    "ResponsesRequest",
     "UIChatRequest",
     "continue_header",
     "read_json",
@@ -38,6 +40,19 @@ class ChatRequest(BaseModel):
         """The parameters to send upstream (secrets dropped, ``stream`` set by the source)."""
         params = self.model_dump(exclude={"stream"}, exclude_none=True)
         return {name: value for name, value in params.items() if not is_secret_name(name)}
+
+
+class ResponsesRequest(ChatRequest):
+    """A Responses API request: the fields rxllm reads; the rest pass through."""
+
+    messages: list[dict[str, Any]] | None = None  # type: ignore[assignment]
+    input: str | list[Any]
+
+
+class MessagesRequest(ChatRequest):
+    """An Anthropic Messages request: the fields rxllm reads; the rest pass through."""
+
+    max_tokens: int = Field(ge=1)
 
 
 class UIChatRequest(BaseModel):

@@ -14,7 +14,8 @@ __all__ = ["ServerSettings"]
 class ServerSettings:
     """Everything the server needs; secrets are kept out of ``repr``.
 
-    ``upstream`` is an OpenAI-compatible base URL; ``config`` a TOML file of
+    ``upstream`` is a base URL, speaking the APIs of ``upstream_apis``
+    (``chat``, ``responses``, ``anthropic``; default the first two); ``config`` a TOML file of
     upstreams, key pools and failover settings (:mod:`pipeline.apps.server.config_file`);
     with neither, the built-in model is started in-process, so the server
     runs with no key.
@@ -28,6 +29,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     upstream: str | None = None
+    upstream_apis: tuple[str, ...] = ("chat", "responses")
     config: str | None = None
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -51,6 +53,7 @@ class ServerSettings:
         env = os.environ
         values: dict[str, object] = {
             "upstream": env.get("RXLLM_UPSTREAM") or env.get(BASE_URL_VAR),
+            "upstream_apis": env.get("RXLLM_UPSTREAM_API"),
             "model": env.get("RXLLM_MODEL"),
             "config": env.get("RXLLM_CONFIG"),
             "api_key": api_key(SERVE_KEY_VAR, API_KEY_VAR, env=env),
@@ -63,4 +66,9 @@ class ServerSettings:
         if origins:
             values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
+        apis = values.get("upstream_apis")
+        if isinstance(apis, str):
+            from pipeline.runtime.upstreams import parse_apis
+
+            values["upstream_apis"] = parse_apis(apis)
         return cls(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
