@@ -23,6 +23,8 @@ import pytest
 from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # starts rxllm serve processes
+
 USER: Any = [{"role": "user", "content": "What is the weather in Paris and the time there?"}]
 TOOLS: Any = [
     {
