@@ -203,7 +203,7 @@ async def test_an_unknown_stream_is_a_404(http: httpx.AsyncClient) -> None:
 async def test_a_stream_stalled_before_its_first_token_shows_as_live(
     http: httpx.AsyncClient,
 ) -> None:
-    payload = body({"text": "late but here", "stall": 2.0, "stall_after": 0})
+    payload = body({"text": "late but here", "stall": 4.0, "stall_after": 0})
     reader = asyncio.create_task(stream_through(http, payload))
     try:
         # The client waits for the first token; the inspector shows the stream meanwhile.
@@ -221,7 +221,7 @@ async def test_a_stream_stalled_before_its_first_token_shows_as_live(
     ended = await until(
         http, f"/v1/inspect/streams/{stream_id}", lambda d: d["status"] == "finished"
     )
-    assert ended["live"] is False and ended["first_token_at"] >= 2.0
+    assert ended["live"] is False and ended["first_token_at"] >= 4.0
 
 
 def test_the_inspector_behind_a_token(upstream: MockServer, tmp_path: Path) -> None:

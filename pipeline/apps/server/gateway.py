@@ -75,6 +75,10 @@ class Gateway:
         self._mock: Any = None
         self._readers: dict[str, int] = {}
         self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
+        # Streams no request holds (POST /v1/streams, a resumable chat): only these are
+        # cancelled once nobody reads them. A /v1/chat/completions stream is held by its
+        # own response: a second reader (the inspector) leaving must not cancel it.
+        self._orphanable: set[str] = set()
         self.bus: RedisBus | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -173,6 +177,7 @@ class Gateway:
         for timer in self._orphan_timers.values():
             timer.cancel()
         self._orphan_timers.clear()
+        self._orphanable.clear()
         for stream_id in self.hub.live():
             self.hub.cancel(stream_id, "server shutting down")
         tasks = list(self._tasks)
@@ -304,30 +309,41 @@ class Gateway:
             timer.cancel()
 
     def reader_detached(self, stream_id: str) -> None:
-        """A reader left; with none left, cancel the stream after the orphan timeout."""
+        """A reader left; with none left, cancel an orphanable stream after the orphan timeout.
+
+        Only a stream :meth:`watch_orphan` was called for: one that a request holds
+        (``/v1/chat/completions``) ends with that request, whoever else read it.
+        """
         count = self._readers.get(stream_id, 1) - 1
         if count > 0:
             self._readers[stream_id] = count
             return
         self._readers.pop(stream_id, None)
-        self.watch_orphan(stream_id)
+        if stream_id in self._orphanable:
+            self.watch_orphan(stream_id)
 
     def watch_orphan(self, stream_id: str) -> None:
-        """Cancel ``stream_id`` unless a reader attaches within the orphan timeout."""
+        """Cancel ``stream_id`` unless a reader attaches within the orphan timeout.
+
+        From then on the stream is orphanable: whenever its last reader leaves, the
+        timeout starts again, until the stream ends.
+        """
+        self._orphanable.add(stream_id)
         if stream_id in self._orphan_timers:
             return
         loop = asyncio.get_running_loop()
 
         def expire() -> None:
             self._orphan_timers.pop(stream_id, None)
-            if self._readers.get(stream_id) or stream_id not in self.hub:
+            run = self.hub.get(stream_id)
+            if run is None or run.terminal is not None:
+                self._orphanable.discard(stream_id)  # it ended (or was dropped): done
+                return
+            if self._readers.get(stream_id):
                 return
             if self.bus is None:
                 self.hub.cancel(stream_id, "no client read the stream")
                 return
-            run = self.hub.get(stream_id)
-            if run is None or run.terminal is not None:
-                return  # it ended: nothing to ask Redis
             task = loop.create_task(self._expire_unless_read_elsewhere(stream_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
