@@ -6,22 +6,29 @@ the next one, prefilled with the answer so far, continues it.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from reactivex import Observable
+from reactivex.testing import TestScheduler
 
 from pipeline.apps.builtin_model import MockScript, MockServer
-from pipeline.core.events import Event, StreamError
+from pipeline.core.backoff import Backoff
+from pipeline.core.events import Event, Started, StreamError, TextDelta
 from pipeline.runtime.continuation import (
+    Continuation,
     continuable,
+    continued,
     join_overlap,
     prefilled_request,
 )
 from pipeline.runtime.failover import failover
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.upstreams import Upstream
+from tests.virtual_time import on_completed, on_next
 
 ANSWER = "The quick brown fox jumps over the lazy dog, again and again until the end."
 MESSAGES = [{"role": "user", "content": "Tell me a pangram"}]
@@ -249,3 +256,113 @@ def test_prefilled_requests() -> None:
         "role": "user",
         "content": "go on",
     }
+
+
+class _Runs:
+    """A fake failover run per call, in virtual time: "a b" then a cut (or a timeout)."""
+
+    def __init__(self, scheduler: TestScheduler, run_time: float = 4.0) -> None:
+        self.scheduler = scheduler
+        self.run_time = run_time
+        self.calls: list[tuple[float, str, float | None, dict[str, Any]]] = []
+
+    def __call__(
+        self, order: Sequence[Upstream], request_for: Any, total: float | None
+    ) -> Observable[Event]:
+        now = self.scheduler.clock
+        request = request_for(order[0], {"model": "m", "messages": MESSAGES})
+        self.calls.append((now, order[0].name, total, request))
+        ends = self.run_time if total is None else min(self.run_time, total)
+        kind = "timeout" if ends < self.run_time else "connection"
+        sid = "s"
+
+        def items() -> list[Any]:
+            return [
+                on_next(0.0, Started(stream_id=sid, seq=0)),
+                on_next(1.0, TextDelta(stream_id=sid, seq=1, t=1.0, text="a")),
+                on_next(2.0, TextDelta(stream_id=sid, seq=2, t=2.0, text=" b")),
+                on_next(
+                    ends,
+                    StreamError(
+                        stream_id=sid,
+                        seq=3,
+                        t=ends,
+                        kind=kind,
+                        message=kind,
+                        retryable=True,
+                        after_first_token=True,
+                    ),
+                ),
+                on_completed(ends),
+            ]
+
+        # Relative to the subscription: a cold observable made when the run starts.
+        return self.scheduler.create_cold_observable(*items())
+
+
+def test_the_total_timeout_bounds_every_continuation_in_virtual_time() -> None:
+    """Each run says "a b" and is cut 4 s in; the total of 10 s stops the third run."""
+    scheduler = TestScheduler()
+    runs = _Runs(scheduler)
+    upstreams = [Upstream("a", prefill="prefix")]
+    events = continued(
+        runs,
+        upstreams,
+        {"model": "m", "messages": MESSAGES},
+        Continuation(max_continuations=9),
+        stream_id="s",
+        backoff=Backoff(0.25, 4.0, jitter=0.0),
+        total_timeout=10.0,
+        scheduler=scheduler,
+    )
+    observer = scheduler.start(lambda: events, created=1, subscribed=2, disposed=100)
+    got = [m.value.value for m in observer.messages if m.value.kind == "N"]
+    assert [(at - 2, total) for at, _, total, _ in runs.calls] == [
+        (0.0, None),
+        (4.25, 5.75),  # after the backoff, with what is left of the total
+        (8.5, 1.5),
+    ]
+    assert [e.type for e in got].count("failover") == 2
+    last = got[-1]
+    assert isinstance(last, StreamError) and last.kind == "timeout" and last.after_first_token
+    assert last.t == 10.0
+    # a prefix run's text is joined as it is; the third was cut after "a" by the total
+    assert text_of(got) == "a ba ba"
+    assert runs.calls[2][3]["messages"][-1] == {
+        "role": "assistant",
+        "content": "a ba b",
+        "prefix": True,
+    }
+    assert [e.seq for e in got] == list(range(len(got)))
+
+
+async def test_a_client_that_leaves_during_a_continuation_cancels_its_request(
+    model: MockServer,
+) -> None:
+    mock = {
+        "text": ANSWER,
+        "interval": 0.05,
+        "fail_first": 1,
+        "fault_key": "leaves",
+        "drop_after": 4,
+    }
+    upstream = Upstream("a", model.base_url, "k", prefill="prefix")
+    run = StreamRun(stream([upstream], mock), errors_mapped=True)
+    got: list[Event] = []
+    continued_text = asyncio.Event()
+
+    def on_event(event: Event) -> None:
+        got.append(event)
+        if event.type == "text" and any(e.type == "failover" for e in got):
+            continued_text.set()
+
+    run.subscribe(on_event)
+    run.start()
+    await asyncio.wait_for(continued_text.wait(), 10)
+    request = model.recorder.last_request
+    assert request is not None and request.connection is not None
+    run.cancel("client left")
+    assert (await run.wait()).type == "cancelled"
+    await request.connection.wait_closed_async(timeout=5)  # the continuation was cancelled
+    assert got[-1].type == "cancelled"
+    assert ANSWER.startswith(text_of(got))
