@@ -17,7 +17,15 @@ from reactivex.testing import TestScheduler
 
 from pipeline.apps.builtin_model import MockScript, MockServer
 from pipeline.core.backoff import Backoff
-from pipeline.core.events import Event, Started, StreamError, TextDelta
+from pipeline.core.events import (
+    Cancelled,
+    ChoiceFinished,
+    Event,
+    Finished,
+    Started,
+    StreamError,
+    TextDelta,
+)
 from pipeline.runtime.continuation import (
     Continuation,
     continuable,
@@ -273,7 +281,7 @@ class _Runs:
         request = request_for(order[0], {"model": "m", "messages": MESSAGES})
         self.calls.append((now, order[0].name, total, request))
         ends = self.run_time if total is None else min(self.run_time, total)
-        kind = "timeout" if ends < self.run_time else "connection"
+        kind: Any = "timeout" if ends < self.run_time else "connection"
         sid = "s"
 
         def items() -> list[Any]:
@@ -316,7 +324,8 @@ def test_the_total_timeout_bounds_every_continuation_in_virtual_time() -> None:
         scheduler=scheduler,
     )
     observer = scheduler.start(lambda: events, created=1, subscribed=2, disposed=100)
-    got = [m.value.value for m in observer.messages if m.value.kind == "N"]
+    notes: list[Any] = [m.value for m in observer.messages]
+    got = [n.value for n in notes if n.kind == "N"]
     assert [(at - 2, total) for at, _, total, _ in runs.calls] == [
         (0.0, None),
         (4.25, 5.75),  # after the backoff, with what is left of the total
@@ -362,7 +371,53 @@ async def test_a_client_that_leaves_during_a_continuation_cancels_its_request(
     request = model.recorder.last_request
     assert request is not None and request.connection is not None
     run.cancel("client left")
-    assert (await run.wait()).type == "cancelled"
+    assert isinstance(await run.wait(), Cancelled)
     await request.connection.wait_closed_async(timeout=5)  # the continuation was cancelled
     assert got[-1].type == "cancelled"
     assert ANSWER.startswith(text_of(got))
+
+
+def test_text_held_at_the_seam_goes_before_the_finish() -> None:
+    """Run 2 (instruction) says " a", which is found in what was sent, so it is held; then it
+    finishes: " a" (no overlap with the end) goes out before the finish, not after it."""
+    scheduler = TestScheduler()
+    sid = "s"
+    first = [
+        on_next(0.0, Started(stream_id=sid, seq=0)),
+        on_next(1.0, TextDelta(stream_id=sid, seq=1, t=1.0, text="x a b")),
+        on_next(2.0, StreamError(stream_id=sid, seq=2, t=2.0, kind="connection", message="x")),
+        on_completed(2.0),
+    ]
+    second = [
+        on_next(0.0, Started(stream_id=sid, seq=0)),
+        on_next(1.0, TextDelta(stream_id=sid, seq=1, t=1.0, text=" a")),
+        on_next(2.0, ChoiceFinished(stream_id=sid, seq=3, t=2.0, finish_reason="stop")),
+        on_next(2.0, Finished(stream_id=sid, seq=4, t=2.0, finish_reason="stop")),
+        on_completed(2.0),
+    ]
+    runs = iter([first, second])
+
+    def attempt(order: Any, request_for: Any, total: Any) -> Observable[Event]:
+        return scheduler.create_cold_observable(*next(runs))
+
+    events = continued(
+        attempt,
+        [Upstream("a")],
+        {"model": "m", "messages": MESSAGES},
+        Continuation(),
+        stream_id=sid,
+        backoff=Backoff(0.25, 4.0, jitter=0.0),
+        scheduler=scheduler,
+    )
+    observer = scheduler.start(lambda: events, created=1, subscribed=2, disposed=100)
+    notes: list[Any] = [m.value for m in observer.messages]
+    got = [n.value for n in notes if n.kind == "N"]
+    assert [e.type for e in got] == [
+        "started",
+        "text",
+        "failover",
+        "text",
+        "choice.finished",
+        "finished",
+    ]
+    assert text_of(got) == "x a b a"

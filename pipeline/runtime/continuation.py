@@ -471,6 +471,7 @@ class _Joined:
                 if self.run == 1:
                     self.send(event)
             elif isinstance(event, UsageReport):
+                self.flush_seam()
                 self.usages.append(dict(event.usage))
                 if self.run > 1:
                     usage = _sum_usage(self.usages)
@@ -489,9 +490,8 @@ class _Joined:
             elif isinstance(event, _TOOL_EVENTS):
                 self.flush_seam()
                 self.tool_event(event)
-            else:
-                if is_content(event):
-                    self.flush_seam()
+            else:  # the text held at the seam goes first: it came first
+                self.flush_seam()
                 self.queue(event)
 
     def prefill_of(self, name: str) -> Prefill:
