@@ -1,1 +1,1 @@
-"""rxllm's benchmarks: ``python -m bench.run`` (see the README, section Performance)."""
+"""rxllm's benchmarks: ``python -m bench.run`` (method and results: ``bench/README.md``)."""

@@ -13,7 +13,7 @@ other work on the machine lands on one sample of every row rather than on
 all the samples of one. The table gives the median, min and max, and the
 ratio of the median to the row's reference (the floor for per-chunk rows).
 It prints the table and writes ``bench/results.md`` and
-``bench/results.json``. The README, section Performance, says what each row means.
+``bench/results.json``. ``bench/README.md`` says what each row means.
 """
 
 from __future__ import annotations

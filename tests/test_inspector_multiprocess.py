@@ -26,6 +26,8 @@ from tests.redis_server import redis_server as redis_server
 from tests.serving import ServeProcess
 from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, chromium
 
+pytestmark = pytest.mark.services  # needs PostgreSQL, Redis and Chromium, started by the tests
+
 if importlib.util.find_spec("playwright") is not None:
     from playwright.async_api import async_playwright, expect
 

@@ -50,7 +50,7 @@ def tune_gc() -> None:
     SDK, SQLAlchemy, pydantic: hundreds of thousands). ``gc.freeze()`` moves
     what exists after start-up out of the collector's sight, and a larger
     first-generation threshold makes collections rarer (the ``serve.proxy``
-    row of ``python -m bench.run``; see the README's performance section).
+    row of ``python -m bench.run``; see ``bench/README.md``).
 
     Not too large: a stream keeps a few hundred tracked objects (reactivex
     subscriptions, tasks, the HTTP exchange) while it lasts, and a second-

@@ -1,8 +1,8 @@
 """Several ``rxllm serve`` worker processes on one port (``rxllm serve --workers N``).
 
 One process runs on one core: at a real token rate (20 tokens/s) it carries
-a couple of hundred streams within the latency targets (README,
-Performance). ``--workers N`` forks N servers that listen on the same port
+a couple of hundred streams within the latency targets
+(``bench/README.md``). ``--workers N`` forks N servers that listen on the same port
 with ``SO_REUSEPORT``, so the kernel spreads the connections over them.
 
 A stream lives in the worker that started it, and a client's next request
