@@ -106,6 +106,7 @@ class Extractor:
                     api="anthropic",
                     model=message.get("model"),
                     response_id=message.get("id"),
+                    usage=message.get("usage") if isinstance(message.get("usage"), dict) else None,
                 )
             )
             self._anthropic.feed(chunk, t, out, self.stamp)

@@ -92,6 +92,7 @@ class Started(EventBase):
     api: Literal["chat", "responses", "anthropic", "unknown"] = "unknown"
     model: str | None = None
     response_id: str | None = None
+    usage: dict[str, Any] | None = None  # usage said at the start (Anthropic's message_start)
 
 
 class TextDelta(EventBase):

@@ -210,6 +210,8 @@ class Accumulator:
             r.usage = event.usage
         elif isinstance(event, Started):
             r.stream_id, r.model, r.response_id = event.stream_id, event.model, event.response_id
+            if event.usage is not None and r.usage is None:
+                r.usage = event.usage  # what the start said, until the usage arrives
             self._choice(event.choice)
         elif isinstance(event, Finished):
             r.status, r.duration = "finished", event.t

@@ -28,9 +28,10 @@ reads a processed stream as if it came from ``POST /v1/messages``:
 :meth:`AnthropicDialect.message` is the message so far, as the SDK's
 ``get_final_message()`` would build it: the body of a non-streamed answer.
 
-Where this differs from the API: ``message_start`` carries no usage yet
-(zeros): the counts arrive with the upstream's last events, and
-``message_delta`` carries all of them (the SDK's final message has them).
+Where this differs from the API: from an upstream of another API,
+``message_start`` carries zero usage (the counts arrive with its last
+events); ``message_delta`` carries all of them, so the SDK's final message
+has them. An Anthropic upstream's ``message_start`` usage passes as it was.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def anthropic_usage(usage: dict[str, Any]) -> dict[str, Any]:
     if "prompt_tokens" in usage:  # Chat Completions
         details = usage.get("prompt_tokens_details") or {}
         prompt, output = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
-    elif "input_tokens" in usage:  # Responses
+    elif "input_tokens_details" in usage or "total_tokens" in usage:  # Responses
         details = usage.get("input_tokens_details") or {}
         prompt, output = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
     else:
@@ -156,6 +157,7 @@ class AnthropicDialect(Dialect):
         self._stop_details: dict[str, Any] | None = None
         self._refused = False
         self._api = "unknown"  # the upstream's API (the Started event's)
+        self._start_usage: dict[str, Any] | None = None  # an Anthropic upstream's, as it began
 
     # -- the message, as the SDK accumulates it ---------------------------------
 
@@ -217,6 +219,8 @@ class AnthropicDialect(Dialect):
             return out + self._delta(seq, {"type": "thinking_delta", "thinking": event.text})
         if isinstance(event, Started):
             self._api = event.api
+            if event.api == "anthropic" and event.usage is not None:
+                self._start_usage = dict(event.usage)
             if event.model and self.model is None:
                 self.model = event.model
             if self.message_id is None:
@@ -317,7 +321,7 @@ class AnthropicDialect(Dialect):
         message["content"] = []
         message["stop_reason"] = None
         message["stop_sequence"] = None
-        message["usage"] = {"input_tokens": 0, "output_tokens": 0}
+        message["usage"] = self._start_usage or {"input_tokens": 0, "output_tokens": 0}
         return self._frame(seq, "message_start", {"type": "message_start", "message": message})
 
     def _close(self, seq: int) -> bytes:
