@@ -181,10 +181,12 @@ async def _play(run: StreamRun, out: TextIO) -> int:
 async def _client(mock_rate: float) -> AsyncIterator[object]:
     from openai import AsyncOpenAI
 
-    from pipeline.runtime.api_keys import NO_KEY, upstream_in_env
+    from pipeline.apps.terminal_chat import client_from_env
+    from pipeline.runtime.api_keys import NO_KEY
 
-    if upstream_in_env():
-        async with AsyncOpenAI() as client:
+    configured = client_from_env()
+    if configured is not None:
+        async with configured as client:
             yield client
         return
     from pipeline.apps.builtin_model import MockScript, MockServer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TextIO
 
 from openai import AsyncOpenAI
@@ -20,12 +21,24 @@ from pipeline.core.events import (
 )
 from pipeline.core.result import Accumulator
 from pipeline.runtime import sources
+from pipeline.runtime.api_keys import BASE_URL_VAR, client_key, upstream_in_env
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.standard_chain import llm_stream
 
-__all__ = ["render_chat", "summary_line"]
+__all__ = ["client_from_env", "render_chat", "summary_line"]
 
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"
+
+
+def client_from_env() -> AsyncOpenAI | None:
+    """The client ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` describe; ``None`` if neither is set.
+
+    A base URL without a key is a local server that wants none (``rxllm serve``,
+    a model server of one's own): a placeholder key is sent.
+    """
+    if not upstream_in_env():
+        return None
+    return AsyncOpenAI(base_url=os.environ.get(BASE_URL_VAR) or None, api_key=client_key(None))
 
 
 async def render_chat(

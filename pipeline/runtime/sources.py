@@ -193,11 +193,14 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
 
         async def pump() -> None:
             on_next = observer.on_next
+            # Offsets count from the request, not from the response's headers: a
+            # server that holds its headers until the first token (rxllm serve
+            # does) would otherwise show a time to first token of nothing.
+            start = _clock()
             try:
                 async with open_response() as response:
                     chunks = _body_chunks(response)
                     async with contextlib.aclosing(chunks):
-                        start = _clock()
                         decoder = SSEDecoder()
                         decode = decoder.decode
                         t = 0.0

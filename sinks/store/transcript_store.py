@@ -74,8 +74,21 @@ ENV_URL = "RXLLM_DB_URL"
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The database URL: ``url``, else ``$RXLLM_DB_URL``, else ``sqlite+aiosqlite:///rxllm.db``."""
-    return url or os.environ.get(ENV_URL) or DEFAULT_URL
+    """The database URL: ``url``, else ``$RXLLM_DB_URL``, else ``sqlite+aiosqlite:///rxllm.db``.
+
+    A path (``./rxllm.db``, ``~/data/t.db``) is a SQLite file; ``sqlite://`` and
+    ``postgresql://`` URLs get the async drivers the store uses (``aiosqlite``,
+    ``asyncpg``).
+    """
+    given = url or os.environ.get(ENV_URL) or DEFAULT_URL
+    scheme, sep, rest = given.partition("://")
+    if not sep:
+        return f"sqlite+aiosqlite:///{Path(given).expanduser()}"
+    if scheme == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    return given
 
 
 def create_engine(url: str, settings: StoreSettings | None = None) -> AsyncEngine:

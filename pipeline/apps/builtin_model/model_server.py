@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Collection, Sequence
@@ -74,6 +75,22 @@ def protocol_for(recorder: Recorder) -> type[RecordingProtocol]:
 
     BoundRecordingProtocol.recorder = recorder
     return BoundRecordingProtocol
+
+
+class _QuietThreads(logging.Filter):
+    """Drops uvicorn's INFO lines from the mock's threads ("Started server process"...).
+
+    In ``rxllm serve`` the built-in model runs beside the real server in the
+    same process, and their start and stop lines read as the server's, twice.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        thread = record.threadName or ""
+        return record.levelno > logging.INFO or not thread.startswith(_THREAD_PREFIX)
+
+
+_THREAD_PREFIX = "rxllm-mock-"
+_quiet = _QuietThreads()
 
 
 class _ThreadServer(uvicorn.Server):
@@ -215,9 +232,10 @@ class MockServer:
             log_level=None,
             access_log=False,
         )
+        logging.getLogger("uvicorn.error").addFilter(_quiet)  # addFilter skips one it has
         server = _ThreadServer(config, self.recorder, self.shutdown_grace)
         thread = threading.Thread(
-            target=server.run_in_thread, args=(sock,), name=f"rxllm-mock-{port}", daemon=True
+            target=server.run_in_thread, args=(sock,), name=f"{_THREAD_PREFIX}{port}", daemon=True
         )
         self._server, self._thread = server, thread
         thread.start()

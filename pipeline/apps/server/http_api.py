@@ -343,7 +343,10 @@ class _Api:
         gw.watch_orphan(stream_id)
         # Where to read it: with --auth-token, a URL an EventSource can use without
         # the header (a capability for this stream only; see pipeline.apps.server.bearer_auth).
-        events_url = f"v1/streams/{quote(stream_id, safe='')}/events"
+        # An absolute path (under the app's root path when it is mounted), so it
+        # resolves the same from any page.
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        events_url = f"{root}/v1/streams/{quote(stream_id, safe='')}/events"
         token = gw.settings.auth_token
         if token:
             events_url += "?" + read_query(token, stream_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import socket
@@ -10,8 +11,9 @@ import uvicorn
 
 from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.core.errors import RxllmError
 
-__all__ = ["GC_THRESHOLD", "listening_socket", "serve", "tune_gc"]
+__all__ = ["GC_THRESHOLD", "ListenError", "listening_socket", "serve", "tune_gc"]
 
 log = logging.getLogger("rxllm.serve")
 
@@ -70,11 +72,30 @@ GC_THRESHOLD = 5_000
 """Allocations between first-generation collections in ``rxllm serve`` (CPython's default: 700)."""
 
 
+class ListenError(RxllmError, OSError):
+    """The server cannot listen on its address (the port is taken, the host is not ours...)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        if cause.errno == errno.EADDRINUSE:
+            why = "the port is in use (is another server running there? pick one with --port)"
+        elif cause.errno == errno.EACCES:
+            why = "permission denied (ports below 1024 need privileges: pick one with --port)"
+        elif isinstance(cause, socket.gaierror) or cause.errno == errno.EADDRNOTAVAIL:
+            why = "no such address on this machine (check --host)"
+        else:
+            why = cause.strerror or str(cause)
+        super().__init__(f"cannot listen on {host}:{port}: {why}")
+        self.cause = cause
+
+
 def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool = False) -> None:
     """Serve until interrupted (Ctrl+C); ``reuse_port``: as one of several workers."""
     app = create_app(settings)
     tune_gc()
-    sock = listening_socket(settings.host, settings.port, reuse_port=reuse_port)
+    try:
+        sock = listening_socket(settings.host, settings.port, reuse_port=reuse_port)
+    except OSError as exc:
+        raise ListenError(settings.host, settings.port, exc) from None
     upstream = settings.upstream or "the built-in model"
     print(
         f"rxllm serve: http://{settings.host}:{sock.getsockname()[1]}/ "
