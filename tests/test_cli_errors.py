@@ -2,7 +2,7 @@
 
 Every mistake is one line on stderr (what was wrong, what to do), never a
 traceback, and a non-zero exit status; the help says what the commands and
-their defaults are.
+their defaults are. What needs no process of its own runs ``main()`` here.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def in_process(
     return subprocess.CompletedProcess(list(args), status, out, err)
 
 
+@pytest.mark.slow  # a process of its own
 def test_chat_with_a_base_url_and_no_key_talks_to_that_server() -> None:
     with MockServer() as server:
         result = rxllm("chat", "hi", env={"OPENAI_BASE_URL": server.base_url})
@@ -78,6 +79,7 @@ def test_chat_with_a_base_url_and_no_key_talks_to_that_server() -> None:
     assert server.recorder.last_request.headers.get("content-type") == "application/json"
 
 
+@pytest.mark.slow  # a process of its own
 def test_chat_to_a_server_that_is_not_there_is_one_error_line() -> None:
     result = rxllm("chat", "hi", env={"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})
     assert result.returncode == 1
@@ -85,6 +87,7 @@ def test_chat_to_a_server_that_is_not_there_is_one_error_line() -> None:
     assert "[error: connection:" in result.stdout
 
 
+@pytest.mark.slow  # a process of its own
 def test_serve_on_a_busy_port_says_so() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -113,6 +116,7 @@ def test_serve_refuses_a_bad_upstream_at_start_up(
     one_line_error(result, 2, *words)
 
 
+@pytest.mark.slow  # a process of its own
 def test_replay_takes_a_path_for_db(tmp_path: Path) -> None:
     save_jsonl(paced(), tmp_path / "paced.jsonl")
     url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
@@ -154,6 +158,7 @@ def test_assemble_of_a_stream_that_ended_in_an_error_exits_1(
     assert assembled["error"]["message"] == "Overloaded"
 
 
+@pytest.mark.slow  # a process of its own
 def test_assemble_into_a_pipe_closed_early_is_quiet(tmp_path: Path) -> None:
     path = tmp_path / "long.sse"
     path.write_bytes(sse(*(chunk({"content": f"w{i} "}) for i in range(20_000))))
@@ -173,6 +178,7 @@ def test_assemble_into_a_pipe_closed_early_is_quiet(tmp_path: Path) -> None:
     assert stderr == ""
 
 
+@pytest.mark.slow  # a process of its own
 def test_chat_through_serve_shows_the_real_time_to_first_token(tmp_path: Path) -> None:
     # The built-in model behind serve thinks 0.2 s before its first token; serve holds
     # its response's headers until then, so a client timing from the headers saw ~0 ms.
@@ -184,6 +190,7 @@ def test_chat_through_serve_shows_the_real_time_to_first_token(tmp_path: Path) -
     assert int(match[1]) >= 150
 
 
+@pytest.mark.slow  # a process of its own
 def test_serve_prints_its_start_and_stop_lines_once(tmp_path: Path) -> None:
     proc = ServeProcess("--no-store", log_path=tmp_path / "s.log")
     with proc:
