@@ -59,6 +59,7 @@ def in_process(
     """``main(args)`` here, for what needs no process of its own: its status and output."""
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "RXLLM_UPSTREAM", "RXLLM_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "400")  # help text unwrapped: words not cut at hyphens
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     try:
