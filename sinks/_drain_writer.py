@@ -37,15 +37,31 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, Generic, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pipeline.core.backoff import Backoff
 from sinks._waiters import Waiters
 
-__all__ = ["DrainWriter", "DropHook"]
+__all__ = ["DrainWriter", "DropHook", "RetrySettings"]
 
 DropHook = Callable[[int], None]
 """Called with the number of records just dropped (``prometheus_client.Counter.inc`` fits)."""
 
 B = TypeVar("B")
+
+
+class RetrySettings(BaseModel):
+    """The retry fields of a drain writer's settings (the store's and the bus's extend it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    retry_initial: float = Field(default=0.05, gt=0, description="first backoff after a failure")
+    retry_max: float = Field(default=2.0, gt=0, description="cap of the exponential backoff")
+
+    @property
+    def retry_backoff(self) -> Backoff:
+        """The backoff between retries: ``retry_initial`` doubling up to ``retry_max``."""
+        return Backoff(self.retry_initial, self.retry_max)
 
 
 class DrainWriter(ABC, Generic[B]):

@@ -20,17 +20,15 @@ the ``-1``.)
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from pipeline.core.backoff import Backoff
+from sinks._drain_writer import RetrySettings
 
 __all__ = ["BusSettings", "entry_id", "entry_seq", "id_before"]
 
 
-class BusSettings(BaseModel):
-    """Naming, trimming, expiry, batching and retries of the bus."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class BusSettings(RetrySettings):
+    """Naming, trimming, expiry, batching and retries of the bus (``retry_*``: see the base)."""
 
     prefix: str = Field(default="rxllm", min_length=1, description="the keys' prefix")
     maxlen: int = Field(
@@ -52,8 +50,6 @@ class BusSettings(BaseModel):
     max_buffer: int = Field(
         default=50_000, ge=1, description="events held while Redis is slow or down; more dropped"
     )
-    retry_initial: float = Field(default=0.05, gt=0, description="first backoff after a failure")
-    retry_max: float = Field(default=2.0, gt=0, description="cap of the exponential backoff")
     close_timeout: float = Field(
         default=5.0, ge=0, description="seconds close() waits for the last events to be written"
     )
@@ -65,11 +61,6 @@ class BusSettings(BaseModel):
     reconnect_timeout: float = Field(
         default=10.0, ge=0, description="seconds a reader retries an unreachable Redis"
     )
-
-    @property
-    def retry_backoff(self) -> Backoff:
-        """The backoff between retries: ``retry_initial`` doubling up to ``retry_max``."""
-        return Backoff(self.retry_initial, self.retry_max)
 
     def stream_key(self, stream_id: str) -> str:
         """The Redis stream of ``stream_id``'s events."""

@@ -45,16 +45,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import Table, func
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline.core.backoff import Backoff
 from pipeline.core.events import Event, EventBase, Finished, dump_event
 from pipeline.core.result import Accumulator, Result
-from sinks._drain_writer import DrainWriter, DropHook
+from sinks._drain_writer import DrainWriter, DropHook, RetrySettings
 from sinks.store.tables import Status, events_table, streams_table
 
 __all__ = [
@@ -77,10 +76,8 @@ RetryHook = Callable[[BaseException, int], None]
 """Called with the error and the attempt number each time a write is retried."""
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(RetrySettings):
     """How the store batches, buffers and retries; every field has a default."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     flush_interval: float = Field(default=0.25, gt=0, description="seconds between flushes")
     batch_size: int = Field(
@@ -88,9 +85,6 @@ class StoreSettings(BaseModel):
     )
     max_buffer: int = Field(
         default=50_000, ge=1, description="events held in memory; more are dropped"
-    )
-    retry_initial: float = Field(
-        default=0.05, gt=0, description="first backoff after a failed write"
     )
     retry_max: float = Field(default=5.0, gt=0, description="cap of the exponential backoff")
     lock_timeout: float = Field(
@@ -103,11 +97,6 @@ class StoreSettings(BaseModel):
         default_factory=socket.gethostname,
         description="who writes: open() marks this owner's running streams interrupted",
     )
-
-    @property
-    def retry_backoff(self) -> Backoff:
-        """The backoff between retries: ``retry_initial`` doubling up to ``retry_max``."""
-        return Backoff(self.retry_initial, self.retry_max)
 
 
 @dataclass(slots=True)
