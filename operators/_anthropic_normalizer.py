@@ -217,32 +217,31 @@ class AnthropicNormalizer:
     def _message_delta(
         self, data: dict[str, Any], t: float, out: list[EventBase], emit: Stamper
     ) -> None:
+        """The stop reason, then the usage: the order Chat Completions streams them in
+        (the openai SDK keeps the usage of the last chunk that has one)."""
+        delta = data.get("delta")
+        reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+        if isinstance(delta, dict) and reason is not None:
+            rest = {k: v for k, v in delta.items() if k not in ("stop_reason", "stop_sequence")}
+            out.append(
+                emit(
+                    StopReason,
+                    0,
+                    t,
+                    reason=str(reason),
+                    sequence=delta.get("stop_sequence"),
+                    details={k: v for k, v in rest.items() if v is not None} or None,
+                )
+            )
+            finish = finish_reason_of(str(reason))
+            if finish != self.finish_reason:
+                self.finish_reason = finish
+                out.append(emit(ChoiceFinished, 0, t, finish_reason=finish))
         usage = data.get("usage")
         if isinstance(usage, dict):
             # Cumulative counts: they replace message_start's; absent ones keep them.
             self._usage.update({k: v for k, v in usage.items() if v is not None})
             out.append(emit(UsageReport, 0, t, usage=dict(self._usage)))
-        delta = data.get("delta")
-        if not isinstance(delta, dict):
-            return
-        reason = delta.get("stop_reason")
-        if reason is None:
-            return
-        rest = {k: v for k, v in delta.items() if k not in ("stop_reason", "stop_sequence")}
-        out.append(
-            emit(
-                StopReason,
-                0,
-                t,
-                reason=str(reason),
-                sequence=delta.get("stop_sequence"),
-                details={k: v for k, v in rest.items() if v is not None} or None,
-            )
-        )
-        finish = finish_reason_of(str(reason))
-        if finish != self.finish_reason:
-            self.finish_reason = finish
-            out.append(emit(ChoiceFinished, 0, t, finish_reason=finish))
 
 
 def _index(data: dict[str, Any]) -> int:

@@ -94,6 +94,17 @@ async def _close_clients() -> AsyncIterator[None]:
         await _CLIENTS.pop().close()
 
 
+@pytest.fixture(scope="module")
+def anthropic_only(
+    upstream: MockServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
+    """``rxllm serve`` in front of the same upstream, told it speaks Anthropic Messages only."""
+    tmp = tmp_path_factory.mktemp("serve-anthropic-only")
+    args = ["--upstream", upstream.base_url, "--upstream-api", "anthropic", "--no-store"]
+    with ServeProcess(*args, log_path=tmp / "serve.log") as proc:
+        yield proc
+
+
 def claude(url: str) -> anthropic.AsyncAnthropic:
     client = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
     _CLIENTS.append(client)
@@ -375,6 +386,48 @@ async def test_responses_stream_against_a_chat_only_upstream(
     sent = upstream.recorder.last_request
     assert sent.path == "/v1/chat/completions"
     assert sent.body["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+async def test_chat_completions_against_an_anthropic_only_upstream(
+    anthropic_only: ServeProcess, upstream: MockServer
+) -> None:
+    tools: Any = [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "parameters": TOOLS[0]["input_schema"]},
+        },
+        {
+            "type": "function",
+            "function": {"name": "get_time", "parameters": TOOLS[1]["input_schema"]},
+        },
+    ]
+    async with gpt(anthropic_only.base_url).chat.completions.stream(
+        model="mock-model",
+        messages=[{"role": "system", "content": "Be brief."}, *USER],
+        tools=tools,
+        reasoning_effort="low",
+        stream_options={"include_usage": True},
+        extra_body={"mock": PARALLEL},
+    ) as stream:
+        completion = await stream.get_final_completion()
+    message = completion.choices[0].message
+    assert message.content == "Let me check both."
+    calls = message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "Europe/Paris"}),
+    ]
+    assert all(c.id.startswith("toolu_mock") for c in calls)  # the upstream's ids, kept
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    sent = upstream.recorder.last_request
+    assert sent.path == "/v1/messages"
+    assert sent.body["system"] == "Be brief."
+    assert sent.body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert sent.body["tools"][0] == {
+        "name": "get_weather",
+        "input_schema": TOOLS[0]["input_schema"],
+    }
 
 
 async def test_a_field_that_cannot_be_carried_is_a_400_naming_it(chat_only: ServeProcess) -> None:
