@@ -171,6 +171,18 @@ def _parser() -> argparse.ArgumentParser:
         help="built-in model: tokens per second, 0 for no pause "
         f"(default: {defaults.mock_tokens_per_second:g})",
     )
+    for name, default, what in (
+        ("first-token", 60, "from the request to the first token"),
+        ("idle", 30, "without an event after the first token"),
+        ("total", 600, "for a whole attempt"),
+    ):
+        serve.add_argument(
+            f"--{name}-timeout",
+            type=float,
+            metavar="SECONDS",
+            help=f"upstream timeout: seconds {what} (default {default}; "
+            "a request's x-rxllm-*-timeout header wins)",
+        )
     serve.add_argument(
         "--redis",
         dest="redis_url",
@@ -266,6 +278,9 @@ def _run(args: argparse.Namespace) -> int:
                 heartbeat=args.heartbeat,
                 replay_size=args.replay_size,
                 mock_tokens_per_second=args.mock_rate,
+                first_token_timeout=args.first_token_timeout,
+                idle_timeout=args.idle_timeout,
+                total_timeout=args.total_timeout,
                 redis_url=args.redis_url,
                 instance=args.instance,
             )

@@ -149,6 +149,14 @@ class _Policy:
     client_factory: ClientFactory
     source_factory: SourceFactory
     attempt_source: AttemptSource | None
+    request_timeouts: Mapping[str, float]
+
+    def limit(self, name: str, upstream: Upstream) -> float | None:
+        """Timeout ``name`` of an attempt on ``upstream``: the request's, the upstream's, ours."""
+        value = self.request_timeouts.get(name)
+        if value is None:
+            value = getattr(upstream, name)
+        return value if value is not None else getattr(self.options, name)
 
 
 _DEFAULTS = FailoverOptions()
@@ -170,6 +178,7 @@ def failover(
     random: Callable[[], float] = _random.random,
     request_for: RequestBuilder | None = None,
     on_attempt: AttemptRecorder | None = None,
+    request_timeouts: Mapping[str, float] | None = None,
     **overrides: float | None,
 ) -> Observable[Event]:
     """Stream ``params`` from the first upstream that answers; see the module docstring.
@@ -188,7 +197,8 @@ def failover(
     waited for, the next upstream is tried or the stream ends at once with
     the 429, its ``retry_after`` saying when an upstream or key is next free. The timeouts are
     :func:`operators.timeouts`', applied to each attempt (an upstream's own
-    win). ``conversation_id`` keeps the conversation on one key of a sticky
+    win over these; ``request_timeouts``, this request's own by name, win
+    over both). ``conversation_id`` keeps the conversation on one key of a sticky
     pool. ``scheduler`` runs the backoff and timeout timers (default: the
     subscribe-time scheduler, else the running loop's).
     ``client_factory(upstream, key)`` and ``source_factory(client, params)``
@@ -221,6 +231,7 @@ def failover(
         client_factory=client_factory or _client,
         source_factory=source_factory or _chat,
         attempt_source=attempt_source,
+        request_timeouts=dict(request_timeouts or {}),
     )
     if options.continue_after_first_token:  # after the first token too: an added layer
         continuation = Continuation(
@@ -358,11 +369,9 @@ class _Run:
                     source,
                     stream_id=policy.stream_id,
                     tools=policy.tools,
-                    first_token_timeout=_first(
-                        upstream.first_token_timeout, policy.options.first_token_timeout
-                    ),
-                    idle_timeout=_first(upstream.idle_timeout, policy.options.idle_timeout),
-                    total_timeout=_first(upstream.total_timeout, policy.options.total_timeout),
+                    first_token_timeout=policy.limit("first_token_timeout", upstream),
+                    idle_timeout=policy.limit("idle_timeout", upstream),
+                    total_timeout=policy.limit("total_timeout", upstream),
                     scheduler=self.scheduler,
                 )
             except Exception as exc:
@@ -594,7 +603,3 @@ class _Run:
                 self.lease.release()
                 self.lease = None
         CompositeDisposable(self.timer, self.current).dispose()
-
-
-def _first(a: float | None, b: float | None) -> float | None:
-    return a if a is not None else b

@@ -218,9 +218,9 @@ class UpstreamConfig(BaseModel):
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_env: str | None = None
     models: dict[str, str] = Field(default_factory=dict)
-    first_token_timeout: float | None = Field(default=None, gt=0)
-    idle_timeout: float | None = Field(default=None, gt=0)
-    total_timeout: float | None = Field(default=None, gt=0)
+    first_token_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    idle_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    total_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     cooldown: float = Field(default=1.0, ge=0)
     max_cooldown: float = Field(default=60.0, ge=0)
     sticky: bool = True

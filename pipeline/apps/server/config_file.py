@@ -7,10 +7,14 @@ A TOML file::
     backoff = 0.25           # seconds, doubled per retry, with jitter
     max_total = 30           # seconds in which an attempt may start
     max_wait = 2             # longest wait for a Retry-After; longer: a 429 at once
-    first_token_timeout = 15
+    first_token_timeout = 15  # defaults: 60, 30, 600 seconds (never none)
     idle_timeout = 60
     continue_after_first_token = true   # a cut answer goes on (docs/continuation.md)
     max_continuations = 1
+    total_timeout = 600
+
+    [routes."/api/chat"]     # a route's own timeouts win over the upstreams'
+    first_token_timeout = 10
 
     [[upstreams]]            # tried in this order before the first token
     name = "openai"
@@ -54,7 +58,38 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.upstreams import UpstreamConfig
 
-__all__ = ["GatewayConfig", "ToolDeclaration", "load_config"]
+__all__ = [
+    "DEFAULT_TIMEOUTS",
+    "GatewayConfig",
+    "RouteOptions",
+    "ToolDeclaration",
+    "load_config",
+    "with_default_timeouts",
+]
+
+DEFAULT_TIMEOUTS = {"first_token_timeout": 60.0, "idle_timeout": 30.0, "total_timeout": 600.0}
+"""The server's upstream timeouts (seconds) where nothing else sets one: to the first
+token (the upstream may think a while), without an event after it, for a whole attempt."""
+
+
+def with_default_timeouts(options: FailoverOptions) -> FailoverOptions:
+    """``options`` with :data:`DEFAULT_TIMEOUTS` for the timeouts it leaves unset."""
+    unset = {k: v for k, v in DEFAULT_TIMEOUTS.items() if getattr(options, k) is None}
+    return options.replace(**unset)
+
+
+class RouteOptions(BaseModel):
+    """One route's timeouts (seconds): they win over the upstreams' and the defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_token_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    idle_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    total_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    def timeouts(self) -> dict[str, float]:
+        """The timeouts this route sets, by name."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class ToolDeclaration(BaseModel):
@@ -95,6 +130,7 @@ class GatewayConfig(BaseModel):
     upstreams: list[UpstreamConfig] = Field(min_length=1)
     failover: FailoverOptions = FailoverOptions()  # the [failover] table
     tools: list[ToolDeclaration] = Field(default_factory=list)  # the [[tools]] tables
+    routes: dict[str, RouteOptions] = Field(default_factory=dict)  # [routes."/path"] tables
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline.apps.server.api_errors import ApiError
-from pipeline.apps.server.config_file import load_config
+from pipeline.apps.server.config_file import load_config, with_default_timeouts
 from pipeline.apps.server.model_list import ModelList
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.core.errors import UntranslatableError
@@ -72,6 +72,7 @@ class Gateway:
         self._chats: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.upstreams: list[Upstream] = []
         self.failover_options = FailoverOptions()
+        self.route_timeouts: dict[str, dict[str, float]] = {}
         self._mock: Any = None
         self._readers: dict[str, int] = {}
         self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
@@ -114,6 +115,7 @@ class Gateway:
             ]
             self.failover_options = config.failover
             self.chat_tools = [tool.openai() for tool in config.tools]
+            self.route_timeouts = {path: r.timeouts() for path, r in config.routes.items()}
         elif settings.upstream is not None:
             self.upstreams = [
                 Upstream(
@@ -134,6 +136,15 @@ class Gateway:
             ]
             # It answers to any model name, as the name asked; this one when none is.
             self.builtin_default = DEFAULT_MODEL
+        given = {
+            "first_token_timeout": settings.first_token_timeout,
+            "idle_timeout": settings.idle_timeout,
+            "total_timeout": settings.total_timeout,
+        }
+        options = self.failover_options.replace(
+            **{name: value for name, value in given.items() if value is not None}
+        )
+        self.failover_options = with_default_timeouts(options)  # never without a timeout
         self._warm_up_clients()
         self.model_list = ModelList(self.upstreams, default=settings.model or self.builtin_default)
         if settings.store:
@@ -217,6 +228,7 @@ class Gateway:
         conversation_id: str | None = None,
         continue_after_first_token: bool | None = None,
         api: str = "chat",
+        route: str | None = None,
         **timeouts: float,
     ) -> StreamRun:
         """A new, not yet started, stream for a request of ``api`` (default Chat Completions).
@@ -230,10 +242,14 @@ class Gateway:
         override the configured ones for this request,
         and so does ``continue_after_first_token`` (``None``: as configured;
         Chat Completions only). A continued stream's runs are stored too, as
-        ``<id>.1``, ``<id>.2``...
+        ``<id>.1``, ``<id>.2``... Which timeout applies, most specific first:
+        the request's, the ``route``'s (the config file's
+        ``[routes."/path"]``), the upstream's, the ``[failover]`` section's,
+        the defaults (all finite).
         """
         stream_id = new_stream_id()
         params = dict(params)
+        request_timeouts = {**self.route_timeouts.get(route or "", {}), **timeouts}
         if api == "chat" and all("chat" in u.apis for u in self.upstreams):
             if params.get("stream_options") is None:
                 params["stream_options"] = {"include_usage": True}
@@ -244,10 +260,9 @@ class Gateway:
                 tools=tools,
                 conversation_id=conversation_id,
                 metrics=self.metrics,
-                options=self.failover_options.replace(
-                    **timeouts, **_set(continue_after_first_token)
-                ),
+                options=self.failover_options.replace(**_set(continue_after_first_token)),
                 on_attempt=self._store_attempt if self.store is not None else None,
+                request_timeouts=request_timeouts,
             )
         else:
             try:
@@ -262,8 +277,9 @@ class Gateway:
                 conversation_id=conversation_id,
                 metrics=self.metrics,
                 # a continuation is written in Chat Completions: not for these
-                options=self.failover_options.replace(**timeouts, continue_after_first_token=False),
+                options=self.failover_options.replace(continue_after_first_token=False),
                 attempt_source=attempt_source(plan),
+                request_timeouts=request_timeouts,
             )
         run = StreamRun(events, stream_id=stream_id, errors_mapped=True)
         self.hub.register(run)

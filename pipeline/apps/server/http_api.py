@@ -34,6 +34,14 @@ HTTP error with the upstream's status (a client's retry logic sees a 429 as
 a 429), ``x-should-retry: false`` (rxllm has retried already) and, for a
 rate limit, ``Retry-After``/``retry-after-ms``; after the first token, the
 error is an event in the stream.
+
+A client that leaves ends its upstream request, whenever it leaves: while a
+non-streaming request waits for the whole answer, while a stream waits for
+its first token or a failover's backoff (:mod:`.disconnect_watch`), and
+while it streams (:class:`sinks.sse_response.SSEResponse`). A stream started
+with ``POST /v1/streams`` that nobody reads is cancelled after
+``orphan_timeout`` seconds (5 by default); the events route tells an
+``EventSource`` to reconnect after :data:`EVENTS_RETRY_MS`.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from starlette.routing import BaseRoute, Route
 
 from pipeline.apps.server.api_errors import ApiError, anthropic_error_response, error_response
 from pipeline.apps.server.bearer_auth import BearerAuth, read_query
+from pipeline.apps.server.disconnect_watch import cancel_on_disconnect
 from pipeline.apps.server.gateway import Gateway
 from pipeline.apps.server.inspector_api import INSPECTOR_PATH, InspectorApi
 from pipeline.apps.server.remote_resume import open_resume
@@ -65,6 +74,7 @@ from pipeline.apps.server.request_bodies import (
     ResponsesRequest,
     UIChatRequest,
     continue_header,
+    header_timeouts,
     read_json,
     to_openai_messages,
     validate,
@@ -81,6 +91,10 @@ from sinks.sse_response import SSEResponse, last_event_id
 __all__ = ["create_app", "routes"]
 
 Handler = Callable[[Request], Any]
+
+EVENTS_RETRY_MS = 1000
+"""The reconnection delay an ``EventSource`` is told on the events route: well within
+the grace a stream nobody reads is given (``ServerSettings.orphan_timeout``)."""
 
 
 def _page() -> str:
@@ -180,36 +194,20 @@ def _completion(result: Any, stream_id: str, model: str) -> dict[str, Any]:
     }
 
 
-_TIMEOUT_HEADERS = {
-    "x-rxllm-first-token-timeout": "first_token_timeout",
-    "x-rxllm-idle-timeout": "idle_timeout",
-    "x-rxllm-total-timeout": "total_timeout",
-}
-
-
 def _per_request(request: Request, req: ChatRequest) -> dict[str, Any]:
-    """Per-request options from headers: timeouts (seconds) and the conversation id.
+    """Per-request options: timeouts (headers), the conversation id, the route.
 
     A conversation (``x-rxllm-conversation-id``, else the request's ``user``)
     stays on one key of a sticky pool, so the provider's prompt cache keeps working.
     """
-    options: dict[str, Any] = {}
-    for header, name in _TIMEOUT_HEADERS.items():
-        value = request.headers.get(header)
-        if value is not None:
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = -1.0
-            if not seconds > 0:
-                raise ApiError(400, f"{header} must be a positive number of seconds", param=header)
-            options[name] = seconds
+    options: dict[str, Any] = dict(header_timeouts(request))
     options["continue_after_first_token"] = continue_header(request)
     conversation = request.headers.get("x-rxllm-conversation-id")
     if conversation is None and req.model_extra:
         user = req.model_extra.get("user")
         conversation = user if isinstance(user, str) else None
     options["conversation_id"] = conversation
+    options["route"] = request.url.path
     return options
 
 
@@ -238,13 +236,15 @@ class _Api:
         if not req.stream:
             acc = Accumulator()
             run.subscribe(acc.add)
-            run.start()
-            terminal = await run.wait()
+            async with cancel_on_disconnect(request, run.cancel):
+                run.start()
+                terminal = await run.wait()
             if isinstance(terminal, StreamError):
                 return _upstream_error_response(terminal, headers)
             body = _completion(acc.result(), run.stream_id or "", req.model)
             return JSONResponse(body, headers=headers)
-        held, events = await _first_then_rest(run)
+        async with cancel_on_disconnect(request, run.cancel):
+            held, events = await _first_then_rest(run)
         first = held[-1] if held else None
         if isinstance(first, StreamError) and not first.after_first_token:
             return _upstream_error_response(first, headers)
@@ -380,6 +380,7 @@ class _Api:
         return SSEResponse(
             tracked(),
             dialect="rxllm",
+            retry=EVENTS_RETRY_MS,
             heartbeat=gw.settings.heartbeat,
             send_timeout=gw.settings.send_timeout,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -13,11 +14,13 @@ from pipeline.apps.server.ui_messages import ui_to_chat_messages
 from pipeline.core.redaction import is_secret_name
 
 __all__ = [
+    "TIMEOUT_HEADERS",
     "ChatRequest",
     "MessagesRequest",
     "ResponsesRequest",
     "UIChatRequest",
     "continue_header",
+    "header_timeouts",
     "read_json",
     "to_openai_messages",
     "validate",
@@ -99,6 +102,36 @@ def continue_header(request: Request) -> bool | None:
     if flag not in ("true", "false", "1", "0"):
         raise ApiError(400, "x-rxllm-continue must be true or false", param="x-rxllm-continue")
     return flag in ("true", "1")
+
+
+TIMEOUT_HEADERS = {
+    "x-rxllm-first-token-timeout": "first_token_timeout",
+    "x-rxllm-idle-timeout": "idle_timeout",
+    "x-rxllm-total-timeout": "total_timeout",
+}
+"""The request headers that set a request's upstream timeouts (seconds), by timeout."""
+
+
+def header_timeouts(request: Request) -> dict[str, float]:
+    """This request's timeouts (seconds) from its ``x-rxllm-*-timeout`` headers.
+
+    Errors: a 400 naming the header for a value that is not a positive,
+    finite number of seconds.
+    """
+    timeouts: dict[str, float] = {}
+    for header, name in TIMEOUT_HEADERS.items():
+        value = request.headers.get(header)
+        if value is not None:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not (seconds > 0 and math.isfinite(seconds)):
+                raise ApiError(
+                    400, f"{header} must be a positive, finite number of seconds", param=header
+                )
+            timeouts[name] = seconds
+    return timeouts
 
 
 def validate(model: type[M], body: dict[str, Any]) -> M:

@@ -24,6 +24,12 @@ class ServerSettings:
     processes sharing Redis (and the store's database) resume and cancel each
     other's streams. ``instance`` names this process there and as the store's
     owner (default with Redis: ``host:port``).
+
+    ``orphan_timeout`` is the grace (seconds) a stream started with ``POST
+    /v1/streams`` gets while nobody reads it. ``first_token_timeout``,
+    ``idle_timeout`` and ``total_timeout`` replace the defaults of
+    :class:`pipeline.apps.server.config_file.FailoverOptions` (and the config
+    file's ``[failover]`` values) for every upstream.
     """
 
     host: str = "127.0.0.1"
@@ -42,7 +48,10 @@ class ServerSettings:
     flush_interval: float = 0.0
     replay_size: int = 4096
     max_body: int = 4 * 1024 * 1024
-    orphan_timeout: float = 15.0
+    orphan_timeout: float = 5.0
+    first_token_timeout: float | None = None
+    idle_timeout: float | None = None
+    total_timeout: float | None = None
     mock_tokens_per_second: float = 30.0
     redis_url: str | None = field(default=None, repr=False)
     instance: str | None = None

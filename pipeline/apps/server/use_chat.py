@@ -18,7 +18,7 @@
 Where it knowingly differs from ``/v1/chat/completions``: a request with a
 chat ``id`` is resumable, so the answer does not stop when its client
 leaves (a page reload is a disconnect too). It goes on for the server's
-orphan timeout (``orphan_timeout``, 15 s by default) waiting for a reader to
+orphan timeout (``orphan_timeout``, 5 s by default) waiting for a reader to
 resume it, and is cancelled then if none did. A stop button must therefore
 call the stop route besides ``useChat``'s ``stop()``, which only closes the
 connection. A request without ``id`` is cancelled when its client leaves.
@@ -40,6 +40,7 @@ from pipeline.apps.server.gateway import Gateway
 from pipeline.apps.server.request_bodies import (
     UIChatRequest,
     continue_header,
+    header_timeouts,
     read_json,
     to_openai_messages,
     validate,
@@ -78,8 +79,9 @@ class UseChat:
         # Continuing an assistant message (after tool outputs): the answer joins it.
         message_id = last.get("id") if last.get("role") == "assistant" else None
         message_id = message_id if isinstance(message_id, str) else None
+        timeouts: dict[str, Any] = {**header_timeouts(request), "route": request.url.path}
         run = gw.open_stream(
-            params, tools=tools, continue_after_first_token=continue_header(request)
+            params, tools=tools, continue_after_first_token=continue_header(request), **timeouts
         )
         stream_id = run.stream_id or ""
         events = run.iterate()
