@@ -80,7 +80,7 @@ from pipeline.core.events import (
     is_terminal,
 )
 
-__all__ = ["ToolSchema", "Tools", "assemble_tool_calls"]
+__all__ = ["ToolSchema", "Tools", "assemble_tool_calls", "check_tools"]
 
 ToolSchema: TypeAlias = Mapping[str, Any] | type[BaseModel] | None
 """A JSON schema, a pydantic model class, or ``None`` (a known tool, not validated)."""
@@ -142,12 +142,18 @@ def _checker(name: str, schema: ToolSchema) -> _Check | None:
         return check_model
     if isinstance(schema, Mapping):
         # Imported here: only needed (and only required) when a JSON schema is given.
-        from jsonschema.exceptions import best_match
+        from jsonschema.exceptions import SchemaError, best_match
         from jsonschema.validators import validator_for
 
         spec = dict(schema)
         cls = validator_for(spec)
-        cls.check_schema(spec)
+        try:
+            cls.check_schema(spec)
+        except SchemaError as exc:  # its str() holds the whole metaschema: say only what is wrong
+            raise ValueError(
+                f"the parameters of tool {name!r} are not a valid JSON schema: "
+                f"{exc.message} (at {exc.json_path})"
+            ) from None
         validator = cls(spec)
 
         def check_schema(data: bytes, parsed: Any) -> Any:
@@ -178,13 +184,26 @@ def _checkers(tools: Tools | None) -> dict[str, _Check | None] | None:
         if tool.get("type", "function") != "function":
             continue  # built-in and custom tools have no JSON arguments to check
         fn = tool.get("function", tool)  # Chat Completions nests it; Responses does not
+        if not isinstance(fn, Mapping):
+            raise TypeError(f"a function tool's 'function' must be an object, not {fn!r}")
         name = fn.get("name")
-        if not isinstance(name, str):
+        if not isinstance(name, str) or not name:
             raise TypeError(f"a function tool has no name: {tool!r}")
         params = fn.get("parameters")
         # No ``parameters`` declares a function without parameters: an object.
         checks[name] = _checker(name, {"type": "object"} if params is None else params)
     return checks
+
+
+def check_tools(tools: Tools | None) -> None:
+    """Check ``tools`` as :func:`assemble_tool_calls` will read them, before any request.
+
+    Errors: ``TypeError`` for a tool that is not a dict, a function tool
+    without a name, or a schema of the wrong type; ``ValueError`` for a
+    schema that is not a valid JSON schema (the message says where, without
+    the metaschema).
+    """
+    _checkers(tools)
 
 
 class _Call:

@@ -560,6 +560,20 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self._connections_closed = Counter(
+            "connections_closed_total",
+            "Client connections the server closed to protect itself, by reason "
+            "(header_timeout, body_timeout, connection_limit).",
+            ["reason"],
+            namespace=ns,
+            registry=reg,
+        )
+        self._store_unavailable = Gauge(
+            "store_unavailable",
+            "1 while the transcript store cannot write (events wait in its bounded buffer).",
+            namespace=ns,
+            registry=reg,
+        )
 
     # -- streams -------------------------------------------------------------
 
@@ -622,6 +636,14 @@ class Metrics:
     def inc_store_buffer_dropped(self, n: int = 1, *, sink: str = "store") -> None:
         """Count ``n`` events a sink's full write buffer could not keep."""
         self._store_dropped.labels(sink).inc(n)
+
+    def inc_connection_closed(self, reason: str) -> None:
+        """Count a client connection closed by the server's own limits (``reason``)."""
+        self._connections_closed.labels(reason).inc()
+
+    def set_store_unavailable(self, unavailable: bool) -> None:
+        """Say whether the transcript store is failing to write now."""
+        self._store_unavailable.set(1 if unavailable else 0)
 
     def inc_key_removed(self, upstream: str) -> None:
         """Count an API key taken out of ``upstream``'s pool."""

@@ -162,7 +162,8 @@ def last_event_id(headers: Mapping[str, str]) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    return int(value) if value.isdigit() else None
+    # ASCII digits only ("²".isdigit() is true; int() refuses it), and a 64-bit integer.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
 class _ClientGone(Exception):

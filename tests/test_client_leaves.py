@@ -29,7 +29,8 @@ STALL = 30.0  # far longer than any wait below: an upstream request that ends wa
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[MockServer]:
-    with MockServer(MockScript()) as server:
+    # It stalls unless told otherwise: /api/chat passes no "mock" field to choose.
+    with MockServer(MockScript(text="late", stall=STALL)) as server:
         yield server
 
 

@@ -424,6 +424,8 @@ FAMILIES = {
     "rxllm_continuations",
     "rxllm_store_buffer_dropped",
     "rxllm_api_keys_removed",
+    "rxllm_connections_closed",
+    "rxllm_store_unavailable",
 }
 
 

@@ -208,6 +208,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["critical", "error", "warning", "info", "debug", "trace"],
         help="default: %(default)s",
     )
+    serve.add_argument(
+        "--allow-request-options",
+        action="store_true",
+        help="let a request body set the OpenAI SDK's 'timeout' and 'extra_query' "
+        "(the gateway's own upstream timeout and the upstream URL's query); off: a 400",
+    )
 
     replay_cli.add_commands(commands)
 
@@ -282,6 +288,7 @@ def _run(args: argparse.Namespace) -> int:
                 idle_timeout=args.idle_timeout,
                 total_timeout=args.total_timeout,
                 redis_url=args.redis_url,
+                allow_request_options=True if args.allow_request_options else None,
                 instance=args.instance,
             )
         except ValueError as exc:  # a bad --upstream-api

@@ -59,9 +59,18 @@ from pipeline.apps.builtin_model.wire_frames import (
     malformed,
 )
 
-__all__ = ["DEFAULT_MODEL", "ConnectionDropped", "MockState", "create_app", "mock_state"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MAX_CHOICES",
+    "ConnectionDropped",
+    "MockState",
+    "create_app",
+    "mock_state",
+]
 
 DEFAULT_MODEL = "mock-model"
+MAX_CHOICES = 128
+"""The largest ``n`` a request may ask for (a 400 beyond it, as the real API answers)."""
 _DROP_WAIT = 5.0  # seconds to wait for a dropped connection's socket to close
 
 
@@ -211,7 +220,11 @@ async def _answer(
     status = script.failure_status()
     if status is not None:
         return _failure(script, status)
-    n = body.get("n") if isinstance(body.get("n"), int) else None
+    n = body.get("n")
+    if n is not None and (type(n) is not int or not 1 <= n <= MAX_CHOICES):
+        # The real API's limit is 128, and so is ours: more would stream for minutes.
+        message = f"Invalid 'n': expected an integer between 1 and {MAX_CHOICES}, got {n!r}."
+        return _error(400, message, "invalid_value")
     model_name = str(body.get("model") or DEFAULT_MODEL)
     plan = plan_tools(body, model_name)
     if required == "input" or writer is AnthropicWriter:

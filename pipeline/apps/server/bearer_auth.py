@@ -106,7 +106,10 @@ class BearerAuth:
     def _capability(self, stream_id: str, scope: Scope) -> bool:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         access, expires = query.get("access", [""])[-1], query.get("expires", [""])[-1]
-        if not expires.isdigit() or int(expires) < time.time():
+        # ASCII digits of a plausible time ("²".isdigit() is true, and int() refuses it)
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+            return False
+        if int(expires) < time.time():
             return False
         expected = read_capability(self._token, stream_id, int(expires))
         return hmac.compare_digest(access.encode(), expected.encode())

@@ -73,6 +73,7 @@ from pipeline.apps.server.request_bodies import (
     MessagesRequest,
     ResponsesRequest,
     UIChatRequest,
+    check_chat_request,
     continue_header,
     header_timeouts,
     read_json,
@@ -86,7 +87,7 @@ from pipeline.core.result import Accumulator
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
 from sinks.metrics import metrics_endpoint
-from sinks.sse_response import SSEResponse, last_event_id
+from sinks.sse_response import SSEResponse
 
 __all__ = ["create_app", "routes"]
 
@@ -194,6 +195,49 @@ def _completion(result: Any, stream_id: str, model: str) -> dict[str, Any]:
     }
 
 
+_STATUSES = ("running", "finished", "error", "cancelled", "interrupted")
+MAX_QUERY_TEXT = 1000
+"""The longest ``?q=`` text search on ``/v1/transcripts``."""
+MAX_OFFSET = 2**31
+"""The largest ``?offset=`` on ``/v1/transcripts`` (a database integer holds it)."""
+_MAX_SEQ_DIGITS = 18  # every sequence number below 10**18 fits a 64-bit integer
+
+
+def _int_param(query: Any, name: str, default: int, low: int, high: int | None) -> int:
+    """The integer query parameter ``name``: ASCII digits (and a sign), within bounds; else 400."""
+    value = query.get(name)
+    if value is None:
+        return default
+    text = value.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= _MAX_SEQ_DIGITS):
+        raise ApiError(400, f"{name} must be an integer, not {value[:40]!r}", param=name)
+    number = int(text)
+    if number < low or (high is not None and number > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ApiError(400, f"{name} must be {bounds}, not {number}", param=name)
+    return number
+
+
+def _resume_point(request: Request) -> int | None:
+    """The ``seq`` to resume after: ``Last-Event-ID``, else ``?after=``; a 400 if malformed."""
+    for name, value in (
+        ("Last-Event-ID", request.headers.get("last-event-id")),
+        ("after", request.query_params.get("after")),
+    ):
+        text = (value or "").strip()
+        if not text:
+            continue
+        if not (text.isascii() and text.isdigit() and len(text) <= _MAX_SEQ_DIGITS):
+            raise ApiError(
+                400,
+                f"{name} must be an event's sequence number (ASCII digits), not {text[:40]!r}",
+                param=name,
+            )
+        return int(text)
+    return None
+
+
 def _per_request(request: Request, req: ChatRequest) -> dict[str, Any]:
     """Per-request options: timeouts (headers), the conversation id, the route.
 
@@ -217,6 +261,16 @@ class _Api:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
+    async def _body(self, request: Request) -> dict[str, Any]:
+        settings = self.gateway.settings
+        metrics = self.gateway.metrics
+        return await read_json(
+            request,
+            settings.max_body,
+            read_timeout=settings.body_timeout,
+            on_timeout=lambda: metrics.inc_connection_closed("body_timeout"),
+        )
+
     def _check_model(self, model: str) -> None:
         models = self.gateway.models
         if models is not None and model not in models:
@@ -229,7 +283,8 @@ class _Api:
 
     async def chat_completions(self, request: Request) -> Response:
         gw = self.gateway
-        req = validate(ChatRequest, await read_json(request, gw.settings.max_body))
+        req = validate(ChatRequest, await self._body(request))
+        check_chat_request(req, allow_request_options=gw.settings.allow_request_options)
         self._check_model(req.model)
         run = gw.open_stream(req.upstream_params(), tools=req.tools, **_per_request(request, req))
         headers = {"x-rxllm-stream-id": run.stream_id or ""}
@@ -328,13 +383,14 @@ class _Api:
 
     async def start_stream(self, request: Request) -> Response:
         gw = self.gateway
-        body = await read_json(request, gw.settings.max_body)
+        body = await self._body(request)
         ui = validate(UIChatRequest, body)
         model = ui.model or gw.default_model()
         self._check_model(model)
         # The body's other fields pass upstream, as on /v1/chat/completions.
         messages = to_openai_messages(ui.messages)
         req = validate(ChatRequest, {**body, "model": model, "messages": messages})
+        check_chat_request(req, allow_request_options=gw.settings.allow_request_options)
         run = gw.open_stream(req.upstream_params(), tools=req.tools, **_per_request(request, req))
         stream_id = run.stream_id or ""
         if gw.bus is not None:  # other processes can read it as soon as the client has the id
@@ -355,9 +411,7 @@ class _Api:
     async def stream_events(self, request: Request) -> Response:
         gw = self.gateway
         stream_id = request.path_params["stream_id"]
-        after = last_event_id(request.headers)
-        if after is None and request.query_params.get("after", "").isdigit():
-            after = int(request.query_params["after"])
+        after = _resume_point(request)
         try:
             events: AsyncIterator[Any] = gw.hub.events(stream_id, after)
         except (StreamNotFoundError, ResumeGapError):
@@ -421,17 +475,21 @@ class _Api:
     async def transcripts(self, request: Request) -> Response:
         store = self._require_store()
         q = request.query_params
-        try:
-            limit = min(int(q.get("limit", "50")), 500)
-            offset = int(q.get("offset", "0"))
-        except ValueError:
-            raise ApiError(400, "limit and offset must be integers", param="limit") from None
+        limit = _int_param(q, "limit", 50, 1, None)
+        status = q.get("status")
+        if status is not None and status not in _STATUSES:
+            raise ApiError(
+                400, f"status must be one of {', '.join(_STATUSES)}, not {status!r}", param="status"
+            )
+        text = q.get("q") or q.get("text")
+        if text is not None and len(text) > MAX_QUERY_TEXT:
+            raise ApiError(400, f"q is longer than {MAX_QUERY_TEXT} characters", param="q")
         items = await store.list(
             model=q.get("model"),
-            status=q.get("status"),
-            text=q.get("q") or q.get("text"),
-            limit=limit,
-            offset=offset,
+            status=status,
+            text=text,
+            limit=min(limit, 500),
+            offset=_int_param(q, "offset", 0, 0, MAX_OFFSET),
         )
         return JSONResponse({"data": [_jsonable(item) for item in items]})
 

@@ -30,6 +30,13 @@ class ServerSettings:
     ``idle_timeout`` and ``total_timeout`` replace the defaults of
     :class:`pipeline.apps.server.config_file.FailoverOptions` (and the config
     file's ``[failover]`` values) for every upstream.
+
+    ``allow_request_options`` lets a request body carry the OpenAI SDK's
+    ``timeout`` and ``extra_query`` (the gateway's own upstream timeout and
+    the upstream URL's query); without it they are a 400. ``body_timeout``
+    and ``header_timeout`` (seconds) bound how long a client may take to
+    send a request body and its headers; ``max_connections`` bounds the
+    open connections (default: what the process's file limit leaves room for).
     """
 
     host: str = "127.0.0.1"
@@ -52,6 +59,10 @@ class ServerSettings:
     first_token_timeout: float | None = None
     idle_timeout: float | None = None
     total_timeout: float | None = None
+    allow_request_options: bool = False
+    body_timeout: float = 30.0
+    header_timeout: float = 10.0
+    max_connections: int | None = None
     mock_tokens_per_second: float = 30.0
     redis_url: str | None = field(default=None, repr=False)
     instance: str | None = None
