@@ -209,6 +209,12 @@ def _parser() -> argparse.ArgumentParser:
         help="default: %(default)s",
     )
     serve.add_argument(
+        "--send-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="cut off a client that has not taken a write for this long (default 10)",
+    )
+    serve.add_argument(
         "--allow-request-options",
         action="store_true",
         help="let a request body set the OpenAI SDK's 'timeout' and 'extra_query' "
@@ -289,6 +295,7 @@ def _run(args: argparse.Namespace) -> int:
                 total_timeout=args.total_timeout,
                 redis_url=args.redis_url,
                 allow_request_options=True if args.allow_request_options else None,
+                send_timeout=args.send_timeout,
                 instance=args.instance,
             )
         except ValueError as exc:  # a bad --upstream-api

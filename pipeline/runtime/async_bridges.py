@@ -10,8 +10,11 @@
   subscription, which cancels the upstream request.
 
 reactivex has no backpressure: when the consumer is slower than the producer
-the buffer fills. A full buffer never blocks the producer and never drops an
-event: adjacent text, reasoning, refusal and tool-argument deltas are merged
+the buffer fills. A full buffer holds its stream's flow gate, when it has
+one (:mod:`pipeline.core.flow_control`: the HTTP source stops reading the
+upstream until the reader catches up), never blocks the producer and never
+drops an event: text, reasoning, refusal and tool-argument deltas that
+still arrive are appended to the last one in the buffer, in constant time
 (the merged event keeps the sequence number of its last part), and only if
 nothing can be merged does the buffer grow past its bound, with a warning.
 """
@@ -29,8 +32,15 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from pipeline.core.events import ReasoningDelta, RefusalDelta, TextDelta, ToolCallDelta
+from pipeline.core.flow_control import FlowGate
 
-__all__ = ["BufferedObserver", "from_async_iterable", "from_observable", "merge_deltas"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "BufferedObserver",
+    "from_async_iterable",
+    "from_observable",
+    "merge_deltas",
+]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -100,27 +110,119 @@ def merge_deltas(a: Any, b: Any) -> Any | None:
     return None
 
 
+class _Merging:
+    """Deltas merged at the buffer's tail: their pieces, joined once when read (not per piece)."""
+
+    __slots__ = ("field", "last", "parts")
+
+    def __init__(self, first: Any, field: str) -> None:
+        self.field = field
+        self.last = first
+        self.parts: list[str] = [getattr(first, field)]
+
+    def add(self, event: Any) -> None:
+        self.last = event
+        self.parts.append(getattr(event, self.field))
+
+    def event(self) -> Any:
+        return self.last.model_copy(update={self.field: "".join(self.parts)})
+
+
+def _merge_field(a: Any, b: Any) -> str | None:
+    """The field in which ``b`` can be appended to ``a`` (``None``: they don't merge)."""
+    if type(a) is not type(b) or a.choice != b.choice:
+        return None
+    if isinstance(a, TextDelta | ReasoningDelta | RefusalDelta):
+        return "text"
+    if isinstance(a, ToolCallDelta) and a.index == b.index:
+        return "arguments"
+    return None
+
+
+def _size(value: Any) -> int:
+    """About how many bytes an item holds: its text, or a small constant."""
+    if isinstance(value, TextDelta | ReasoningDelta | RefusalDelta):
+        return len(value.text) + _OVERHEAD
+    if isinstance(value, ToolCallDelta):
+        return len(value.arguments) + _OVERHEAD
+    return _OVERHEAD
+
+
+_OVERHEAD = 64
+
+DEFAULT_MAX_BYTES = 256 * 1024
+"""A reader's buffer bound in bytes (of text) before it holds its stream's source."""
+
+
 class BufferedObserver(abc.ObserverBase[T]):
     """An observer that buffers what it receives for an async reader.
 
-    ``maxsize`` bounds the buffer; see the module docstring for what happens
-    when it is full. Iterate it with ``async for`` (once).
+    ``maxsize`` (items) and ``max_bytes`` (their text, about) bound the
+    buffer. Past either bound, with a ``flow`` gate (its stream's
+    :class:`pipeline.core.flow_control.FlowGate`), the reader holds the gate
+    until it has read its buffer down to half of ``max_bytes``: the stream's
+    source stops reading meanwhile. Whatever still arrives is appended to the
+    last delta when it is of the same kind (in O(1): the pieces are joined
+    once, when read), else the buffer grows past its bound, with a warning
+    (once). Nothing is dropped. Iterate it with ``async for`` (once);
+    :meth:`close` (done by the iteration's end) releases the gate.
     """
 
-    def __init__(self, maxsize: int = 256) -> None:
-        self._items: deque[T] = deque()
+    def __init__(
+        self,
+        maxsize: int = 256,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        flow: FlowGate | None = None,
+    ) -> None:
+        self._items: deque[Any] = deque()
         self._maxsize = maxsize
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._flow = flow
+        self._holding = False
         self._wakeup = asyncio.Event()
         self._done = False
         self._error: BaseException | None = None
         self._warned = False
         self.merged = 0
 
+    @property
+    def buffered_bytes(self) -> int:
+        """About how many bytes of text are waiting to be read."""
+        return self._bytes
+
     def on_next(self, value: T) -> None:
-        if len(self._items) >= self._maxsize:
-            self._compact()
-        self._items.append(value)
+        items = self._items
+        size = _size(value)
+        if len(items) >= self._maxsize or self._bytes + size > self._max_bytes:
+            if self._flow is not None and not self._holding:
+                self._holding = True
+                self._flow.hold()
+            if items and self._merge(items[-1], value):
+                self._bytes += size - _OVERHEAD
+                return
+            if len(items) >= self._maxsize and not self._warned:
+                self._warned = True
+                log.warning("a slow consumer's buffer is full of unmergeable events; it grows")
+        items.append(value)
+        self._bytes += size
         self._wakeup.set()
+
+    def _merge(self, tail: Any, value: Any) -> bool:
+        if isinstance(tail, _Merging):
+            if _merge_field(tail.last, value) != tail.field:
+                return False
+            tail.add(value)
+        else:
+            field = _merge_field(tail, value)
+            if field is None:
+                return False
+            merging = _Merging(tail, field)
+            merging.add(value)
+            self._items[-1] = merging
+        self.merged += 1
+        return True
 
     def on_error(self, error: Exception) -> None:
         self._error = error
@@ -131,30 +233,36 @@ class BufferedObserver(abc.ObserverBase[T]):
         self._done = True
         self._wakeup.set()
 
-    def _compact(self) -> None:
-        out: deque[T] = deque()
-        for item in self._items:
-            merged = merge_deltas(out[-1], item) if out else None
-            if merged is None:
-                out.append(item)
-            else:
-                out[-1] = merged
-                self.merged += 1
-        self._items = out
-        if len(out) >= self._maxsize and not self._warned:
-            self._warned = True
-            log.warning("a slow consumer's buffer is full of unmergeable events; it grows")
+    def close(self) -> None:
+        """The reader is gone: release the gate if it holds it."""
+        if self._holding:
+            self._holding = False
+            assert self._flow is not None
+            self._flow.release()
+
+    def _pop(self) -> T:
+        item = self._items.popleft()
+        if isinstance(item, _Merging):
+            item = item.event()
+        self._bytes -= _size(item)
+        if self._holding and self._bytes <= self._max_bytes // 2:
+            self.close()
+        result: T = item
+        return result
 
     async def __aiter__(self) -> AsyncIterator[T]:
-        while True:
-            while self._items:
-                yield self._items.popleft()
-            if self._done:
-                if self._error is not None:
-                    raise self._error
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+        try:
+            while True:
+                while self._items:
+                    yield self._pop()
+                if self._done:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            self.close()
 
 
 @operator

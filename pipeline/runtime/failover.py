@@ -92,6 +92,7 @@ from pipeline.core.events import (
     is_content,
     is_terminal,
 )
+from pipeline.core.flow_control import CURRENT_FLOW
 from pipeline.core.ids import new_stream_id
 from pipeline.core.scheduling import default_scheduler
 from pipeline.runtime import sources
@@ -310,6 +311,7 @@ class _Run:
         self.last_t = 0.0  # the ``t`` of the last event sent
         self.last_error: StreamError | None = None
         self.cooled_down = False  # the next attempt follows a wait for its upstream's cooldown
+        self.flow = CURRENT_FLOW.get()  # the stream's flow gate, for every attempt's source
 
     # -- time ----------------------------------------------------------------
 
@@ -384,9 +386,13 @@ class _Run:
             def on_error(exc: Exception) -> None:  # map_errors sends none: a bug
                 self.on_event(self.error_from(exc), generation)
 
-            subscription.disposable = events.subscribe(
-                on_next, on_error, scheduler=self.subscribe_scheduler
-            )
+            token = CURRENT_FLOW.set(self.flow)  # a retry starts from a timer: not in our context
+            try:
+                subscription.disposable = events.subscribe(
+                    on_next, on_error, scheduler=self.subscribe_scheduler
+                )
+            finally:
+                CURRENT_FLOW.reset(token)
 
     def error_from(self, exc: BaseException) -> StreamError:
         info = classify(exc)

@@ -38,6 +38,7 @@ from reactivex.disposable import Disposable, SerialDisposable
 
 from operators.map_errors import map_errors
 from pipeline.core.events import Cancelled, Event, EventBase, is_terminal
+from pipeline.core.flow_control import CURRENT_FLOW, FlowGate
 from pipeline.runtime.async_bridges import BufferedObserver
 
 __all__ = ["StreamRun"]
@@ -92,6 +93,7 @@ class StreamRun:
         self._done: asyncio.Event | None = None  # made by wait(): most runs are never waited for
         self.stream_id = stream_id
         self.cancel_reason: str | None = None
+        self.flow = FlowGate()  # held by a reader that falls behind; the source waits on it
 
     @property
     def started(self) -> bool:
@@ -146,8 +148,12 @@ class StreamRun:
         return self._attach(observer, None, None)
 
     def iterate(self, maxsize: int = 256) -> AsyncIterator[Event]:
-        """Attach an async reader now; iterate it later. Closing it detaches only it."""
-        buffer: BufferedObserver[Event] = BufferedObserver(maxsize)
+        """Attach an async reader now; iterate it later. Closing it detaches only it.
+
+        The reader's buffer holds this stream's :attr:`flow` gate while it
+        is full: a reader that does not keep up slows the upstream read.
+        """
+        buffer: BufferedObserver[Event] = BufferedObserver(maxsize, flow=self.flow)
         subscription = self.observe(buffer)
 
         async def read() -> AsyncIterator[Event]:
@@ -156,6 +162,7 @@ class StreamRun:
                     yield event
             finally:
                 subscription.dispose()
+                buffer.close()
 
         return read()
 
@@ -207,9 +214,14 @@ class StreamRun:
         if self.started:
             raise RuntimeError("this stream has already started")
         self._started_at = time.monotonic()
-        self._upstream.disposable = self._source.subscribe(
-            self._on_next, self._on_error, self._on_completed
-        )
+        # A source that supports it reads the gate now (see pipeline.core.flow_control).
+        token = CURRENT_FLOW.set(self.flow)
+        try:
+            self._upstream.disposable = self._source.subscribe(
+                self._on_next, self._on_error, self._on_completed
+            )
+        finally:
+            CURRENT_FLOW.reset(token)
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Cancel upstream; the sinks get a terminal ``cancelled`` event (once)."""

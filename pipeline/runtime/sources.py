@@ -32,6 +32,7 @@ from openai import AsyncOpenAI
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from pipeline.core.flow_control import CURRENT_FLOW
 from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 from pipeline.runtime.async_bridges import _loop_for, from_async_iterable
 
@@ -184,12 +185,17 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
     would wait until all of them had gone through the operators and the
     sinks, while a turn after each lets the consumers (the SSE responder)
     send it first. Later reads are handed on in one go, which is cheaper.
+
+    Between two reads, the task waits while the stream's flow gate is held
+    (:mod:`pipeline.core.flow_control`, read at subscription): a reader
+    that falls behind stops the upstream read instead of filling memory.
     """
 
     def subscribe(
         observer: abc.ObserverBase[SSEMessage], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         loop = _loop_for(scheduler)
+        gate = CURRENT_FLOW.get()  # the stream's flow gate, if it has one
 
         async def pump() -> None:
             on_next = observer.on_next
@@ -215,6 +221,8 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
                                     continue
                             for message in messages:
                                 on_next(message)
+                            if gate is not None and gate.held:  # a reader is behind: wait
+                                await gate.wait_open()
                         for message in decoder.flush(t):
                             on_next(message)
             except asyncio.CancelledError:

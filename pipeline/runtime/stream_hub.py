@@ -250,7 +250,7 @@ class StreamHub:
         live: BufferedObserver[Event] | None = None
         subscription: abc.DisposableBase | None = None
         if entry.finished_at is None:
-            live = BufferedObserver(maxsize)
+            live = BufferedObserver(maxsize, flow=entry.run.flow)
             subscription = entry.run.observe(live)
         # Same synchronous step as attaching the live reader: nothing arrives in between.
         replay = list(entry.buffer)
@@ -310,3 +310,5 @@ async def _read(
     finally:
         if subscription is not None:
             subscription.dispose()
+        if live is not None:
+            live.close()  # a reader that leaves while behind no longer holds the source
