@@ -169,11 +169,15 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 
 def _usage_tokens(usage: dict[str, Any] | None, *keys: str) -> int | None:
-    """The first of ``keys`` that ``usage`` reports as an integer."""
+    """The first of ``keys`` that ``usage`` reports as a count (an integer, not negative).
+
+    An upstream that reports a negative count is wrong, not the stream: the
+    figure is left out (a counter cannot go down) and the stream is measured.
+    """
     if usage is not None:
         for key in keys:
             value = usage.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 return value
     return None
 

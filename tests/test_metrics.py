@@ -155,6 +155,26 @@ def test_responses_style_output_tokens_are_read() -> None:
     assert metrics.snapshot().tokens == {"input": 3, "output": 4}
 
 
+def test_negative_usage_from_an_upstream_leaves_the_figure_out_and_measures_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: a negative count made the token counter raise for every such stream."""
+    e = Events()
+    events: list[Event] = [
+        e(Started, 0.0),
+        e(TextDelta, 1.0, text="a"),
+        e(UsageReport, 1.0, usage={"prompt_tokens": -3, "completion_tokens": -1}),
+        e(Finished, 1.0),
+    ]
+    metrics = Metrics()
+    meter = drive(metrics, events, model="m")
+    assert meter.stats().status == "finished"
+    assert meter.stats().output_tokens is None
+    assert metrics.snapshot().tokens == {}
+    assert metrics.snapshot().streams.get("finished") == 1
+    assert "failed" not in caplog.text
+
+
 def test_single_chunk_has_no_rate_and_no_itl() -> None:
     stats = drive(Metrics(), text_stream([0.3], ["all at once"], end=0.4)).stats()
     assert stats.ttft == pytest.approx(0.3)

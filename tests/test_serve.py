@@ -382,6 +382,10 @@ def test_a_stream_started_with_the_token_is_read_with_its_capability_url(
                 assert http.request(method, path).status_code == 401, path
             assert http.get(other["events_url"]).status_code == 200  # its own capability
         assert AUTH_TOKEN not in proc.log()
+        # The capability is a credential for an hour: the access log masks it.
+        capability = query.split("access=", 1)[1].split("&", 1)[0]
+        assert capability not in proc.log()
+        assert "access=***" in proc.log()
 
 
 async def test_resume_older_than_the_replay_buffer_is_served_from_the_store(

@@ -215,6 +215,24 @@ def _parser() -> argparse.ArgumentParser:
         help="cut off a client that has not taken a write for this long (default 10)",
     )
     serve.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection that has not sent complete request headers by then (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="answer 408 to a request whose body has not arrived by then (default 30)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="answer 503 to connections beyond N (default: what the open-file limit allows)",
+    )
+    serve.add_argument(
         "--allow-request-options",
         action="store_true",
         help="let a request body set the OpenAI SDK's 'timeout' and 'extra_query' "
@@ -296,6 +314,9 @@ def _run(args: argparse.Namespace) -> int:
                 redis_url=args.redis_url,
                 allow_request_options=True if args.allow_request_options else None,
                 send_timeout=args.send_timeout,
+                header_timeout=args.header_timeout,
+                body_timeout=args.body_timeout,
+                max_connections=args.max_connections,
                 instance=args.instance,
             )
         except ValueError as exc:  # a bad --upstream-api

@@ -17,7 +17,14 @@ from sinks.store.batch_writer import StoreSettings
 from sinks.store.queries import StreamSummary, Transcript
 from sinks.store.store_sink import TranscriptSink, scrub_request
 from sinks.store.tables import STATUSES, Status
-from sinks.store.transcript_store import DEFAULT_URL, ENV_URL, Store, create_engine, resolve_url
+from sinks.store.transcript_store import (
+    DEFAULT_URL,
+    ENV_URL,
+    Store,
+    StoreNotWritableError,
+    create_engine,
+    resolve_url,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -25,6 +32,7 @@ __all__ = [
     "STATUSES",
     "Status",
     "Store",
+    "StoreNotWritableError",
     "StoreSettings",
     "StreamSummary",
     "Transcript",

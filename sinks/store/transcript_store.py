@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, false, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -65,7 +65,15 @@ from sinks.store.queries import (
 from sinks.store.store_sink import TranscriptSink, scrub_request
 from sinks.store.tables import Status, streams_table
 
-__all__ = ["DEFAULT_URL", "ENV_URL", "Store", "create_engine", "resolve_url"]
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_URL",
+    "Store",
+    "StoreNotWritableError",
+    "create_engine",
+    "is_read_only",
+    "resolve_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +218,8 @@ class Store:
         engine = create_engine(self.url, self.settings)
         try:
             await self._retrying("migrate", lambda: _migrate(engine))
+            # A database that reads but cannot be written would lose every transcript.
+            await self._retrying("write", lambda: _probe_write(engine))
             self._engine = engine
             await self._retrying("recover", lambda: self.recover())
         except BaseException:
@@ -375,13 +385,58 @@ class Store:
             if self._on_retry is not None:
                 self._on_retry(error, attempt)
 
+        async def checked() -> None:
+            try:
+                await action()
+            except Exception as error:
+                if is_read_only(error):  # no wait makes it writable: say so now
+                    raise StoreNotWritableError(
+                        f"the transcript store cannot {what}: its database is read-only "
+                        f"({_short(error)}); make it writable, give another --db, "
+                        "or run with --no-store"
+                    ) from None
+                raise
+
         await retry_within(
-            action,
+            checked,
             self.settings.retry_backoff,
             within=self.settings.close_timeout,
             retryable=is_retryable,
             on_retry=retrying,
         )
+
+
+class StoreNotWritableError(RuntimeError):
+    """The store's database refuses writes (read-only): raised by :meth:`Store.open`."""
+
+
+def is_read_only(error: BaseException) -> bool:
+    """Whether ``error`` says the database is read-only (SQLite, PostgreSQL 25006)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        if "readonly database" in text or "read-only transaction" in text:
+            return True
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if state == "25006":
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
+def _short(error: BaseException) -> str:
+    orig = getattr(error, "orig", None)
+    return str(orig if orig is not None else error).splitlines()[0][:200]
+
+
+async def _probe_write(engine: AsyncEngine) -> None:
+    """A write that changes nothing: fails on a read-only database."""
+    async with engine.begin() as conn:
+        table = streams_table
+        await conn.execute(update(table).where(false()).values(id=table.c.id))
 
 
 async def _migrate(engine: AsyncEngine) -> None:

@@ -16,7 +16,10 @@ progress, and then the response ends without a terminal event, as if the
 connection had dropped, so the client reconnects with ``Last-Event-ID``. The
 same happens when the stream is still ``running`` in the store while no
 process publishes it (its process died: ``open()`` of the store marks it
-``interrupted`` at that process's restart).
+``interrupted`` at that process's restart). A stream the store holds as
+ended (``interrupted``) without a terminal event gets one: ``cancelled``,
+reason ``interrupted: ...``, so a browser's ``EventSource`` stops
+reconnecting.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core.events import Event, is_terminal
+from pipeline.core.events import Cancelled, Event, is_terminal
 
 if TYPE_CHECKING:
     from sinks.redis_bus import RedisBus
@@ -113,11 +116,17 @@ async def _stitch(
                 if is_terminal(event):
                     return
             stored = None
-            if bus is None:
-                return  # the store holds all it has
+            if bus is None or (stalled_since is not None and not await _running(store, stream_id)):
+                # The store holds all it has. A stream that ended without its terminal
+                # event (its process died: "interrupted") gets one, so a client stops
+                # reconnecting; a stream still running elsewhere does not.
+                end = await _interrupted_end(store, stream_id, last)
+                if end is not None:
+                    yield end
+                return
             if stalled_since is None:
                 stalled_since = loop.time()
-            elif loop.time() - stalled_since > settle or not await _running(store, stream_id):
+            elif loop.time() - stalled_since > settle:
                 return  # no one publishes the rest: the client reconnects later
             try:
                 source = await bus.events(stream_id, last)
@@ -127,6 +136,23 @@ async def _stitch(
         if counted:
             assert bus is not None
             bus.reader_detached(stream_id)
+
+
+async def _interrupted_end(store: Any, stream_id: str, last: int) -> Event | None:
+    """A terminal ``cancelled`` event for a stored stream that ended without one, else ``None``."""
+    if store is None:
+        return None
+    transcript = await store.get(stream_id)
+    if transcript is None or getattr(transcript, "status", "running") == "running":
+        return None
+    error = getattr(transcript, "error", None) or {}
+    why = error.get("message") if isinstance(error, dict) else None
+    return Cancelled(
+        stream_id=stream_id,
+        seq=last + 1,
+        t=getattr(transcript, "duration", None) or 0.0,
+        reason=f"interrupted: {why or 'the stream ended without its last event'}",
+    )
 
 
 async def _running(store: Any, stream_id: str) -> bool:

@@ -9,6 +9,8 @@ import socket
 
 import uvicorn
 
+from pipeline.apps.server.access_log import redact_access_log
+from pipeline.apps.server.connection_guard import guarded_protocol
 from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.core.errors import RxllmError
@@ -105,15 +107,25 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
     # h11, not httptools: uvicorn's httptools protocol answers an HTTP/1.0
     # request (nginx's default to upstreams) with chunked encoding, which
     # HTTP/1.0 does not have; h11 ends such a body by closing the connection.
+    # uvicorn's h11 protocol with a header read timeout and a connection limit.
+    metrics = app.state.gateway.metrics
+    protocol = guarded_protocol(
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
+        on_closed=metrics.inc_connection_closed,
+    )
     config = uvicorn.Config(
         app,
         log_level=log_level,
         timeout_graceful_shutdown=2,
         proxy_headers=False,
-        http="h11",
+        http=protocol,
     )
+    redact_access_log()  # after uvicorn.Config, which sets up its loggers
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+    if not server.started:  # the lifespan failed (its error is logged above): say so, non-zero
+        raise SystemExit("rxllm serve: start-up failed (see the error above)")

@@ -1,0 +1,141 @@
+"""What a client connection may cost before it has sent a request: a header timeout and a limit.
+
+uvicorn has no header read timeout: a connection that sends its request
+headers a byte at a time (or nothing at all) is kept for as long as it
+likes, and a thousand of them use every file descriptor, after which
+normal requests are refused by the kernel. :func:`guarded_protocol` makes
+uvicorn's h11 protocol class with two limits:
+
+* ``header_timeout`` -- a connection must send complete request headers
+  within this many seconds of opening (or of its previous response's end,
+  on a kept-alive connection); else it is closed;
+* ``max_connections`` -- a connection opened beyond this many is answered
+  ``503`` and closed at once (default: what the process's open-file limit
+  leaves room for, counting one upstream connection per client).
+
+Each time one acts, it is counted (``rxllm_connections_closed_total``, by
+``reason``) and logged, at most once per :data:`LOG_EVERY` seconds with the
+number since the last line (an attack must not flood the log). The body's
+own read timeout is the handler's (:func:`pipeline.apps.server.request_bodies.read_json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections.abc import Callable
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["LOG_EVERY", "default_max_connections", "guarded_protocol"]
+
+log = logging.getLogger("rxllm.serve")
+
+LOG_EVERY = 10.0
+"""Seconds between two log lines about closed connections of one reason."""
+
+_BUSY_BODY = (
+    b'{"error": {"message": "too many connections; retry later", '
+    b'"type": "server_error", "param": null, "code": "overloaded"}}'
+)
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\nretry-after: 1\r\ncontent-length: "
+    + str(len(_BUSY_BODY)).encode()
+    + b"\r\n\r\n"
+    + _BUSY_BODY
+)
+
+
+def default_max_connections() -> int:
+    """Client connections the open-file limit leaves room for (each has an upstream one too)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, (soft - 128) // 2)
+
+
+class _Reporter:
+    """Counts and logs (at most once per LOG_EVERY seconds) the connections closed for a reason."""
+
+    def __init__(self, count: Callable[[str], None]) -> None:
+        self._count = count
+        self._last: dict[str, float] = {}
+        self._since: dict[str, int] = {}
+
+    def closed(self, reason: str, what: str) -> None:
+        self._count(reason)
+        self._since[reason] = self._since.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(reason, -LOG_EVERY) >= LOG_EVERY:
+            self._last[reason] = now
+            n = self._since.pop(reason)
+            log.warning("closed %d connection(s) (%s): %s", n, reason, what)
+
+
+def guarded_protocol(
+    *,
+    header_timeout: float | None,
+    max_connections: int | None,
+    on_closed: Callable[[str], None],
+) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with the limits of the module docstring.
+
+    ``on_closed(reason)`` counts a connection closed by a limit
+    (``header_timeout`` or ``connection_limit``); pass it as ``uvicorn.Config(http=...)``.
+    """
+    limit = default_max_connections() if max_connections is None else max_connections
+    reporter = _Reporter(on_closed)
+
+    class GuardedH11Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limit:
+                transport.write(_BUSY)
+                transport.close()
+                reporter.closed(
+                    "connection_limit", f"more than {limit} open connections; answered 503"
+                )
+                return
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._header_timer is not None and self.conn.their_state is not h11.IDLE:
+                self._disarm()  # the request's headers are in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()  # the next request's headers get as long
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            if header_timeout is not None:
+                self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            self.transport.close()
+            peer = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+            reporter.closed(
+                "header_timeout", f"no complete request headers within {header_timeout:g}s ({peer})"
+            )
+
+    return GuardedH11Protocol
