@@ -1,7 +1,8 @@
 """An upstream of our own that floods: it streams text as fast as its socket takes it.
 
 An OpenAI-compatible ``POST /chat/completions`` on a loopback port, in a
-thread with its own event loop. Each request is answered with
+thread with its own event loop (any other request gets a one-model list).
+Each chat request is answered with
 ``chat.completion.chunk`` frames of ``chunk_size`` characters, without end,
 until the connection closes; it counts what it sent (``sent``: bytes the
 socket accepted, so it stops growing while the reader does not read) and
@@ -69,6 +70,14 @@ class FloodUpstream:
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             flood.body = await reader.readexactly(length)
+            if not head.startswith(b"POST ") or b"/chat/completions" not in head.split(b"\r\n")[0]:
+                listing = b'{"object": "list", "data": [{"id": "flood", "object": "model"}]}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close"
+                    b"\r\ncontent-length: " + str(len(listing)).encode() + b"\r\n\r\n" + listing
+                )
+                await writer.drain()
+                return
             with self._lock:
                 self.requests.append(flood)
             writer.write(

@@ -115,8 +115,9 @@ async def test_a_streaming_client_that_leaves_before_the_first_token_cancels_the
 async def test_a_client_that_leaves_during_a_retry_backoff_stops_the_retries(
     served: ServeProcess, upstream: MockServer
 ) -> None:
-    # The first attempt gets a 503 asking to wait 10 s; the client leaves meanwhile.
-    mock = {"status": 503, "retry_after": 10, "fail_first": 1, "fault_key": "backoff-leave"}
+    # The first attempt gets a 503 asking to wait 1.5 s (the longest wait is 2 s); the
+    # client leaves meanwhile.
+    mock = {"status": 503, "retry_after": 1.5, "fail_first": 1, "fault_key": "backoff-leave"}
     body = {"model": "m", "messages": MESSAGES, "stream": True, "mock": mock}
     async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
         before = await cancellations(http)
