@@ -62,7 +62,12 @@ class UseChat:
     async def answer(self, request: Request) -> Response:
         """``POST /api/chat``."""
         gw = self.gateway
-        body = await read_json(request, gw.settings.max_body)
+        body = await read_json(
+            request,
+            gw.settings.max_body,
+            read_timeout=gw.settings.body_timeout,
+            on_timeout=lambda: gw.metrics.inc_connection_closed("body_timeout"),
+        )
         ui = validate(UIChatRequest, body)
         model = ui.model or gw.default_model()
         models = gw.models
