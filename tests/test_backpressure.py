@@ -69,6 +69,7 @@ async def wait_until(predicate: Callable[[], bool], within: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # starts rxllm serve
 @pytest.mark.parametrize("route", ["chat", "events"])
 async def test_a_reader_that_stops_reading_pauses_its_upstream_then_is_cut_off(
     served: ServeProcess, flood: FloodUpstream, route: str
@@ -118,6 +119,7 @@ def test_a_full_reader_holds_the_gate_until_it_has_read_half_its_bytes() -> None
     assert not gate.held
 
 
+@pytest.mark.slow  # 20 MB of deltas
 async def test_a_slow_readers_merged_deltas_copy_each_piece_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -22,6 +22,8 @@ import pytest
 from pipeline.apps.builtin_model import MockScript, MockServer
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # starts rxllm serve
+
 MESSAGES = [{"role": "user", "content": "hi"}]
 UI = [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]
 TOKEN = "bad-input-token"

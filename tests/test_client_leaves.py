@@ -23,6 +23,8 @@ from pipeline.apps.builtin_model import MockScript, MockServer
 from pipeline.apps.builtin_model.traffic_log import RequestRecord
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # starts rxllm serve
+
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 STALL = 30.0  # far longer than any wait below: an upstream request that ends was cancelled
 

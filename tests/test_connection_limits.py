@@ -17,6 +17,8 @@ import pytest
 
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # starts rxllm serve
+
 LIMIT = 12
 
 

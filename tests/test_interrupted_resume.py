@@ -10,12 +10,15 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from reactivex.subject import Subject
 
 from pipeline.core.events import Event, Started, TextDelta
 from pipeline.runtime.multicast import StreamRun
 from sinks.store import Store
 from tests.serving import ServeProcess
+
+pytestmark = pytest.mark.slow  # starts rxllm serve
 
 
 async def test_an_interrupted_stream_read_from_the_store_gets_a_terminal_event(

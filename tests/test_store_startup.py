@@ -17,6 +17,8 @@ import pytest
 from sinks.store import Store
 from tests.serving import ROOT, free_port
 
+pytestmark = pytest.mark.slow  # starts rxllm serve
+
 
 async def _migrated(url: str) -> None:
     store = Store(url)

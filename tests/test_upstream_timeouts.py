@@ -23,6 +23,8 @@ from pipeline.apps.server.gateway import Gateway
 from pipeline.apps.server.server_settings import ServerSettings
 from tests.serving import ServeProcess
 
+pytestmark = pytest.mark.slow  # starts rxllm serve
+
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 UI_MESSAGES = [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]
 STALL: dict[str, Any] = {"text": "late", "stall": 30}  # far longer than any client waits here
