@@ -33,6 +33,8 @@ if importlib.util.find_spec("playwright") is not None:
 
 __all__ = ["chromium", "redis_server"]  # fixtures
 
+pytestmark = pytest.mark.services  # needs PostgreSQL, Redis and Chromium, started by the tests
+
 SHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
 
 

@@ -112,6 +112,7 @@ def test_an_error_and_no_events() -> None:
     assert text_timeline([]) == "no events\n"
 
 
+@pytest.mark.slow  # starts the CLI in a subprocess
 def test_replay_timeline_prints_at_once(tmp_path: Path) -> None:
     events = with_a_stall()
     save_jsonl([e.model_copy(update={"t": e.t * 20}) for e in events], tmp_path / "slow.jsonl")
@@ -123,6 +124,7 @@ def test_replay_timeline_prints_at_once(tmp_path: Path) -> None:
     assert "TTFT 3000 ms" in result.stdout
 
 
+@pytest.mark.slow  # starts the CLI in a subprocess
 def test_replay_timeline_of_a_raw_sse_body_and_of_a_cut_stream(tmp_path: Path) -> None:
     (tmp_path / "raw.sse").write_bytes(TEXT_STREAM)
     result = rxllm("replay", "raw.sse", "--timeline", cwd=tmp_path)
@@ -134,6 +136,7 @@ def test_replay_timeline_of_a_raw_sse_body_and_of_a_cut_stream(tmp_path: Path) -
     assert "no terminal event" in cut.stdout
 
 
+@pytest.mark.slow  # starts the CLI in a subprocess
 async def test_replay_timeline_of_a_stored_stream(tmp_path: Path) -> None:
     save_jsonl(with_a_stall(), tmp_path / "a.jsonl")
     url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
