@@ -78,7 +78,8 @@ KIND_COLOURS: dict[str, str] = {
 # Characters XML 1.0 does not allow, even escaped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
-_LEFT = 118  # lane names
+_LEFT = 118  # lane names: at least this, at most _LEFT_MAX
+_LEFT_MAX = 230
 _RIGHT = 24
 _TOP = 30
 _LANE = 38
@@ -311,13 +312,16 @@ def _render(diagram: MarbleDiagram) -> str:
     times += [lane.end for lane in lanes if lane.end is not None]
     span = diagram.duration or max([*times, diagram.ttft or 0.0, 0.0])
     span = span if span > 0 else 0.001
-    width = max(diagram.width, _LEFT + _RIGHT + 100)
-    plot = width - _LEFT - _RIGHT
+    longest = max((len(lane.name) for lane in lanes), default=0)
+    left = int(min(max(_LEFT, 18 + _CHAR * longest), _LEFT_MAX))
+    name_chars = int((left - 18) / _CHAR)
+    width = max(diagram.width, left + _RIGHT + 100)
+    plot = width - left - _RIGHT
     top = _TOP if diagram.title or diagram.ttft is not None else 12
     height = top + _LANE * max(len(lanes), 1) + _AXIS
 
     def x(t: float) -> float:
-        return round(_LEFT + min(max(t, 0.0), span) / span * plot, 1)
+        return round(left + min(max(t, 0.0), span) / span * plot, 1)
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -343,7 +347,7 @@ def _render(diagram: MarbleDiagram) -> str:
         )
         tick += step
     out.append(
-        f'<line x1="{_LEFT}" y1="{axis_y}" x2="{_LEFT + plot}" y2="{axis_y}" stroke="#9ca3af"/>'
+        f'<line x1="{left}" y1="{axis_y}" x2="{left + plot}" y2="{axis_y}" stroke="#9ca3af"/>'
     )
     if diagram.ttft is not None:
         tx = x(diagram.ttft)
@@ -357,15 +361,16 @@ def _render(diagram: MarbleDiagram) -> str:
     for row, lane in enumerate(lanes):
         y = top + _LANE * row + _LANE // 2 + 4
         out.append(f'<g class="lane" data-lane="{_attr(lane.name)}">')
-        out.append(f'<text x="8" y="{y + 3}" fill="#374151">{_attr(_short(lane.name, 18))}</text>')
-        line_end = x(lane.end) if lane.end is not None else _LEFT + plot
+        name = _attr(_short(lane.name, name_chars))
+        out.append(f'<text x="8" y="{y + 3}" fill="#374151">{name}</text>')
+        line_end = x(lane.end) if lane.end is not None else left + plot
         out.append(
-            f'<line x1="{_LEFT}" y1="{y}" x2="{line_end}" y2="{y}" stroke="#9ca3af" '
+            f'<line x1="{left}" y1="{y}" x2="{line_end}" y2="{y}" stroke="#9ca3af" '
             'stroke-width="1.5"/>'
         )
         label_end = -math.inf  # labels that would overlap the one before are left to the hover
         for marble in lane.marbles:
-            markup, label_end = _marble(marble, x(marble.at), y, label_end)
+            markup, label_end = _marble(marble, x(marble.at), y, label_end, width - 2)
             out.append(markup)
         if lane.end is not None:
             out.append(_lane_end(lane.end_kind, x(lane.end), y))
@@ -374,8 +379,12 @@ def _render(diagram: MarbleDiagram) -> str:
     return "".join(out)
 
 
-def _marble(marble: Marble, mx: float, y: int, label_end: float) -> tuple[str, float]:
-    """A marble's markup, and where its label ends (``label_end`` if it has none)."""
+def _marble(marble: Marble, mx: float, y: int, label_end: float, edge: float) -> tuple[str, float]:
+    """A marble's markup, and where its label ends (``label_end`` if it has none).
+
+    The label starts at the marble, is cut to end before ``edge`` (the
+    picture's right side), and is left out where it would overlap the one before.
+    """
     colour = KIND_COLOURS.get(marble.kind, KIND_COLOURS["value"])
     parts = [
         f'<g class="marble" data-kind="{_attr(marble.kind)}" data-at="{marble.at:.6f}">',
@@ -394,8 +403,9 @@ def _marble(marble: Marble, mx: float, y: int, label_end: float) -> tuple[str, f
             f'<circle cx="{mx:.1f}" cy="{y}" r="{_RADIUS}" fill="{colour}" stroke="#ffffff" '
             'stroke-width="1"/>'
         )
-    if marble.label and mx - _CHAR * 0.5 >= label_end:
-        label = _short(marble.label)
+    room = int((edge - (mx - 3)) / _CHAR)
+    if marble.label and mx - _CHAR * 0.5 >= label_end and room >= 2:
+        label = _short(marble.label, min(_LABEL_CHARS, room))
         parts.append(
             f'<text x="{mx - 3:.1f}" y="{y - 10}" fill="#111827" xml:space="preserve">'
             f"{_attr(label)}</text>"
