@@ -221,7 +221,7 @@ async def test_a_stream_stalled_before_its_first_token_shows_as_live(
     ended = await until(
         http, f"/v1/inspect/streams/{stream_id}", lambda d: d["status"] == "finished"
     )
-    assert ended["live"] is False and ended["first_token_at"] >= 4.0
+    assert ended["live"] is False and ended["first_token_at"] > 3.5  # t counts from the answer
 
 
 def test_the_inspector_behind_a_token(upstream: MockServer, tmp_path: Path) -> None:
