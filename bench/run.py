@@ -127,6 +127,12 @@ def rows() -> list[Row]:
             group="cancellation (StreamRun + source + chain)"),
         Row("serve.proxy", "`rxllm serve` relaying (store + metrics on), server CPU per chunk",
             "serve", chunk, {"mode": "proxy"}, target=40.0, group="rxllm serve"),
+        Row("serve.proxy.responses", "`rxllm serve` relaying the Responses API "
+            "(`POST /v1/responses`), server CPU per chunk", "serve", chunk,
+            {"mode": "proxy_responses"}, ref="serve.proxy"),
+        Row("serve.proxy.messages", "`rxllm serve` relaying Anthropic Messages "
+            "(`POST /v1/messages`), server CPU per chunk", "serve", chunk,
+            {"mode": "proxy_messages"}, ref="serve.proxy"),
         Row("litellm.proxy", "LiteLLM proxy relaying, server CPU per chunk (5,000 chunks)",
             "serve", chunk, {"mode": "litellm_proxy", "chunks": 5000}, ref="serve.proxy"),
         Row("serve.ttft", "TTFT through `rxllm serve` minus direct, one stream at a time",

@@ -1,6 +1,9 @@
 """Rows through a proxy: ``rxllm serve`` (and LiteLLM's proxy) relaying the built-in model.
 
-* ``proxy`` / ``litellm_proxy``: server CPU per chunk. A second built-in model
+* ``proxy`` / ``litellm_proxy``: server CPU per chunk. ``proxy_responses`` and
+  ``proxy_messages`` are the same through ``POST /v1/responses`` and
+  ``POST /v1/messages`` (the built-in model speaks both: same API on both
+  sides, normalized to events and written back in the route's dialect). A second built-in model
   whose default answer is the benchmark's text stream runs on the servers'
   core, with the load-generating client; the proxy runs alone on the other
   core and its CPU time (``/proc/PID/stat``, user + system) is measured
@@ -79,12 +82,47 @@ def _litellm_executable() -> str | None:
 
 
 def _serve_command(port: int, upstream: str, logs: Path) -> list[str]:
-    """``rxllm serve`` in front of ``upstream``, with a SQLite store in ``logs`` and metrics."""
+    """``rxllm serve`` in front of ``upstream``, with a SQLite store in ``logs`` and metrics.
+
+    The upstream (the built-in model) is said to speak all three APIs, so every
+    route relays in its own API.
+    """
     db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
     return [
         sys.executable, "-m", "pipeline.apps.cli", "serve", "--host", "127.0.0.1",
         "--port", str(port), "--upstream", upstream, "--db", db, "--log-level", "warning",
+        "--upstream-api", "chat,responses,anthropic",
     ]  # fmt: skip
+
+
+# route, request body: the per-chunk rows of each API through the proxy
+_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
+    "proxy": ("/v1/chat/completions", {"model": MODEL, "messages": MESSAGES, "stream": True}),
+    "litellm_proxy": (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": MESSAGES, "stream": True},
+    ),
+    "proxy_responses": ("/v1/responses", {"model": MODEL, "input": MESSAGES, "stream": True}),
+    "proxy_messages": (
+        "/v1/messages",
+        {"model": MODEL, "max_tokens": 1_000_000, "messages": MESSAGES, "stream": True},
+    ),
+}
+
+
+def _content(data: dict[str, Any]) -> str | None:
+    """The text of one streamed event of any of the three APIs (``None``: none)."""
+    if "choices" in data:
+        choices = data.get("choices") or [{}]
+        content = (choices[0].get("delta") or {}).get("content")
+        return content if isinstance(content, str) else None
+    kind = data.get("type")
+    if kind == "response.output_text.delta":
+        return str(data.get("delta") or "")
+    if kind == "content_block_delta":
+        text = (data.get("delta") or {}).get("text")
+        return text if isinstance(text, str) else None
+    return None
 
 
 @contextlib.contextmanager
@@ -144,8 +182,7 @@ async def _stream(url: str, body: dict[str, Any], client: Any) -> tuple[int, flo
         async for line in response.aiter_lines():
             if not line.startswith("data: {"):
                 continue
-            choices = json.loads(line[6:]).get("choices") or [{}]
-            content = (choices[0].get("delta") or {}).get("content")
+            content = _content(json.loads(line[6:]))
             if content:
                 size += len(content)
                 if first is None:
@@ -167,11 +204,16 @@ def _settle(pid: int, quiet: float = 0.3, limit: float = 10.0) -> float:
 
 
 async def _proxy_cpu(
-    url: str, pid: int, chunks: int, repeats: int, headers: dict[str, str]
+    url: str,
+    pid: int,
+    chunks: int,
+    repeats: int,
+    headers: dict[str, str],
+    body: dict[str, Any] | None = None,
 ) -> list[float]:
     import httpx2
 
-    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    body = body or {"model": MODEL, "messages": MESSAGES, "stream": True}
     expected = len(text_script(chunks)["text"])
     samples = []
     async with httpx2.AsyncClient(timeout=600, headers=headers) as client:
@@ -194,7 +236,7 @@ def _proxy(mode: str, args: argparse.Namespace) -> Measured:
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     if server_cpu is not None:  # the load generator shares the upstream's core
         os.sched_setaffinity(0, {server_cpu})
-    if mode == "proxy":
+    if mode in ("proxy", "proxy_responses", "proxy_messages"):
         reason = _serve_available()
         if reason:
             return Measured(skipped=reason)
@@ -222,8 +264,9 @@ def _proxy(mode: str, args: argparse.Namespace) -> Measured:
     try:
         proxy = start_process(command, client_cpu, proxy_port, logs / "proxy.log", 120, env)
         try:
-            url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
-            samples = asyncio.run(_proxy_cpu(url, proxy.pid, chunks, args.repeats, headers))
+            route, body = _ROUTES[mode]
+            url = f"http://127.0.0.1:{proxy_port}{route}"
+            samples = asyncio.run(_proxy_cpu(url, proxy.pid, chunks, args.repeats, headers, body))
         finally:
             stop_process(proxy)
     finally:
