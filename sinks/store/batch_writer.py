@@ -26,7 +26,11 @@ statement timeout, a dropped connection, a server restarting: see
 events are dropped, counted in :attr:`BatchWriter.dropped` (and passed to the
 ``on_drop`` hook) and a warning is logged once per spell. Stream rows and
 final updates are kept apart from the events and never dropped: a stream is
-always finalized, even if some of its events were lost. Any other error (a
+always finalized, even if some of its events were lost. A failed write is
+logged as an error (the 1st, 2nd, 4th... retry) and ``on_available(False)``
+is called at the first, ``on_available(True)`` once a write succeeds again;
+``precheck`` runs before each write (the store's: its SQLite file is still
+there). Any other error (a
 value the database refuses) makes the writer retry the batch one record at a
 time, so one bad record costs only itself (counted in :attr:`failed`).
 
@@ -40,7 +44,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -260,11 +264,15 @@ class BatchWriter(DrainWriter[_Batch]):
         *,
         on_drop: DropHook | None = None,
         on_retry: RetryHook | None = None,
+        on_available: Callable[[bool], None] | None = None,
+        precheck: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(settings.retry_backoff, on_drop=on_drop)
         self._engine = engine
         self._settings = settings
         self._on_retry = on_retry
+        self._on_available = on_available
+        self._precheck = precheck
         self._events: deque[tuple[int, str, Event]] = deque()
         self._controls: deque[StreamOpen | StreamClose] = deque()
         dialect = engine.dialect.name
@@ -377,8 +385,10 @@ class BatchWriter(DrainWriter[_Batch]):
         return _Batch(events, opens, closes, len(opens) + len(closes), boundary)
 
     def _retrying(self, error: Exception, attempt: int, batch: _Batch) -> None:
+        if attempt == 1 and self._on_available is not None:
+            self._on_available(False)
         if attempt == 1 or attempt & (attempt - 1) == 0:  # the 1st, 2nd, 4th, 8th... time
-            log.warning(
+            log.error(
                 "the transcript store could not write %d records (attempt %d, %d events "
                 "waiting): %s; retrying",
                 len(batch),
@@ -393,6 +403,8 @@ class BatchWriter(DrainWriter[_Batch]):
                 log.exception("the store's on_retry hook failed")
 
     def _written(self, retries: int) -> None:
+        if retries and self._on_available is not None:
+            self._on_available(True)
         if retries:
             log.warning("the transcript store writes again after %d retries", retries)
 
@@ -410,6 +422,8 @@ class BatchWriter(DrainWriter[_Batch]):
         return batch.boundary
 
     async def _write(self, batch: _Batch) -> None:
+        if self._precheck is not None:
+            await self._precheck()  # e.g. the SQLite file is still the one opened
         try:
             async with self._engine.begin() as conn:
                 await self._execute(conn, batch.opens, batch.events, batch.closes)

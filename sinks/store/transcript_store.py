@@ -164,11 +164,14 @@ class Store:
         settings: StoreSettings | None = None,
         on_drop: DropHook | None = None,
         on_retry: RetryHook | None = None,
+        on_available: Callable[[bool], None] | None = None,
     ) -> None:
         self.url = resolve_url(url)
         self.settings = settings or StoreSettings()
         self._on_drop = on_drop
         self._on_retry = on_retry
+        self._on_available = on_available
+        self._file: tuple[Path, tuple[int, int]] | None = None  # SQLite: the file opened
         self._engine: AsyncEngine | None = None
         self._writer: BatchWriter | None = None
         self._sinks: set[TranscriptSink] = set()
@@ -226,10 +229,47 @@ class Store:
             self._engine = None
             await engine.dispose()
             raise
+        path = _sqlite_file(self.url)
+        if path is not None:
+            self._file = (path, _identity(path) or (0, 0))
         self._writer = BatchWriter(
-            engine, self.settings, on_drop=self._on_drop, on_retry=self._on_retry
+            engine,
+            self.settings,
+            on_drop=self._on_drop,
+            on_retry=self._on_retry,
+            on_available=self._on_available,
+            precheck=self._check_file if path is not None else None,
         )
         self._writer.start()
+
+    async def _check_file(self) -> None:
+        """Before a write: the SQLite file is still the one opened, else reconnect or wait.
+
+        A deleted database file is still written through the open connection,
+        without an error, and lost. So: while the file (and its directory) is
+        gone, writes fail here (retried; events wait in the bounded buffer,
+        loudly); once its directory is back, or another file stands at its
+        path, the store connects afresh and makes its schema there.
+        """
+        assert self._file is not None
+        path, opened = self._file
+        now = _identity(path)
+        if now == opened:
+            return
+        if now is None and not path.parent.is_dir():
+            raise OSError(
+                f"the transcript store's database file {path} is gone with its directory; "
+                "events wait in memory until the directory is back"
+            )
+        log.error(
+            "the transcript store's database file %s was %s; writing to a new one there",
+            path,
+            "deleted" if now is None else "replaced",
+        )
+        engine = self.engine
+        await engine.dispose()  # connections to the old file
+        await _migrate(engine)
+        self._file = (path, _identity(path) or (0, 0))
 
     async def close(self) -> None:
         """Finalize attached streams as ``interrupted``, flush, stop the writer, dispose."""
@@ -430,6 +470,28 @@ def is_read_only(error: BaseException) -> bool:
 def _short(error: BaseException) -> str:
     orig = getattr(error, "orig", None)
     return str(orig if orig is not None else error).splitlines()[0][:200]
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (``None``: another backend, or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or "mode=memory" in str(parsed.query):
+        return None
+    if database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database).expanduser().absolute()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file's device and inode, or ``None`` if there is none at ``path``."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 async def _probe_write(engine: AsyncEngine) -> None:

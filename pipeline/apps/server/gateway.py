@@ -159,6 +159,7 @@ class Gateway:
                 settings.db_url,
                 settings=store_settings,
                 on_drop=lambda n: metrics.inc_store_buffer_dropped(n, sink="store"),
+                on_available=lambda ok: metrics.set_store_unavailable(not ok),
             )
             await self.store.open()
         if settings.redis_url:
