@@ -98,7 +98,7 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
         sock = listening_socket(settings.host, settings.port, reuse_port=reuse_port)
     except OSError as exc:
         raise ListenError(settings.host, settings.port, exc) from None
-    upstream = settings.upstream or "the built-in model"
+    upstream = settings.upstream or settings.config or "the built-in model, any model name"
     print(
         f"rxllm serve: http://{settings.host}:{sock.getsockname()[1]}/ "
         f"(upstream: {upstream}; auth: {'on' if settings.auth_token else 'off'})",
