@@ -128,6 +128,8 @@ def check(schema: dict[str, Any], value: Any) -> None:
 def test_sampled_arguments_are_valid_for_their_schema(schema: dict[str, Any]) -> None:
     for seed in range(40):
         check(schema, sample_json(schema, seed=seed, hints=["Paris", "Lyon"]))
+        # numbers from a prompt are taken only where they fit
+        check(schema, sample_json(schema, seed=seed, numbers=[5, -3, 0.5, 1000, 12]))
 
 
 def test_samples_are_deterministic_per_seed_and_take_the_prompts_words() -> None:
@@ -344,3 +346,20 @@ def test_the_anthropic_sdk_gets_a_tool_use_block_then_text(model: MockServer) ->
     )
     assert second.stop_reason == "end_turn"
     assert "21C" in "".join(b.text for b in second.content if b.type == "text")
+
+
+def test_the_prompts_numbers_become_the_numbers_where_they_fit() -> None:
+    add = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "number", "maximum": 10}},
+        "required": ["a", "b"],
+    }
+    tools = [{"type": "function", "function": {"name": "add", "parameters": add}}]
+    plan = plan_tools(chat("What is 2 plus 3.5? Use add.", tools=tools), "m")
+    assert plan is not None and json.loads(plan.calls[0][1]) == {"a": 2, "b": 3.5}
+    # 40 is over b's maximum: that number is not taken, a valid one is made instead
+    plan = plan_tools(chat("add 7 and 40", tools=tools), "m")
+    assert plan is not None
+    arguments = json.loads(plan.calls[0][1])
+    check(add, arguments)
+    assert arguments["a"] == 7 and arguments["b"] != 40

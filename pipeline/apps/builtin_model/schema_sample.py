@@ -14,7 +14,9 @@ hostname), ``required``/``properties``/``additionalProperties``/
 
 ``hints`` are words taken from the prompt (``["Paris"]``): the free-form
 strings take them, one each, in order, so ``get_weather(city)`` asked about
-Paris is called with ``{"city": "Paris"}``.
+Paris is called with ``{"city": "Paris"}``; ``numbers`` are the prompt's
+numbers, which the numbers take the same way (``add(a, b)`` asked "what is
+2 plus 3?" gets ``{"a": 2, "b": 3}``).
 
 Why not a library: the generators that exist are built for property tests
 (hypothesis-jsonschema draws from a Hypothesis strategy, which is neither
@@ -54,22 +56,37 @@ _FORMATS = {
 _WORDS = ("alpha", "bravo", "delta", "echo", "kilo", "lima", "nova", "oscar", "sierra", "tango")
 
 
-def sample_json(schema: Any, *, seed: int | str = 0, hints: Sequence[str] = ()) -> Any:
+def sample_json(
+    schema: Any,
+    *,
+    seed: int | str = 0,
+    hints: Sequence[str] = (),
+    numbers: Sequence[float] = (),
+) -> Any:
     """Return a value valid for ``schema`` (a JSON Schema as a dict), deterministic per ``seed``.
 
-    A schema that allows nothing (``false``, an empty ``enum``) gives ``None``.
+    ``hints`` are the free-form strings' first choices, ``numbers`` the
+    numbers' (each used once, in order, where the schema allows it). A schema
+    that allows nothing (``false``, an empty ``enum``) gives ``None``.
     """
     sampler = _Sampler(
-        schema if isinstance(schema, Mapping) else {}, random.Random(str(seed)), hints
+        schema if isinstance(schema, Mapping) else {}, random.Random(str(seed)), hints, numbers
     )
     return sampler.value(schema, 0, "")
 
 
 class _Sampler:
-    def __init__(self, root: Mapping[str, Any], rng: random.Random, hints: Sequence[str]) -> None:
+    def __init__(
+        self,
+        root: Mapping[str, Any],
+        rng: random.Random,
+        hints: Sequence[str],
+        numbers: Sequence[float],
+    ) -> None:
         self.root = root
         self.rng = rng
         self.hints = [h for h in hints if h]
+        self.numbers = list(numbers)
 
     # -- schema plumbing -------------------------------------------------------
 
@@ -196,6 +213,11 @@ class _Sampler:
     def number(self, schema: Mapping[str, Any], *, integer: bool) -> int | float:
         low, high = _bounds(schema, integer)
         step = _num(schema.get("multipleOf"))
+        if self.numbers:  # the prompt's next number, if it fits
+            given = self.numbers.pop(0)
+            fits = low <= given <= high and (not integer or float(given).is_integer())
+            if fits and (step is None or step <= 0 or (given / step) == int(given / step)):
+                return int(given) if integer else given
         if step is not None and step > 0:
             first, last = math.ceil(low / step), math.floor(high / step)
             start = (

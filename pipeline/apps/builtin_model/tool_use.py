@@ -6,11 +6,12 @@ first tool; with several tools named in the prompt and parallel calls
 allowed (the default), it calls each of them at once. Arguments are made
 from the tool's JSON schema (:func:`sample_json`), seeded by the request's
 ``seed`` (0 when absent), the tool and the prompt, with the prompt's proper
-nouns and quoted words as the strings' first choice: the same request gets
-the same calls. Given results for the calls it made since the last user
-message, it calls the tools named in the prompt that are still uncalled
-(one step per tool when parallel calls are off), then answers with text
-that quotes the results: an agent's tool loop always ends.
+nouns and quoted words as the strings' first choice and its numbers as the
+numbers': the same request gets the same calls. Given results for the
+calls it made since the last user message, it calls the tools named in the
+prompt that are still uncalled (one step per tool when parallel calls are
+off), then answers with text that quotes the results: an agent's tool loop
+always ends.
 
 ``tool_choice`` is honoured: ``none`` never calls, a named tool is the one
 called, ``required``/``any`` call even when the prompt names no tool.
@@ -113,6 +114,7 @@ _STOP = frozenset(
     ]
 )
 _WORD = re.compile(r"[A-Za-z0-9]+")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
 _CAMEL = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
@@ -253,6 +255,7 @@ def plan_tools(body: Mapping[str, Any], model: str) -> ToolPlan | None:
                             spec.parameters or {"type": "object"},
                             seed=f"{seed}|{spec.name}|{turn.prompt}",
                             hints=hints,
+                            numbers=_numbers(turn.prompt or ""),
                         )
                     ),
                 )
@@ -352,6 +355,15 @@ def _matching(specs: Sequence[ToolSpec], prompt: str) -> list[ToolSpec]:
     ]
     best = max(scored, default=(0, 0))
     return [specs[best[1]]] if best[0] > 0 else []
+
+
+def _numbers(prompt: str) -> list[float]:
+    """The numbers of the prompt, in order (integers as ``int``)."""
+    found: list[float] = []
+    for text in _NUMBER.findall(prompt):
+        value = float(text)
+        found.append(int(value) if value.is_integer() and "." not in text else value)
+    return found
 
 
 def _hints(prompt: str, specs: Sequence[ToolSpec]) -> list[str]:
