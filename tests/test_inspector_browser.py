@@ -173,7 +173,7 @@ async def test_one_mark_per_event_and_hover_shows_it(page: Page, served: ServePr
 
 
 async def test_a_live_streams_marks_appear_as_they_arrive(page: Page, served: ServeProcess) -> None:
-    words = " ".join(f"live{i:02d}" for i in range(40))
+    words = " ".join(f"live{i:02d}" for i in range(60))  # 7 s: the page opens well before the end
     writer = asyncio.create_task(stream(served.url, {"text": words, "interval": 0.12}))
     try:
         async with httpx.AsyncClient(base_url=served.url, timeout=20) as http:
