@@ -282,3 +282,17 @@ async def test_a_marble_diagram_drawn_in_chromium(page: Page, served: ServeProce
     if docs_images():
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         await diagram.screenshot(path=DOCS_IMAGES / "marbles.png")
+
+
+async def test_markup_in_a_stream_is_shown_as_text_never_run(
+    page: Page, served: ServeProcess
+) -> None:
+    hostile = '<img src=x onerror="window.__ran=1"> </script><b>bold</b> & done'
+    stream_id = await stream(served.url, {"text": hostile, "interval": 0.002})
+    await stored(served.url, stream_id)
+    await page.goto(f"{served.url}/inspect#/s/{stream_id}")
+    await expect(page.locator("#timeline")).to_have_attribute("data-state", "finished")
+    await expect(page.locator("#message .text")).to_have_text(hostile)
+    await page.locator("#timeline .mark").last.dispatch_event("click")
+    assert await page.evaluate("window.__ran") is None
+    assert await page.locator("#message img, #message b, #timeline img, #detail *").count() == 0

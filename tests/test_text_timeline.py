@@ -8,17 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.core.events import (
+    Cancelled,
     Event,
     Failover,
     Finished,
+    ReasoningDelta,
     Started,
     StreamError,
     TextDelta,
     ToolCallCompleted,
     ToolCallDelta,
     ToolCallStarted,
+    UsageReport,
 )
 from pipeline.core.stream_timing import stream_timing
 from pipeline.core.text_timeline import text_timeline
@@ -146,3 +151,56 @@ async def test_replay_timeline_of_a_stored_stream(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"stream {stream_id[:12]}  mock-model")
     assert "max 400 ms at 0.730 s" in result.stdout
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["text", "reasoning", "tool", "failover", "usage"]),
+            st.floats(min_value=0, max_value=100, allow_nan=False),
+            st.text(max_size=12),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from(["finished", "error", "cancelled", None]),
+)
+def test_any_stream_gets_a_timeline(items: list[tuple[str, float, str]], end: str | None) -> None:
+    events: list[Event] = [Started(stream_id="s", seq=0)]
+    for kind, t, text in items:
+        seq = len(events)
+        if kind == "text":
+            events.append(TextDelta(stream_id="s", seq=seq, t=t, text=text))
+        elif kind == "reasoning":
+            events.append(ReasoningDelta(stream_id="s", seq=seq, t=t, text=text))
+        elif kind == "tool":
+            events.append(ToolCallDelta(stream_id="s", seq=seq, t=t, index=0, arguments=text))
+        elif kind == "failover":
+            events.append(
+                Failover(
+                    stream_id="s",
+                    seq=seq,
+                    t=t,
+                    from_upstream="a",
+                    to_upstream="b",
+                    attempt=2,
+                    reason=text,
+                )
+            )
+        else:
+            events.append(UsageReport(stream_id="s", seq=seq, t=t, usage={"total_tokens": 3}))
+    last = max((e.t for e in events), default=0.0)
+    if end == "finished":
+        events.append(Finished(stream_id="s", seq=len(events), t=last))
+    elif end == "error":
+        events.append(
+            StreamError(stream_id="s", seq=len(events), t=last, kind="upstream", message="x")
+        )
+    elif end == "cancelled":
+        events.append(Cancelled(stream_id="s", seq=len(events), t=last))
+    out = text_timeline(events)
+    lines = out.splitlines()
+    assert out.endswith("\n") and lines[0].startswith("stream s  ")
+    assert lines[2].count("[") >= 1 and lines[3].split()[-1] == "event"
+    # Every event is in one line's run: the runs' counts add up.
+    counts = [int(m[1]) if m else 1 for m in (re.search(r" x(\d+) ", line) for line in lines[4:])]
+    assert sum(counts) == len(events)

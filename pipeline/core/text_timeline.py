@@ -21,6 +21,7 @@ started, ``F`` at a failover, and the end: ``|`` finished, ``X`` error,
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +33,15 @@ __all__ = ["text_timeline"]
 
 _LEVELS = " ▁▂▃▄▅▆▇█"
 _END_MARK = {"finished": "|", "error": "X", "cancelled": "C"}
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: a line break shows as ``⏎``, other control characters go."""
+    text = text.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
+    return _CONTROL.sub("", text)
 
 
 def _ms(seconds: float | None) -> str:
@@ -129,9 +139,8 @@ def text_timeline(
         if reason:
             end += f" ({reason})"
     duration = timing.duration or 0.0
-    lines.append(
-        f"stream {first.stream_id[:12]}  {model}  {end}  {len(items)} events in {duration:.3f} s"
-    )
+    head = f"stream {first.stream_id[:12]}  {model}  {end}"
+    lines.append(f"{_one_line(head)}  {len(items)} events in {duration:.3f} s")
     gaps = timing.gaps
     largest = timing.largest_gap()
     rate = timing.tokens_per_second
@@ -172,7 +181,7 @@ def text_timeline(
     for run in runs:
         label = run.kind + (f" x{run.count}" if run.count > 1 else "")
         text = "".join(run.pieces)
-        note = _quote(text, max(width - 44, 12)) if text else run.note
+        note = _quote(text, max(width - 44, 12)) if text else _one_line(run.note)
         flag = "◀ gap " if run.flagged else ""
         shown = "" if run.gap is None else f"{run.gap * 1000:.1f}"
         lines.append(
