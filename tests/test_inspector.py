@@ -255,9 +255,7 @@ def test_the_inspector_behind_a_token(upstream: MockServer, tmp_path: Path) -> N
     assert AUTH_TOKEN not in proc.log() and UPSTREAM_KEY not in proc.log()
 
 
-def test_without_a_store_live_streams_are_listed_from_the_hub(
-    upstream: MockServer, tmp_path: Path
-) -> None:
+def test_without_a_store_the_hubs_streams_are_listed(upstream: MockServer, tmp_path: Path) -> None:
     args = ["--upstream", upstream.base_url, "--no-store"]
     with (
         ServeProcess(*args, log_path=tmp_path / "serve.log") as proc,
@@ -269,7 +267,12 @@ def test_without_a_store_live_streams_are_listed_from_the_hub(
         stream_id = made.headers["x-rxllm-stream-id"]
         listing = client.get("/v1/inspect/streams").json()
         assert listing["store"] is False
-        assert stream_id not in [r["id"] for r in listing["data"]]  # finished: not live
+        row = next(r for r in listing["data"] if r["id"] == stream_id)  # the hub keeps it
+        assert (row["status"], row["live"], row["model"]) == ("finished", False, "mock-model")
+        finished = client.get("/v1/inspect/streams", params={"status": "finished"}).json()
+        assert stream_id in [r["id"] for r in finished["data"]]
+        running = client.get("/v1/inspect/streams", params={"status": "running"}).json()
+        assert stream_id not in [r["id"] for r in running["data"]]
         shown = client.get(f"/v1/inspect/streams/{stream_id}").json()  # the hub keeps it
         assert shown["status"] == "finished" and shown["request"] is None
         assert "".join(e.get("text", "") for e in shown["events"]) == "kept here"

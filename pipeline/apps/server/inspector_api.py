@@ -7,7 +7,8 @@ Routes:
   final message and request, with a replay in the page.
 * ``GET /v1/inspect/streams`` -- the streams, newest first: this process's
   live ones (from the hub) and the transcript store's (every process's,
-  ``running`` ones included). Query: ``model``, ``status``, ``q`` (text in
+  ``running`` ones included); with the store off, the hub's recently
+  finished ones too. Query: ``model``, ``status``, ``q`` (text in
   the answer), ``since`` / ``until`` (ISO 8601), ``limit`` (at most 500).
 * ``GET /v1/inspect/streams/{id}`` -- one stream: its summary, its events so
   far, its request (credentials removed) and, while it is live, the
@@ -67,12 +68,16 @@ def _when(value: str | None, name: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _live_row(hub: StreamHub, stream_id: str, text: str | None) -> dict[str, Any] | None:
-    """A list row for a live stream of this process, from its replay buffer.
+def _hub_row(hub: StreamHub, stream_id: str, text: str | None) -> dict[str, Any] | None:
+    """A list row for a stream of this process's hub (live, or recently finished).
 
     Only its first events are parsed (the model, the first token), unless a
-    text filter needs the answer so far. ``None`` when the filter rules it out.
+    text filter needs the answer so far. ``None`` when the filter rules it out
+    (or the stream was dropped meanwhile).
     """
+    run = hub.get(stream_id)
+    if run is None:
+        return None
     events = hub.snapshot(stream_id, limit=None if text else _HEAD)
     if text is not None:
         acc = Accumulator()
@@ -83,15 +88,18 @@ def _live_row(hub: StreamHub, stream_id: str, text: str | None) -> dict[str, Any
             return None
     started = next((e for e in events if isinstance(e, Started)), None)
     first = next((e.t for e in events if is_content(e)), None)
+    terminal = run.terminal
+    status = str(getattr(terminal, "type", "running")) if terminal is not None else "running"
+    last = terminal.t if terminal is not None else (events[-1].t if events else None)
     return {
         "id": stream_id,
         "created_at": None,
         "model": started.model if started else None,
-        "status": "running",
+        "status": status,
         "first_token_at": first,
-        "duration": events[-1].t if events else None,
+        "duration": last,
         "event_count": hub.buffered(stream_id),
-        "live": True,
+        "live": terminal is None,
     }
 
 
@@ -144,14 +152,17 @@ class InspectorApi:
                 row = item.model_dump(mode="json")
                 row["live"] = item.status == "running"
                 rows[item.id] = row
-        # This process's live streams: the store may not have them yet (or be off).
-        if since is None and until is None and status in (None, "running"):
-            for stream_id in gw.hub.live():
+        # This process's streams: its live ones (the store may not have them yet), and
+        # with the store off, the finished ones the hub still keeps.
+        if since is None and until is None:
+            for stream_id in gw.hub if gw.store is None else gw.hub.live():
                 if stream_id in rows:
                     continue
-                live = _live_row(gw.hub, stream_id, text)
-                if live is not None and (model is None or live["model"] == model):
-                    rows[stream_id] = live
+                row = _hub_row(gw.hub, stream_id, text)
+                if row is None or (model is not None and row["model"] != model):
+                    continue
+                if status is None or row["status"] == status:
+                    rows[stream_id] = row
         data = sorted(rows.values(), key=lambda r: (not r["live"], _age(r["created_at"])))
         return JSONResponse({"data": data[:limit], "store": gw.store is not None})
 
