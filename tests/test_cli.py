@@ -64,6 +64,7 @@ def test_assemble_missing_file_is_a_clear_error(
     assert "cannot read" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # `rxllm chat` in a subprocess
 def test_chat_streams_from_the_built_in_model() -> None:
     """The README's main job, end to end in a subprocess, with no API key."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}

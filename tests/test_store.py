@@ -388,6 +388,7 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
+@pytest.mark.slow  # a subprocess that dies mid-write
 async def test_streams_running_when_the_process_died_are_interrupted_on_open(
     db_url: str,
 ) -> None:
