@@ -184,6 +184,35 @@ class RedisBus:
             return None
         return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
+    # -- useChat chats: which stream answers a chat, for any process ---------------
+
+    async def remember_chat(self, chat_id: str, stream_id: str, message_id: str | None) -> None:
+        """Record that ``stream_id`` answers ``useChat``'s chat ``chat_id`` (its last answer).
+
+        Errors: :class:`BusUnavailableError` when Redis is unreachable.
+        """
+        value = f"{stream_id} {message_id or ''}".rstrip()
+        ttl_ms = int(self.settings.finished_ttl * 1000)
+        try:
+            await self.client.set(self.settings.chat_key(chat_id), value, px=ttl_ms)
+        except RETRYABLE as error:
+            raise BusUnavailableError(f"record chat {chat_id!r}", error) from error
+
+    async def chat(self, chat_id: str) -> tuple[str, str | None] | None:
+        """The stream answering chat ``chat_id`` and its message id; ``None`` if none is known.
+
+        Errors: :class:`BusUnavailableError` when Redis is unreachable.
+        """
+        try:
+            value = await self.client.get(self.settings.chat_key(chat_id))
+        except RETRYABLE as error:
+            raise BusUnavailableError(f"look up chat {chat_id!r}", error) from error
+        if value is None:
+            return None
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        stream_id, _, message_id = text.partition(" ")
+        return stream_id, message_id or None
+
     # -- readers on other processes (the orphan check) ----------------------------
 
     def reader_attached(self, stream_id: str) -> None:

@@ -8,6 +8,8 @@ Keys (``prefix`` is ``rxllm`` by default)::
                             refresh while live, ``finished_ttl`` s after the terminal event
     {prefix}:owner:{id}     the owning process's name while the stream is live
     {prefix}:readers:{id}   how many clients read the stream through other processes
+    {prefix}:chat:{id}      a useChat chat's last answer: "{stream id} {message id}",
+                            expiring ``finished_ttl`` s after it was written
     {prefix}:cancel         the pub/sub channel of cancel requests (JSON {"id", "reason"})
 
 Why entry ids ``{seq}-1``: the id of event ``seq`` is known without a lookup,
@@ -73,6 +75,10 @@ class BusSettings(RetrySettings):
     def readers_key(self, stream_id: str) -> str:
         """The count of a stream's readers on other processes."""
         return f"{self.prefix}:readers:{stream_id}"
+
+    def chat_key(self, chat_id: str) -> str:
+        """The record of a ``useChat`` chat's last answer."""
+        return f"{self.prefix}:chat:{chat_id}"
 
     @property
     def cancel_channel(self) -> str:

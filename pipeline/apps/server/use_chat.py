@@ -23,12 +23,14 @@ resume it, and is cancelled then if none did. A stop button must therefore
 call the stop route besides ``useChat``'s ``stop()``, which only closes the
 connection. A request without ``id`` is cancelled when its client leaves.
 Tools run in the browser (``onToolCall`` / ``addToolOutput``): the stream
-carries no ``tool-output-*`` parts. With several processes, resume and stop
-reach the process that holds the answer only.
+carries no ``tool-output-*`` parts. With several processes sharing Redis
+(``--redis``), resume and stop work on any of them: a chat's last answer is
+recorded there, read from there while it runs, and cancelled through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 
 from pipeline.apps.server.api_errors import ApiError
 from pipeline.apps.server.gateway import Gateway
+from pipeline.apps.server.remote_resume import open_resume
 from pipeline.apps.server.request_bodies import (
     UIChatRequest,
     continue_header,
@@ -48,6 +51,7 @@ from pipeline.apps.server.request_bodies import (
 from pipeline.core.events import Event
 from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
 from sinks.dialects import VercelDialect
+from sinks.redis_bus.bus_errors import BusUnavailableError
 from sinks.sse_response import SSEResponse
 
 __all__ = ["UseChat"]
@@ -89,10 +93,15 @@ class UseChat:
             params, tools=tools, continue_after_first_token=continue_header(request), **timeouts
         )
         stream_id = run.stream_id or ""
+        if chat_id is not None:
+            gw.chat_started(chat_id, stream_id, message_id)
+            if gw.bus is not None:  # so that any process can resume or stop it
+                await gw.bus.register(stream_id)
+                with contextlib.suppress(BusUnavailableError):
+                    await gw.bus.remember_chat(chat_id, stream_id, message_id)
         events = run.iterate()
         run.start()
         if chat_id is not None:
-            gw.chat_started(chat_id, stream_id, message_id)
 
             def left(reason: str) -> None:
                 gw.watch_orphan(stream_id)  # resumable: cancelled if nobody resumes it
@@ -112,9 +121,10 @@ class UseChat:
     async def resume(self, request: Request) -> Response:
         """``GET /api/chat/{chat_id}/stream``."""
         gw = self.gateway
-        found = gw.chat_stream(request.path_params["chat_id"])
+        chat_id = request.path_params["chat_id"]
+        found = gw.chat_stream(chat_id)
         if found is None:
-            return Response(status_code=204)
+            return await self._resume_elsewhere(chat_id)
         stream_id, message_id = found
         try:
             events = gw.hub.events(stream_id)
@@ -138,10 +148,67 @@ class UseChat:
             headers={"x-rxllm-stream-id": stream_id},
         )
 
+    async def _resume_elsewhere(self, chat_id: str) -> Response:
+        """The chat's running answer held by another process (with ``--redis``); 204 if none."""
+        gw = self.gateway
+        bus = gw.bus
+        if bus is None:
+            return Response(status_code=204)
+        try:
+            found = await bus.chat(chat_id)
+            if found is None or found[0] in gw.hub:  # unknown, or ours and ended
+                return Response(status_code=204)
+            stream_id, message_id = found
+            if await bus.owner_of(stream_id) is None:  # ended, or its process is gone
+                return Response(status_code=204)
+        except BusUnavailableError:
+            raise _bus_down("resume") from None
+        events = await open_resume(stream_id, None, bus=bus, store=gw.store)
+        if events is None:
+            return Response(status_code=204)
+        bus.reader_attached(stream_id)  # its process must not take it for an orphan
+
+        async def tracked() -> AsyncIterator[Event]:
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                bus.reader_detached(stream_id)
+
+        return SSEResponse(
+            tracked(),
+            dialect=VercelDialect(message_id=message_id),
+            heartbeat=gw.settings.heartbeat,
+            send_timeout=gw.settings.send_timeout,
+            headers={"x-rxllm-stream-id": stream_id},
+        )
+
     async def stop(self, request: Request) -> Response:
         """``POST /api/chat/{chat_id}/stop``."""
         gw = self.gateway
         chat_id = request.path_params["chat_id"]
         found = gw.chat_stream(chat_id)
-        stopped = found is not None and gw.hub.cancel(found[0], "stopped by the user")
-        return JSONResponse({"id": chat_id, "stopped": stopped})
+        if found is not None:
+            stopped = gw.hub.cancel(found[0], "stopped by the user")
+            return JSONResponse({"id": chat_id, "stopped": stopped})
+        if gw.bus is not None:
+            try:
+                remote = await gw.bus.chat(chat_id)
+                if remote is not None and remote[0] not in gw.hub:
+                    outcome = await gw.bus.cancel(remote[0], "stopped by the user", wait=2.0)
+                    if outcome == "cancelled":
+                        return JSONResponse({"id": chat_id, "stopped": True})
+                    if outcome == "requested":  # sent, the end not seen yet
+                        return JSONResponse({"id": chat_id, "stopped": False}, status_code=202)
+            except BusUnavailableError:
+                raise _bus_down("stop") from None
+        return JSONResponse({"id": chat_id, "stopped": False})
+
+
+def _bus_down(what: str) -> ApiError:
+    return ApiError(
+        503,
+        f"cannot reach Redis to {what} a chat answered by another process; retry",
+        type="server_error",
+        code="bus_unavailable",
+    )
