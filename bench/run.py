@@ -57,7 +57,7 @@ class Row:
 
     id: str
     label: str
-    kind: str  # client | linear | memory | cancel | serve
+    kind: str  # client | linear | memory | cancel | serve | rate
     unit: str
     params: dict[str, Any] = field(default_factory=dict)
     ref: str | None = None  # the row the ratio is taken against
@@ -140,7 +140,76 @@ def rows() -> list[Row]:
         Row("serve.ttft.p99", "TTFT through `rxllm serve` minus direct, p99, 1,000 streams at "
             "20 tokens/s (200 on fewer than 4 cores)", "serve", "ms", {"mode": "ttft_p99"},
             target=20.0),
+        *rate_rows(),
     ]  # fmt: skip
+
+
+RATE_LOADS = ((200, 20.0), (50, 50.0))  # streams x tokens/s of the real-rate rows
+
+
+def rate_rows() -> list[Row]:
+    """The real-rate rows (:mod:`bench.real_rate`): each proxy beside the minimal relay."""
+    from bench.real_rate import CLIENTS, PROXIES
+
+    out: list[Row] = []
+    for streams, rate in RATE_LOADS:
+        load = f"{streams} streams x {rate:g} tokens/s"
+        base = f"rate.{streams}x{rate:g}"
+        relay = f"{base}.relay"
+        for kind, label in PROXIES.items():
+            rxllm = kind == "rxllm"
+            out.append(Row(
+                f"{base}.{kind}", f"**{label}**" if rxllm else label, "rate", "µs/chunk",
+                {"kind": kind, "streams": streams, "rate": rate},
+                ref=None if kind == "relay" else relay, target_ratio=2.0 if rxllm else None,
+                group=f"proxy CPU per relayed chunk, {load} (the relay is the reference)"
+                if kind == "relay" else "",
+            ))  # fmt: skip
+        ours = f"{base}.client_ours"
+        for kind, label in CLIENTS.items():
+            out.append(Row(
+                f"{base}.{kind}", label, "rate", "µs/chunk",
+                {"kind": kind, "streams": streams, "rate": rate},
+                ref=None if kind == "client_ours" else ours,
+                group=f"HTTP clients under rxllm's source, reader CPU per chunk, {load}"
+                if kind == "client_ours" else "",
+            ))  # fmt: skip
+    return out
+
+
+def run_rate_rows(selected: list[Row], args: argparse.Namespace) -> dict[str, Measured]:
+    """Measure the real-rate rows, one :mod:`bench.real_rate` run per load (interleaved)."""
+    loads: dict[tuple[int, float], list[Row]] = {}
+    for row in selected:
+        if row.kind == "rate":
+            loads.setdefault((row.params["streams"], row.params["rate"]), []).append(row)
+    out: dict[str, Measured] = {}
+    for (streams, rate), group in loads.items():
+        command = [
+            sys.executable, "-m", "bench.real_rate", "--json", "--streams", str(streams),
+            "--rate", str(rate), "--rounds", str(max(3, args.repeats if not args.quick else 3)),
+            "--probes", "20" if args.quick else "50",
+            "--proxies", ",".join(row.params["kind"] for row in group),
+        ] + (["--no-pin"] if args.no_pin else [])  # fmt: skip
+        t0 = time.monotonic()
+        done = subprocess.run(
+            command, stdout=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT, timeout=3600
+        )
+        lines = done.stdout.strip().splitlines()
+        data = json.loads(lines[-1]) if done.returncode == 0 and lines else {}
+        for row in group:
+            kind = row.params["kind"]
+            out[row.id] = (
+                Measured.from_json(json.dumps(data[kind]))
+                if kind in data
+                else Measured(skipped=f"bench.real_rate exited with {done.returncode}")
+            )
+            ttft = out[row.id].extra.get("ttft_p99_over_direct_ms")
+            if kind == "rxllm" and ttft is not None:
+                out[row.id].extra["ttft_target"] = "≤ 5 ms " + ("met" if ttft <= 5 else "not met")
+            report(row, out[row.id])
+        print(f"  (real-rate rows at {streams}x{rate:g}: {time.monotonic() - t0:.0f} s)")
+    return out
 
 
 # -- the worker: one row, in its own process ----------------------------------------------
@@ -444,8 +513,9 @@ def orchestrate(args: argparse.Namespace) -> int:
                 measured_rows[row.id] = interleaved.result(row.id)
                 report(row, measured_rows[row.id])
             print(f"  (client rows, interleaved: {time.monotonic() - t0:.0f} s)", flush=True)
+        measured_rows.update(run_rate_rows(selected, args))
         for row in selected:
-            if row.kind == "client":
+            if row.kind in ("client", "rate"):
                 continue
             t0 = time.monotonic()
             cpu = None if row.kind == "serve" else cores.client
