@@ -190,6 +190,7 @@ def run_rate_rows(selected: list[Row], args: argparse.Namespace) -> dict[str, Me
             "--rate", str(rate), "--rounds", str(max(3, args.repeats if not args.quick else 3)),
             "--probes", "20" if args.quick else "50",
             "--proxies", ",".join(row.params["kind"] for row in group),
+            "--nice", str(args.nice),
         ] + (["--no-pin"] if args.no_pin else [])  # fmt: skip
         t0 = time.monotonic()
         done = subprocess.run(
@@ -584,6 +585,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="don't pin processes to cores")
     parser.add_argument("--no-write", action="store_true", help="only print the table")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per row")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the real-rate rows' processes (see bench.real_rate)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--cores", help=argparse.SUPPRESS)
