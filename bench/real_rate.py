@@ -83,6 +83,7 @@ SETTLE = 2.0  # seconds after the ramp before the window opens
 WINDOW = 10.0  # the window's least length, seconds
 PROBE_PAUSE = 0.05  # seconds between two probe pairs
 PROBE_TIMEOUT = 10.0  # seconds: a probe answered later counts as this late
+MAX_LATE = 3  # late probes after which the window closes (the proxy is saturated)
 
 
 # -- the load: raw-socket clients --------------------------------------------------------
@@ -216,7 +217,7 @@ async def _load(
     served: list[float] = []
     i = 0
     late = 0
-    while i < probes or time.monotonic() - t0 < WINDOW:
+    while (i < probes or time.monotonic() - t0 < WINDOW) and late < MAX_LATE:
         for port, request, out in (
             (model_port, direct_request, direct),
             (proxy_port, served_request, served),
