@@ -12,6 +12,8 @@ interleaved (round 1 of every row, then round 2, ...) so that a burst of
 other work on the machine lands on one sample of every row rather than on
 all the samples of one. The table gives the median, min and max, and the
 ratio of the median to the row's reference (the floor for per-chunk rows).
+The real-rate rows (``rate.*``) run :mod:`bench.real_rate` once per load, its
+proxies interleaved round by round (``--nice`` sets the niceness of what it measures).
 It prints the table and writes ``bench/results.md`` and
 ``bench/results.json``. ``bench/README.md`` says what each row means.
 """
