@@ -161,6 +161,10 @@ class AnthropicDialect(Dialect):
 
     # -- the message, as the SDK accumulates it ---------------------------------
 
+    def body(self) -> dict[str, Any]:
+        """The body of a non-streamed answer: :meth:`message` once the stream has ended."""
+        return self.message()
+
     def message(self) -> dict[str, Any]:
         """The message so far: what ``get_final_message()`` returns, as JSON."""
         content = []

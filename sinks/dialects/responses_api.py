@@ -129,6 +129,10 @@ class ResponsesDialect(Dialect):
         self._error: dict[str, Any] | None = None
         self._api = "unknown"  # the upstream's API (the Started event's)
 
+    def body(self) -> dict[str, Any]:
+        """The body of a non-streamed answer: :meth:`response` once the stream has ended."""
+        return self.response()
+
     def response(self) -> dict[str, Any]:
         """The response so far: the non-streamed body, or ``response.completed``'s."""
         request = self.request

@@ -365,8 +365,7 @@ class _Api:
             terminal = await run.wait()
             if isinstance(terminal, StreamError):
                 return errors(_native_error(terminal), _retry_advice(terminal, headers))
-            body = dialect.response() if hasattr(dialect, "response") else dialect.message()
-            return JSONResponse(body, headers=headers)
+            return JSONResponse(dialect.body(), headers=headers)
         held, events = await _first_then_rest(run)
         first = held[-1] if held else None
         if isinstance(first, StreamError) and not first.after_first_token:
