@@ -47,6 +47,10 @@ def read_query(token: str, stream_id: str) -> str:
 class BearerAuth:
     """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``.
 
+    On ``/v1/messages``, ``x-api-key: <token>`` is taken too: what the
+    ``anthropic`` SDK sends for its ``api_key`` (tools built on it take an
+    Anthropic base URL and a key).
+
     Except the chat page and reads with a stream's capability (see the
     module docstring). Anything else gets a 401 with an OpenAI-shaped JSON
     error. The token and capabilities are compared with
@@ -58,6 +62,7 @@ class BearerAuth:
         self.app = app
         self._token = token
         self._expected = f"Bearer {token}".encode()
+        self._api_key = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._allowed(scope):
@@ -88,13 +93,16 @@ class BearerAuth:
         await send({"type": "http.response.body", "body": body})
 
     def _allowed(self, scope: Scope) -> bool:
-        given = b""
+        given = api_key = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 given = value
-                break
+            elif name == b"x-api-key":
+                api_key = value
         if hmac.compare_digest(given, self._expected):
             return True
+        if api_key and scope["path"] == "/v1/messages":
+            return hmac.compare_digest(api_key, self._api_key)
         if scope["method"] != "GET":
             return False
         path = scope["path"]
