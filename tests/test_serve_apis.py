@@ -554,3 +554,51 @@ async def test_a_stalled_upstream_times_out_before_the_first_token(
     assert response.status_code == 504
     error = response.json()["error"]
     assert error["type"] == ("api_error" if shape == "anthropic" else "upstream_error")
+
+
+async def test_responses_error_after_the_first_token(served: ServeProcess) -> None:
+    mock = {"text": "one two three four", "error_after": 2}
+    deltas: list[str] = []
+    kinds: list[str] = []
+    stream = await gpt(served.base_url).responses.create(
+        model="mock-model", input="hi", stream=True, extra_body={"mock": mock}
+    )
+    async for event in stream:
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+    assert "".join(deltas) == "one two"
+    # as the API ends a failed stream: an error event, then the response, failed
+    assert kinds[-2:] == ["error", "response.failed"]
+
+
+async def test_bad_input_on_the_new_routes_is_a_4xx_in_each_apis_shape(
+    served: ServeProcess,
+) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
+        messages = await http.post(
+            "/v1/messages", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        responses = await http.post("/v1/responses", json={"model": "mock-model"})
+    assert messages.status_code == 400
+    assert messages.json()["type"] == "error"
+    assert messages.json()["error"]["type"] == "invalid_request_error"
+    assert "not valid JSON" in messages.json()["error"]["message"]
+    assert responses.status_code == 400
+    assert responses.json()["error"]["param"] == "input"
+
+
+async def test_anthropic_not_streamed_against_a_chat_only_upstream(
+    chat_only: ServeProcess, upstream: MockServer
+) -> None:
+    message = await claude(chat_only.url).messages.create(
+        model="mock-model",
+        max_tokens=100,
+        messages=USER,
+        tools=TOOLS,
+        extra_body={"mock": PARALLEL},
+    )
+    assert [b.type for b in message.content] == ["thinking", "text", "tool_use", "tool_use"]
+    assert message.stop_reason == "tool_use"
+    assert message.usage.output_tokens > 0
+    assert upstream.recorder.last_request.path == "/v1/chat/completions"
