@@ -602,3 +602,27 @@ async def test_anthropic_not_streamed_against_a_chat_only_upstream(
     assert message.stop_reason == "tool_use"
     assert message.usage.output_tokens > 0
     assert upstream.recorder.last_request.path == "/v1/chat/completions"
+
+
+async def test_responses_against_an_anthropic_only_upstream(
+    anthropic_only: ServeProcess, upstream: MockServer
+) -> None:
+    async with gpt(anthropic_only.base_url).responses.stream(
+        model="mock-model",
+        instructions="Be brief.",
+        input="Paris?",
+        extra_body={"mock": PARALLEL},
+    ) as stream:
+        response = await stream.get_final_response()
+    assert [item.type for item in response.output] == [
+        "reasoning",
+        "message",
+        "function_call",
+        "function_call",
+    ]
+    assert response.output_text == "Let me check both."
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert [c.call_id.startswith("toolu_mock") for c in calls] == [True, True]
+    sent = upstream.recorder.last_request
+    assert sent.path == "/v1/messages"  # Responses -> Chat Completions -> Anthropic
+    assert sent.body["system"] == "Be brief." and sent.body["max_tokens"] == 4096
