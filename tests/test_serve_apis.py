@@ -626,3 +626,22 @@ async def test_responses_against_an_anthropic_only_upstream(
     sent = upstream.recorder.last_request
     assert sent.path == "/v1/messages"  # Responses -> Chat Completions -> Anthropic
     assert sent.body["system"] == "Be brief." and sent.body["max_tokens"] == 4096
+
+
+def test_an_anthropic_upstream_gets_its_key_and_version_headers(tmp_path: Path) -> None:
+    rejected, accepted = "sk-ant-REJECTED-7f2c", "sk-ant-GOOD-91d0"
+    with MockServer(reject_keys={rejected}) as claude_api:
+        for key, status in ((rejected, 401), (accepted, 200)):
+            args = ["--upstream", claude_api.url, "--upstream-api", "anthropic"]
+            log = tmp_path / f"serve-{status}.log"
+            with ServeProcess(*args, "--api-key", key, "--no-store", log_path=log) as proc:
+                answer = httpx.post(
+                    proc.url + "/v1/messages",
+                    json={"model": "m", "max_tokens": 10, "messages": USER},
+                    timeout=20,
+                )
+            assert answer.status_code == status  # the key went as x-api-key, and was checked
+            sent = claude_api.recorder.last_request
+            assert sent.path == "/v1/messages"
+            assert sent.headers.get("anthropic-version")  # the SDK's own API version
+            assert key not in proc.log()
