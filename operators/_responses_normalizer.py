@@ -10,7 +10,8 @@ index, its kind, the item as added: its id...), so a Responses client gets
 the items back as they were; an item of a kind no other event carries
 (``web_search_call``, ``file_search_call``...) is carried whole, as it is
 done. A reasoning item's ``encrypted_content`` (what a client sends back to
-continue without storing) becomes a ``reasoning.signature`` event.
+continue without storing) becomes a ``reasoning.signature`` event, and an
+output text's annotation (``url_citation``...) a ``citation`` event.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from operators._stamp import Stamper
 from pipeline.core.events import (
     BlockStarted,
     ChoiceFinished,
+    Citation,
     EventBase,
     ReasoningDelta,
     ReasoningSignature,
@@ -66,6 +68,13 @@ class ResponsesNormalizer:
             text = data.get("delta")
             if isinstance(text, str) and text:
                 out.append(emit.text(cls, 0, t, text))
+            return
+        if kind == "response.output_text.annotation.added":
+            annotation = data.get("annotation")
+            position = data.get("output_index")
+            if isinstance(annotation, dict):
+                index = position if isinstance(position, int) else 0
+                out.append(emit(Citation, 0, t, index=index, citation=annotation))
             return
         if kind == "response.function_call_arguments.delta":
             call = self._calls.get(data.get("output_index", -1))

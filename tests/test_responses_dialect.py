@@ -114,3 +114,71 @@ def test_a_chat_completions_stream_becomes_a_response() -> None:
     assert message["content"][0]["text"] == "Hello, world"
     assert response["status"] == "completed"
     assert response["usage"]["input_tokens"] == 3 and response["usage"]["output_tokens"] == 2
+
+
+def _sse(*events: dict[str, Any]) -> bytes:
+    return b"".join(
+        b"event: %b\ndata: %b\n\n"
+        % (e["type"].encode(), json.dumps({**e, "sequence_number": i}).encode())
+        for i, e in enumerate(events)
+    )
+
+
+def test_annotations_and_a_built_in_tools_item_pass_as_they_are() -> None:
+    """Written by us after the API reference: a web search call, then cited text."""
+    citation = {
+        "type": "url_citation",
+        "url": "https://example.org/paris",
+        "title": "Paris",
+        "start_index": 0,
+        "end_index": 5,
+    }
+    search = {
+        "id": "ws_1",
+        "type": "web_search_call",
+        "status": "completed",
+        "action": {"type": "search", "query": "Paris"},
+    }
+    message = {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant"}
+    text_part = {"type": "output_text", "text": "", "annotations": []}
+    done_part = {**text_part, "text": "Paris.", "annotations": [citation]}
+    response = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+    where = {"item_id": "msg_1", "output_index": 1, "content_index": 0}
+    original = _sse(
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": search},
+        {"type": "response.output_item.done", "output_index": 0, "item": search},
+        {
+            "type": "response.output_item.added",
+            "output_index": 1,
+            "item": {**message, "content": []},
+        },
+        {"type": "response.content_part.added", **where, "part": text_part},
+        {"type": "response.output_text.delta", **where, "delta": "Paris."},
+        {
+            "type": "response.output_text.annotation.added",
+            **where,
+            "annotation_index": 0,
+            "annotation": citation,
+        },
+        {"type": "response.output_text.done", **where, "text": "Paris."},
+        {"type": "response.content_part.done", **where, "part": done_part},
+        {
+            "type": "response.output_item.done",
+            "output_index": 1,
+            "item": {**message, "status": "completed", "content": [done_part]},
+        },
+        {
+            "type": "response.completed",
+            "response": {
+                **response,
+                "status": "completed",
+                "output": [search, {**message, "status": "completed", "content": [done_part]}],
+                "usage": {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7},
+            },
+        },
+    )
+    again = what_a_client_keeps(sdk_response(written_back(original)))
+    expected = what_a_client_keeps(sdk_response(original))
+    assert again["output"] == expected["output"]
+    assert again["output"][1]["content"][0]["annotations"] == [citation]

@@ -254,6 +254,8 @@ class AnthropicDialect(Dialect):
             self._open.snapshot["signature"] = event.signature
             return out + self._delta(seq, {"type": "signature_delta", "signature": event.signature})
         if isinstance(event, Citation):
+            if self._api != "anthropic":
+                return b""  # another API's citation has no Anthropic citation shape
             out = self._ensure(seq, "text")
             assert self._open is not None
             citations = self._open.snapshot.get("citations") or []

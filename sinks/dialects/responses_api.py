@@ -33,6 +33,7 @@ from pipeline.core.events import (
     BlockStarted,
     Cancelled,
     ChoiceFinished,
+    Citation,
     EventBase,
     Finished,
     ReasoningDelta,
@@ -87,13 +88,14 @@ def responses_usage(usage: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Item:
-    __slots__ = ("index", "item", "kind", "parts")
+    __slots__ = ("annotations", "index", "item", "kind", "parts")
 
     def __init__(self, index: int, kind: str, item: dict[str, Any]) -> None:
         self.index = index
-        self.kind = kind  # reasoning | message | function_call
+        self.kind = kind  # reasoning | message | refusal | function_call
         self.item = item
         self.parts: list[str] = []
+        self.annotations: list[dict[str, Any]] = []
 
 
 class ResponsesDialect(Dialect):
@@ -224,6 +226,21 @@ class ResponsesDialect(Dialect):
             if kind is None:
                 return self._whole(seq, dict(event.block))
             return self._open_item(seq, kind, event.block)
+        if isinstance(event, Citation):
+            if self._api != "responses":
+                return b""  # another API's citation has no Responses annotation shape
+            out = self._ensure(seq, "message")
+            item = self._open
+            assert item is not None
+            item.annotations.append(event.citation)
+            return out + self._event(
+                seq,
+                "response.output_text.annotation.added",
+                **self._where(item),
+                content_index=0,
+                annotation_index=len(item.annotations) - 1,
+                annotation=event.citation,
+            )
         if isinstance(event, ReasoningSignature):
             for item in reversed(self._items):
                 if item.kind == "reasoning":
@@ -423,7 +440,12 @@ class ResponsesDialect(Dialect):
         text = "".join(item.parts)
         out = b""
         if item.kind == "message":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            part = {
+                "type": "output_text",
+                "text": text,
+                "annotations": item.annotations,
+                "logprobs": [],
+            }
             out += self._event(
                 seq, "response.output_text.done", **where, content_index=0, text=text, logprobs=[]
             )
