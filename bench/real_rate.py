@@ -244,6 +244,7 @@ async def _load(
         "p99_direct_ms": percentile(direct, 0.99),
         "p99_served_ms": percentile(served, 0.99),
         "p50_served_ms": percentile(served, 0.5),
+        "ttft_p50_over_direct_ms": percentile(served, 0.5) - percentile(direct, 0.5),
         "probes": len(served),
         "window_s": t1 - t0,
         "background_ended_early": failed,
@@ -557,6 +558,8 @@ def _summary(samples: list[dict[str, Any]], rate: float) -> Measured:
     if ttft:
         extra["ttft_p99_over_direct_ms"] = round(statistics.median(ttft), 2)
         extra["ttft_p99_samples"] = "/".join(f"{v:.1f}" for v in ttft)
+        p50 = [s["ttft_p50_over_direct_ms"] for s in samples]
+        extra["ttft_p50_over_direct_ms"] = round(statistics.median(p50), 2)
     late = sum(s.get("probes_late", 0) for s in samples)
     if late:
         extra["probes_late"] = f"{late} (counted as {PROBE_TIMEOUT:g} s: the proxy is saturated)"
