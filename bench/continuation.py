@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,10 @@ async def _rxllm(base_url: str, prefill: Any, specs: list[dict[str, Any]], idle:
             {
                 "text": "".join(parts),
                 "seconds": time.perf_counter() - started,
-                "error": None if terminal is None or terminal.type == "finished" else terminal.type,
+                "error": None
+                if terminal is None or terminal.type == "finished"
+                else f"{terminal.type}: {getattr(terminal, 'message', '')}"[:120],
+                "cut_at": next((mock[f] for f in _CUT_FIELD.values() if mock.get(f)), None),
             }
         )
     await upstream.aclose()
@@ -176,6 +180,13 @@ def _summary(name: str, labels: list[str], results: list[dict[str, Any]]) -> lis
                 "short": kinds.count("short"),
                 "wrong": kinds.count("wrong"),
                 "added_ms_median": round(statistics.median(added) * 1000, 1) if added else None,
+                "not_complete": [
+                    r["error"]
+                    if r.get("cut_at") is None
+                    else f"{r['error']} (cut at {r['cut_at']})"
+                    for (r, _), k in zip(mine, kinds, strict=True)
+                    if k != "complete"
+                ],
             }
         )
     return rows
@@ -219,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['system']} | {r['cut']} | {r['n']} | {r['complete']} | {r['short']} "
             f"| {r['wrong']} | {added} |"
         )
+    for r in rows:
+        for error, count in Counter(r["not_complete"]).items():
+            print(f"{r['system']}, {r['cut']}: {count} not complete: {error}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     sys.stdout.flush()
