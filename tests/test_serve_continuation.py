@@ -261,3 +261,38 @@ def test_config_rejects_an_unknown_prefill(tmp_path: Path) -> None:
     config.write_text('[[upstreams]]\nname = "a"\nprefill = "guess"\n')
     with pytest.raises(ValueError, match="prefill"):
         load_config(config)
+
+
+async def test_a_client_that_leaves_during_the_continuation_cancels_its_request(
+    served: ServeProcess, http: httpx.AsyncClient, model: MockServer
+) -> None:
+    """The model is slow (50 ms a token): the client leaves once the continuation has begun."""
+    model.script = MockScript(
+        text=ANSWER, interval=0.05, drop_after=10, fail_first=1, fault_key=uuid.uuid4().hex
+    )
+    body = {"model": "mock-model", "messages": MESSAGES, "stream": True}
+    received: list[str] = []
+    async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        stream_id = response.headers["x-rxllm-stream-id"]
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                delta = json.loads(line[6:])["choices"][0]["delta"]
+                received.append(delta.get("content") or "")
+            if len("".join(received)) > len(HEAD) + 10:
+                break  # the continuation is streaming: leave
+    continuation = model.recorder.last_request
+    assert continuation is not None and continuation.connection is not None
+    await continuation.connection.wait_closed_async(timeout=10)  # rxllm hung up on it
+    events = await stored_events(http, stream_id)
+    assert events[-1]["type"] == "cancelled"
+    assert [e["type"] for e in events].count("failover") == 1
+
+
+async def stored_events(http: httpx.AsyncClient, stream_id: str) -> list[dict[str, Any]]:
+    for _ in range(100):  # the store writes off the hot path
+        found = await http.get(f"/v1/transcripts/{stream_id}")
+        if found.status_code == 200 and found.json()["status"] != "running":
+            events: list[dict[str, Any]] = found.json()["events"]
+            return events
+        await http.get("/v1/models")
+    raise AssertionError(f"transcript {stream_id} not stored")
