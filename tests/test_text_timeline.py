@@ -204,3 +204,14 @@ def test_any_stream_gets_a_timeline(items: list[tuple[str, float, str]], end: st
     # Every event is in one line's run: the runs' counts add up.
     counts = [int(m[1]) if m else 1 for m in (re.search(r" x(\d+) ", line) for line in lines[4:])]
     assert sum(counts) == len(events)
+
+
+@pytest.mark.slow  # starts the CLI in a subprocess
+def test_rxllm_inspect_is_replay_timeline(tmp_path: Path) -> None:
+    save_jsonl(with_a_stall(), tmp_path / "a.jsonl")
+    inspected = rxllm("inspect", "a.jsonl", cwd=tmp_path)
+    assert inspected.returncode == 0, inspected.stderr
+    assert inspected.stdout == rxllm("replay", "a.jsonl", "--timeline", cwd=tmp_path).stdout
+    missing = rxllm("inspect", "missing.jsonl", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "rxllm inspect: no such file: missing.jsonl" in missing.stderr

@@ -3,6 +3,7 @@
 rxllm record "PROMPT" [-o FILE]          stream an answer, print it, and save it as JSON Lines
 rxllm replay FILE|ID [--speed X] [--db URL]   play a recording back at its original pace
 rxllm replay FILE|ID --timeline          print its timeline at once: TTFT, gaps, runs of events
+rxllm inspect FILE|ID [--db URL]         the same as replay --timeline
 
 ``record`` talks to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` when either is
 set, else to the built-in model (:class:`pipeline.apps.builtin_model.MockServer`). The
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "add_commands", "main", "run_command"]
 
-COMMANDS = frozenset({"record", "replay"})
+COMMANDS = frozenset({"record", "replay", "inspect"})
 """The commands :func:`add_commands` adds; :func:`run_command` runs them."""
 
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"
@@ -107,13 +108,26 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="print the stream's timeline (TTFT, gaps, events) at once instead of playing it",
     )
 
+    inspect = subparsers.add_parser(
+        "inspect",
+        help="print a recording's or a stored stream's timeline: TTFT, gaps, events",
+        description="Print the timeline of a JSON Lines recording, a raw .sse body, or a "
+        "stream of the transcript store (by id): the same as replay --timeline.",
+    )
+    inspect.add_argument("source", metavar="FILE|ID")
+    inspect.add_argument(
+        "--db", help="the transcript store's URL (default: $RXLLM_DB_URL, else ./rxllm.db)"
+    )
+    inspect.set_defaults(timeline=True, speed=1.0)
+
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run the ``record`` or ``replay`` command parsed into ``args``; return the exit status."""
+    """Run the ``record``, ``replay`` or ``inspect`` command parsed into ``args``; return
+    the exit status."""
     try:
         if args.command == "record":
             return _record(args, sys.stdout, sys.stderr)
-        if args.command == "replay":
+        if args.command in ("replay", "inspect"):
             return _replay(args, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         return 130
@@ -290,10 +304,10 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             events = path if path.suffix.lower() == ".sse" else load_jsonl(path)
         except (OSError, RecordingError) as exc:
-            print(f"rxllm replay: {exc}", file=err)
+            print(f"rxllm {args.command}: {exc}", file=err)
             return 2
     elif _looks_like_path(source):
-        print(f"rxllm replay: no such file: {source}", file=err)
+        print(f"rxllm {args.command}: no such file: {source}", file=err)
         return 2
     else:
         from sinks.store import resolve_url  # only here: a file's replay needs no SQLAlchemy
@@ -302,14 +316,14 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         missing = _missing_sqlite_file(url)
         if missing is not None:
             print(
-                f"rxllm replay: no file {source!r}, and no transcript store at {missing} "
+                f"rxllm {args.command}: no file {source!r}, and no transcript store at {missing} "
                 "to look it up in (give --db URL or set RXLLM_DB_URL)",
                 file=err,
             )
             return 2
         events = asyncio.run(_stored_events(url, source))
         if not events:
-            print(f"rxllm replay: no file and no stored stream {source!r}", file=err)
+            print(f"rxllm {args.command}: no file and no stored stream {source!r}", file=err)
             return 2
     if args.timeline:
         return _print_timeline(events, out)
