@@ -235,6 +235,7 @@ class SSEResponse(Response):
         self._busy_since: float | None = None
         self._last_write = 0.0
         self._lock = asyncio.Lock()
+        self._closing = False  # the writer is writing the end: no more heartbeats
         # "retry:" joins the first frame: alone, its blank line would make the
         # openai SDK's decoder dispatch an empty event (see encode_comment).
         self._prefix = b"" if retry is None else f"retry: {int(retry)}\n".encode()
@@ -317,9 +318,15 @@ class SSEResponse(Response):
                         break
         finally:
             await _aclose(iterator)
+        # No heartbeat from here on: one sent after the last message would be a
+        # message after the response's end (uvicorn raises for it).
+        self._closing = True
         tail = self._prefix + dialect.close()
         if tail:
             await self._write(send, tail)
+        if self._lock.locked():  # a heartbeat in flight goes first
+            async with self._lock:
+                pass
         self._busy_since = self._last_write = asyncio.get_running_loop().time()
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -355,11 +362,12 @@ class SSEResponse(Response):
                     wake = busy + timeout
             else:
                 wake = now + timeout if timeout is not None else float("inf")
-                if heartbeat is not None:
+                if heartbeat is not None and not self._closing:
                     due = self._last_write + heartbeat
                     if now >= due:
                         async with self._lock:
-                            await self._send_with_timeout(send, _PING)
+                            if not self._closing:  # else the writer is ending the response
+                                await self._send_with_timeout(send, _PING)
                         self._last_write = loop.time()
                         continue
                     wake = min(wake, due)

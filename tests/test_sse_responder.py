@@ -570,3 +570,40 @@ def test_bad_arguments() -> None:
         SSEResponse(aiter_of([]), send_timeout=-1)
     with pytest.raises(ValueError, match="unknown SSE dialect"):
         SSEResponse(aiter_of([]), dialect="klingon")
+
+
+async def test_no_heartbeat_goes_out_after_the_end_of_the_response() -> None:
+    """Regression: a ping waiting for a paused socket was sent after the final message.
+
+    uvicorn checks for the response's end after waiting for a paused socket,
+    and raises for a message after it ("Unexpected ASGI message
+    'http.response.body' sent, after response already completed"), which the
+    response logged as a failed task, with a traceback, under backpressure.
+    """
+    pinging = asyncio.Event()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        if message.get("body") == HEARTBEAT:
+            pinging.set()
+            await asyncio.sleep(0.05)  # the socket is paused: the ping waits to be written
+        if sent and sent[-1]["type"] == "http.response.body" and not sent[-1]["more_body"]:
+            raise RuntimeError("a message after the response's end")
+        sent.append(message)
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    async def content() -> AsyncIterator[EventBase]:
+        try:
+            yield TextDelta(stream_id="s", seq=0, text="a")
+            yield Finished(stream_id="s", seq=1, finish_reason="stop")
+        finally:
+            await pinging.wait()  # the end is written while a ping is on its way
+
+    response = SSEResponse(content(), heartbeat=0.01, send_timeout=None)
+    scope: Scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    await asyncio.wait_for(response(scope, receive, send), 5)
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert any(m.get("body") == HEARTBEAT for m in sent)
