@@ -18,14 +18,17 @@ Each of ``--streams`` streams is one of (weights in ``KINDS``):
 * ``leave_non_streaming`` -- a non-streaming request (the upstream thinks 2 s)
   the client leaves 0.1-1.5 s after sending;
 * ``slow_reader`` -- reads 4 KiB then sleeps 50 ms, to the end;
-* ``stalled_reader`` -- reads the headers, then nothing: the server cuts it
-  off after its send timeout.
+* ``stalled_reader`` -- asks for ~5 MB with a 4 KiB receive buffer, reads
+  the headers, then nothing: the server must cut it off after its send
+  timeout (checked: no ``[DONE]``), its upstream read paused meanwhile.
 
 Meanwhile ``--slow-headers`` connections each send a request's headers a
 byte per second, reconnecting when the server closes them.
 
-Reported: upstream requests still running 100 ms after their client left
-(must be 0), and the largest such delay; the p50/p99 time to first token and
+Reported: upstream requests left running after their client (must be 0);
+how long after the client left the others ended (from the leave, or from
+the request's arrival when it was sent after it): p99, largest, and how many
+took over 100 ms; the p50/p99 time to first token and
 to the end of ``normal`` streams; the server's peak RSS (``VmHWM``); events
 lost: ``normal`` and ``slow_reader`` answers that arrived incomplete at the
 client or in the store, and the store's dropped-events counter; the
@@ -39,6 +42,7 @@ import argparse
 import asyncio
 import json
 import random
+import socket
 import sys
 import tempfile
 import time
@@ -68,6 +72,7 @@ KINDS = {
 LEAVING = {"leave_before_first", "leave_in_backoff", "leave_mid_stream", "leave_non_streaming"}
 WORDS = 60  # tokens of an answer
 INTERVAL = 0.02  # seconds between tokens
+STALLED_TOKENS = 20_000  # ~5 MB of frames: more than the buffers on the way hold
 
 
 @dataclass
@@ -94,8 +99,10 @@ def _request(kind: str, index: int, tag: str) -> tuple[str, dict[str, Any]]:
         mock.update(stall=2.0)
     elif kind == "leave_in_backoff":
         mock.update(status=503, retry_after=1.5, fail_first=1)
-    elif kind in ("slow_reader", "stalled_reader"):
+    elif kind == "slow_reader":
         mock.update(text=[f"{'x' * 1000}{i} " for i in range(400)], interval=0.0)
+    elif kind == "stalled_reader":  # more than the sockets' buffers hold
+        mock.update(text=("x" * 30 + " ") * STALLED_TOKENS, interval=0.0)
     body = {
         "model": "mock-model",
         "messages": [{"role": "user", "content": f"stream {index}"}],
@@ -113,8 +120,15 @@ class Soak:
         self.stop_attackers = asyncio.Event()
         self.attacker_connections = 0
 
-    async def raw_open(self, port: int, path: str, body: dict[str, Any]) -> Any:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def raw_open(
+        self, port: int, path: str, body: dict[str, Any], rcvbuf: int | None = None
+    ) -> Any:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connecting: the window is agreed then
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
         data = json.dumps(body).encode()
         writer.write(
             f"POST {path} HTTP/1.1\r\nhost: soak\r\ncontent-type: application/json\r\n"
@@ -168,16 +182,23 @@ class Soak:
                         o.text += chunk.decode("utf-8", "replace")
                         await asyncio.sleep(0.05)
             elif o.kind == "stalled_reader":
-                reader, writer = await self.raw_open(served.port, path, body)
-                await reader.read(1024)
-                await asyncio.sleep(self.args.send_timeout + 3)  # read nothing meanwhile
-                rest = b""
-                async with asyncio.timeout(30):
-                    while chunk := await reader.read(1 << 16):
-                        rest += chunk
-                if b"[DONE]" in rest:
-                    o.error = "not cut off"
-                writer.close()
+                reader, writer = await self.raw_open(served.port, path, body, rcvbuf=4096)
+                if not (await reader.read(1024)).startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError("not answered 200")
+                # Read nothing for long enough to fill every buffer on the way, then
+                # the send timeout: the built-in model makes ~1 MB/s under load.
+                await asyncio.sleep(self.args.send_timeout + 20)
+                # Cut off: the rest of what the buffers held, then the end, without
+                # [DONE]. Not cut off: the answer still flows; leave after 10 s.
+                rest, o.text = b"", "not cut off"
+                try:
+                    async with asyncio.timeout(10):
+                        while chunk := await reader.read(1 << 16):
+                            rest = rest[-16:] + chunk
+                        o.text = "completed" if b"[DONE]" in rest else "cut off"
+                except TimeoutError:
+                    pass
+                writer.transport.abort()
         except Exception as exc:  # a soak reports, it does not stop
             o.error = f"{type(exc).__name__}: {exc}"
 
@@ -259,10 +280,6 @@ class Soak:
             if o.left_at is None:
                 continue
             for request in by_tag.get(o.tag, []):
-                if request.arrived_at > o.left_at:
-                    running += 1  # an attempt that started after the client left
-                    running_by_kind[o.kind] += 1
-                    continue
                 ends = [
                     t
                     for t in (
@@ -271,11 +288,13 @@ class Soak:
                     )
                     if t is not None
                 ]
-                if not ends:
+                if not ends:  # still running at the end of the run
                     running += 1
                     running_by_kind[o.kind] += 1
                     continue
-                delay = min(ends) - o.left_at
+                # From when it could first be stopped: the client's leaving, or the
+                # request's arrival if it was sent (and then cancelled) after that.
+                delay = min(ends) - max(o.left_at, request.arrived_at)
                 if delay > 0:
                     late.append(delay)
                     if delay > 0.1:
@@ -300,9 +319,12 @@ class Soak:
                 (o.kind, (o.error or "").split(":")[0]) for o in self.outcomes if o.error
             ).most_common(5),
             "left": sum(1 for o in self.outcomes if o.left_at is not None),
-            "upstream_running_100ms_after_client_left": running + sum(d > 0.1 for d in late),
-            "upstream_never_ended_or_started_after_leave": running,
-            "by_kind_late_or_running": dict(late_by_kind + running_by_kind),
+            "stalled_readers": dict(
+                Counter(o.text for o in self.outcomes if o.kind == "stalled_reader")
+            ),
+            "upstream_left_running_after_client": running,
+            "upstream_ended_over_100ms_after_client_left": sum(d > 0.1 for d in late),
+            "by_kind_running_or_over_100ms": dict(late_by_kind + running_by_kind),
             "upstream_end_after_leave_max_ms": round(1000 * max(late, default=0.0), 1),
             "upstream_end_after_leave_p99_ms": round(1000 * _pct(sorted(late), 0.99), 1),
             "normal_ttft_p50_ms": round(1000 * _pct(ttfts, 0.5), 1),
@@ -341,8 +363,8 @@ def _metric(text: str, needle: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--slow-headers", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--slow-headers", type=int, default=100)
     parser.add_argument("--send-timeout", type=float, default=5.0)
     parser.add_argument("--header-timeout", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
