@@ -86,13 +86,22 @@ async def post_then_leave(
     return recorder.requests[before:]
 
 
-async def test_a_non_streaming_client_that_leaves_cancels_the_upstream(
-    served: ServeProcess, upstream: MockServer
+NON_STREAMING: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {"model": "m", "messages": MESSAGES},
+    "/v1/responses": {"model": "m", "input": "Say hello"},
+    "/v1/messages": {"model": "m", "max_tokens": 64, "messages": MESSAGES},
+}
+
+
+@pytest.mark.parametrize("path", list(NON_STREAMING))
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "before-first-token"])
+async def test_a_client_that_leaves_before_the_answer_cancels_the_upstream(
+    served: ServeProcess, upstream: MockServer, path: str, stream: bool
 ) -> None:
-    body = {"model": "m", "messages": MESSAGES, "mock": {"text": "late", "stall": STALL}}
+    body = {**NON_STREAMING[path], "stream": stream}  # the upstream stalls by default
     async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
         before = await cancellations(http)
-        (request,) = await post_then_leave(served, upstream, "/v1/chat/completions", body)
+        (request,) = await post_then_leave(served, upstream, path, body)
         assert request.connection is not None
         await request.connection.wait_closed_async(timeout=10)
         assert await counted(http, before + 1) == before + 1

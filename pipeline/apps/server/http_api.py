@@ -321,8 +321,7 @@ class _Api:
         """``POST /v1/responses``: a Responses API request, streamed or not."""
         from sinks.dialects import ResponsesDialect
 
-        gw = self.gateway
-        req = validate(ResponsesRequest, await read_json(request, gw.settings.max_body))
+        req = validate(ResponsesRequest, await self._body(request))
         self._check_model(req.model)
         params = req.upstream_params()
         dialect = ResponsesDialect(request=params, model=req.model)
@@ -332,8 +331,7 @@ class _Api:
         """``POST /v1/messages``: an Anthropic Messages request, streamed or not."""
         from sinks.dialects import AnthropicDialect
 
-        gw = self.gateway
-        req = validate(MessagesRequest, await read_json(request, gw.settings.max_body))
+        req = validate(MessagesRequest, await self._body(request))
         self._check_model(req.model)
         params = req.upstream_params()
         dialect = AnthropicDialect(model=req.model)
@@ -361,12 +359,14 @@ class _Api:
         headers = {"x-rxllm-stream-id": run.stream_id or ""}
         if not req.stream:
             run.subscribe(dialect.encode)
-            run.start()
-            terminal = await run.wait()
+            async with cancel_on_disconnect(request, run.cancel):
+                run.start()
+                terminal = await run.wait()
             if isinstance(terminal, StreamError):
                 return errors(_native_error(terminal), _retry_advice(terminal, headers))
             return JSONResponse(dialect.body(), headers=headers)
-        held, events = await _first_then_rest(run)
+        async with cancel_on_disconnect(request, run.cancel):
+            held, events = await _first_then_rest(run)
         first = held[-1] if held else None
         if isinstance(first, StreamError) and not first.after_first_token:
             return errors(_native_error(first), _retry_advice(first, headers))
