@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pipeline.core.events import (
@@ -164,6 +164,7 @@ async def test_replay_timeline_of_a_stored_stream(tmp_path: Path) -> None:
     ),
     st.sampled_from(["finished", "error", "cancelled", None]),
 )
+@example([("failover", 0.0, "\x850")], "finished")  # NEL: a line break to str.splitlines
 def test_any_stream_gets_a_timeline(items: list[tuple[str, float, str]], end: str | None) -> None:
     events: list[Event] = [Started(stream_id="s", seq=0)]
     for kind, t, text in items:

@@ -35,7 +35,7 @@ _LEVELS = " ▁▂▃▄▅▆▇█"
 _END_MARK = {"finished": "|", "error": "X", "cancelled": "C"}
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, C1, line separators
 
 
 def _one_line(text: str) -> str:
