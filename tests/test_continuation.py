@@ -34,6 +34,7 @@ from pipeline.runtime.continuation import (
     prefilled_request,
 )
 from pipeline.runtime.failover import failover
+from pipeline.runtime.failover_options import FailoverOptions
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.upstreams import Upstream
 from tests.virtual_time import on_completed, on_next
@@ -421,3 +422,22 @@ def test_text_held_at_the_seam_goes_before_the_finish() -> None:
         "finished",
     ]
     assert text_of(got) == "x a b a"
+
+
+@pytest.mark.parametrize("instruction", ["Weiter, ohne Wiederholung.", ""])
+async def test_the_instruction_is_replaced_or_left_out(model: MockServer, instruction: str) -> None:
+    key = f"instruction-{instruction!r}"
+    mock = {"text": ANSWER, "fail_first": 1, "fault_key": key, "drop_after": 4}
+    options = FailoverOptions(
+        backoff=0.01, continue_after_first_token=True, continuation_instruction=instruction
+    )
+    upstream = Upstream("a", model.base_url, "k", prefill="instruction")
+    params = {"model": "m", "messages": MESSAGES, "mock": mock}
+    events = await collect(failover([upstream], params, options=options))
+    assert text_of(events) == ANSWER
+    sent = model.recorder.last_request
+    assert sent is not None and isinstance(sent.body, dict)
+    expected = [{"role": "assistant", "content": "The quick brown fox"}]
+    if instruction:
+        expected.append({"role": "user", "content": instruction})
+    assert sent.body["messages"][len(MESSAGES) :] == expected
