@@ -165,6 +165,7 @@ async def test_replay_timeline_of_a_stored_stream(tmp_path: Path) -> None:
     st.sampled_from(["finished", "error", "cancelled", None]),
 )
 @example([("failover", 0.0, "\x850")], "finished")  # NEL: a line break to str.splitlines
+@example([("tool", 0.0, ""), ("tool", 0.0, "")], "finished")  # a run's line ends at its count
 def test_any_stream_gets_a_timeline(items: list[tuple[str, float, str]], end: str | None) -> None:
     events: list[Event] = [Started(stream_id="s", seq=0)]
     for kind, t, text in items:
@@ -203,7 +204,8 @@ def test_any_stream_gets_a_timeline(items: list[tuple[str, float, str]], end: st
     assert out.endswith("\n") and lines[0].startswith("stream s  ")
     assert lines[2].count("[") >= 1 and lines[3].split()[-1] == "event"
     # Every event is in one line's run: the runs' counts add up.
-    counts = [int(m[1]) if m else 1 for m in (re.search(r" x(\d+) ", line) for line in lines[4:])]
+    runs = (re.search(r" x(\d+)(?: |$)", line) for line in lines[4:])
+    counts = [int(m[1]) if m else 1 for m in runs]
     assert sum(counts) == len(events)
 
 
