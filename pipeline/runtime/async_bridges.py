@@ -37,6 +37,7 @@ from pipeline.core.flow_control import FlowGate
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "BufferedObserver",
+    "finally_call",
     "from_async_iterable",
     "from_observable",
     "merge_deltas",
@@ -285,3 +286,17 @@ async def from_observable(source: Observable[T], maxsize: int = 256) -> AsyncIte
             yield item
     finally:
         subscription.dispose()
+
+
+async def finally_call(items: AsyncIterator[T], callback: Callable[[], None]) -> AsyncIterator[T]:
+    """Yield ``items``, then call ``callback`` however the reading ends.
+
+    For a reader's bookkeeping (the server counts who reads a live stream):
+    the callback runs when the items end, when the reader raises, and when
+    the reader stops early and the generator is closed.
+    """
+    try:
+        async for item in items:
+            yield item
+    finally:
+        callback()

@@ -84,6 +84,7 @@ from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.apps.server.use_chat import UseChat
 from pipeline.core.events import Event, StreamError, is_content, is_terminal
 from pipeline.core.result import Accumulator
+from pipeline.runtime.async_bridges import finally_call
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
 from sinks.metrics import metrics_endpoint
@@ -422,16 +423,8 @@ class _Api:
                 send_timeout=gw.settings.send_timeout,
             )
         gw.reader_attached(stream_id)
-
-        async def tracked() -> AsyncIterator[Any]:
-            try:
-                async for event in events:
-                    yield event
-            finally:
-                gw.reader_detached(stream_id)
-
         return SSEResponse(
-            tracked(),
+            finally_call(events, lambda: gw.reader_detached(stream_id)),
             dialect="rxllm",
             retry=EVENTS_RETRY_MS,
             heartbeat=gw.settings.heartbeat,

@@ -49,6 +49,7 @@ from pipeline.apps.server.request_bodies import (
     validate,
 )
 from pipeline.core.events import Event
+from pipeline.runtime.async_bridges import finally_call
 from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
 from sinks.dialects import VercelDialect
 from sinks.redis_bus.bus_errors import BusUnavailableError
@@ -132,21 +133,8 @@ class UseChat:
             # Ended meanwhile, or too long to replay from its start.
             return Response(status_code=204)
         gw.reader_attached(stream_id)
-
-        async def tracked() -> AsyncIterator[Event]:
-            try:
-                async for event in events:
-                    yield event
-            finally:
-                gw.reader_detached(stream_id)
-
-        return SSEResponse(
-            tracked(),
-            dialect=VercelDialect(message_id=message_id),
-            heartbeat=gw.settings.heartbeat,
-            send_timeout=gw.settings.send_timeout,
-            headers={"x-rxllm-stream-id": stream_id},
-        )
+        read = finally_call(events, lambda: gw.reader_detached(stream_id))
+        return self._ui_stream(read, stream_id, message_id)
 
     async def _resume_elsewhere(self, chat_id: str) -> Response:
         """The chat's running answer held by another process (with ``--redis``); 204 if none."""
@@ -167,19 +155,19 @@ class UseChat:
         if events is None:
             return Response(status_code=204)
         bus.reader_attached(stream_id)  # its process must not take it for an orphan
+        read = finally_call(events, lambda: bus.reader_detached(stream_id))
+        return self._ui_stream(read, stream_id, message_id)
 
-        async def tracked() -> AsyncIterator[Event]:
-            try:
-                async for event in events:
-                    yield event
-            finally:
-                bus.reader_detached(stream_id)
-
+    def _ui_stream(
+        self, events: AsyncIterator[Event], stream_id: str, message_id: str | None
+    ) -> SSEResponse:
+        """A resumed answer as the UI message stream useChat reads."""
+        settings = self.gateway.settings
         return SSEResponse(
-            tracked(),
+            events,
             dialect=VercelDialect(message_id=message_id),
-            heartbeat=gw.settings.heartbeat,
-            send_timeout=gw.settings.send_timeout,
+            heartbeat=settings.heartbeat,
+            send_timeout=settings.send_timeout,
             headers={"x-rxllm-stream-id": stream_id},
         )
 
