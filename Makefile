@@ -29,6 +29,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/module_tables.py --check
 
 test: lint deps
 	$(BIN)/pytest
