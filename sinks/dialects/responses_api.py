@@ -197,13 +197,7 @@ class ResponsesDialect(Dialect):
             )
         if isinstance(event, ToolCallDelta):
             out, item = self._call(seq, event.index, None, None)
-            item.parts.append(event.arguments)
-            return out + self._event(
-                seq,
-                "response.function_call_arguments.delta",
-                **self._where(item),
-                delta=event.arguments,
-            )
+            return out + self._arguments(seq, item, event.arguments)
         if isinstance(event, ReasoningDelta):
             if not event.text:
                 return b""
@@ -264,13 +258,7 @@ class ResponsesDialect(Dialect):
             out, item = self._call(seq, event.index, event.id, event.name)
             if item.parts or not event.arguments:
                 return out
-            item.parts.append(event.arguments)
-            return out + self._event(
-                seq,
-                "response.function_call_arguments.delta",
-                **self._where(item),
-                delta=event.arguments,
-            )
+            return out + self._arguments(seq, item, event.arguments)
         if isinstance(event, RefusalDelta):
             if not event.text:
                 return b""
@@ -319,6 +307,13 @@ class ResponsesDialect(Dialect):
 
     def _where(self, item: _Item) -> dict[str, Any]:
         return {"item_id": item.item.get("id"), "output_index": item.index}
+
+    def _arguments(self, seq: int, item: _Item, arguments: str) -> bytes:
+        """A piece of a function call's arguments: kept for the item, written as a delta."""
+        item.parts.append(arguments)
+        return self._event(
+            seq, "response.function_call_arguments.delta", **self._where(item), delta=arguments
+        )
 
     def _start(self, seq: int) -> bytes:
         if self._started:
