@@ -11,7 +11,6 @@ import asyncio
 import importlib.util
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,11 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from pipeline.apps.builtin_model import MockScript, MockServer
-from tests.pg import PostgresServer
-from tests.redis_server import RedisServer
 from tests.redis_server import redis_server as redis_server
 from tests.serving import ServeProcess
 from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, chromium
+from tests.two_processes import pair as pair
+from tests.two_processes import upstream as upstream
 
 pytestmark = pytest.mark.services  # needs PostgreSQL, Redis and Chromium, started by the tests
 
@@ -36,29 +34,6 @@ __all__ = ["chromium", "redis_server"]  # fixtures
 pytestmark = pytest.mark.services  # needs PostgreSQL, Redis and Chromium, started by the tests
 
 SHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[MockServer]:
-    with MockServer(MockScript(), models=("mock-model",)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def pair(
-    upstream: MockServer,
-    postgres_server: PostgresServer,
-    redis_server: RedisServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[ServeProcess, ServeProcess]]:
-    tmp = tmp_path_factory.mktemp("inspector-multiprocess")
-    db = postgres_server.create_database()
-    common = ["--upstream", upstream.base_url, "--db", db, "--redis", redis_server.url]
-    with (
-        ServeProcess(*common, "--instance", "a", log_path=tmp / "a.log") as a,
-        ServeProcess(*common, "--instance", "b", log_path=tmp / "b.log") as b,
-    ):
-        yield a, b
 
 
 async def stream_on(url: str, text: str, interval: float) -> str:

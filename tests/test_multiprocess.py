@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +23,17 @@ import pytest
 from httpx_sse import aconnect_sse
 from redis.asyncio import Redis
 
-from pipeline.apps.builtin_model import MockScript, MockServer
+from pipeline.apps.builtin_model import MockServer
 from tests.pg import PostgresServer
 from tests.redis_server import RedisServer
 from tests.redis_server import redis_server as redis_server
 from tests.serving import ServeProcess
+from tests.two_processes import pair as pair
+from tests.two_processes import upstream as upstream
 
 pytestmark = pytest.mark.services  # needs PostgreSQL and Redis, started by the tests
 
 MESSAGES = [{"role": "user", "content": "Say a lot"}]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[MockServer]:
-    with MockServer(MockScript(), models=("mock-model",)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def pair(
-    upstream: MockServer,
-    postgres_server: PostgresServer,
-    redis_server: RedisServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[ServeProcess, ServeProcess]]:
-    tmp = tmp_path_factory.mktemp("multiprocess")
-    db = postgres_server.create_database()
-    common = ["--upstream", upstream.base_url, "--db", db, "--redis", redis_server.url]
-    with (
-        ServeProcess(*common, "--instance", "a", log_path=tmp / "a.log") as a,
-        ServeProcess(*common, "--instance", "b", log_path=tmp / "b.log") as b,
-    ):
-        yield a, b
 
 
 @pytest.fixture
