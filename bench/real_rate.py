@@ -79,6 +79,7 @@ CLIENTS = {
     "client_aiohttp": "rxllm's source on `openai.DefaultAioHttpClient` (aiohttp)",
 }
 RAMP = 6.0  # seconds over which the background streams open
+PROFILE: Path | None = None  # --profile: py-spy the proxy's first process during each window
 SETTLE = 2.0  # seconds after the ramp before the window opens
 WINDOW = 10.0  # the window's least length, seconds
 PROBE_PAUSE = 0.05  # seconds between two probe pairs
@@ -212,6 +213,7 @@ async def _load(
     await asyncio.sleep(SETTLE)
     direct_request = _request(model_port, path, probe_body, {})
     served_request = _request(proxy_port, path, probe_body, headers)
+    spy = _profile(pids[0])
     cpu0, words0, t0 = sum(cpu_seconds(p) for p in pids), counter[0], time.monotonic()
     direct: list[float] = []
     served: list[float] = []
@@ -230,6 +232,8 @@ async def _load(
         await asyncio.sleep(PROBE_PAUSE)
         i += 1
     cpu1, words1, t1 = sum(cpu_seconds(p) for p in pids), counter[0], time.monotonic()
+    if spy is not None:
+        spy.wait()
     failed = sum(1 for d in dones if d.done())
     for transport in transports:
         transport.close()
@@ -250,6 +254,19 @@ async def _load(
         "background_ended_early": failed,
         "probes_late": late,
     }
+
+
+def _profile(pid: int) -> subprocess.Popen[bytes] | None:
+    """With ``--profile DIR``: py-spy samples ``pid`` for ``WINDOW`` seconds (collapsed stacks)."""
+    if PROFILE is None:
+        return None
+    PROFILE.mkdir(parents=True, exist_ok=True)
+    out = PROFILE / f"{pid}.txt"
+    command = [
+        "py-spy", "record", "--pid", str(pid), "--duration", str(int(WINDOW)),
+        "--rate", "250", "--nonblocking", "--format", "raw", "--output", str(out),
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # -- the proxies -------------------------------------------------------------------------
@@ -590,9 +607,16 @@ def main(argv: list[str] | None = None) -> int:
         help="niceness of the measured processes and the load: on a machine shared with "
         "other work, below 0 keeps them from being starved (needs privileges)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="a folder: py-spy (on PATH) samples each proxy during its window, collapsed stacks",
+    )
     args = parser.parse_args(args_list)
-    global NICE
+    global NICE, PROFILE
     NICE = args.nice
+    PROFILE = args.profile
     kinds = args.proxies.split(",")
     unknown = [k for k in kinds if k not in PROXIES and k not in CLIENTS]
     if unknown:
