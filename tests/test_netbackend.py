@@ -283,3 +283,98 @@ async def test_socket_options_are_set_on_tcp_and_unix_connections(
         await stream.aclose()
         server.close()
         await server.wait_closed()
+
+
+class _CountingTransport:
+    """A transport that counts its writes (a system call and a TCP segment each)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def _echo_server() -> tuple[asyncio.Server, list[bytes]]:
+    received: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 20):
+            received.append(data)
+            if sum(map(len, received)) >= 13:
+                writer.write(b"ok")
+                await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), received
+
+
+async def test_a_request_head_and_body_leave_in_one_write() -> None:
+    server, received = await _echo_server()
+    port = server.sockets[0].getsockname()[1]
+    try:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port)
+        assert isinstance(stream, pipeline.runtime.http_backend.AsyncioStream)
+        counting = _CountingTransport(stream._transport)
+        stream._transport = counting  # type: ignore[assignment]
+        await stream.write(b"POST / HTTP\r\n")  # what httpcore2 does: head, body, then read
+        await stream.write(b"")
+        assert counting.writes == []  # held, not sent yet
+        await stream.write(b"body")
+        assert await stream.read(100, timeout=5) == b"ok"
+        assert counting.writes == [17]  # one write for both
+        await stream.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert b"".join(received) == b"POST / HTTP\r\nbody"
+
+
+async def test_a_large_write_is_not_held_and_a_close_sends_what_is_held() -> None:
+    server, received = await _echo_server()
+    port = server.sockets[0].getsockname()[1]
+    try:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port)
+        assert isinstance(stream, pipeline.runtime.http_backend.AsyncioStream)
+        counting = _CountingTransport(stream._transport)
+        stream._transport = counting  # type: ignore[assignment]
+        big = b"x" * (pipeline.runtime.http_backend.HOLD_WRITES + 1)
+        await stream.write(b"head")
+        await stream.write(big)  # too big to hold: it and what was held go now
+        assert counting.writes == [4, len(big)]
+        await stream.write(b"tail")
+        await stream.aclose()  # what is held is sent before the close
+        assert counting.writes == [4, len(big), 4]
+        for _ in range(200):
+            if sum(map(len, received)) == len(big) + 8:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert b"".join(received) == b"head" + big + b"tail"
+
+
+async def test_a_megabyte_request_body_through_the_sdk(server: MockServer) -> None:
+    """Beyond what is held, a request body goes out as it comes, whole."""
+    big = "y" * 1_000_000
+    async with AsyncOpenAI(
+        base_url=server.base_url, api_key="k", max_retries=0, http_client=http_client()
+    ) as client:
+        source = sources.chat_completions(
+            client,
+            model="mock-model",
+            messages=[{"role": "user", "content": big}],
+            extra_body={"mock": {"text": "read"}},
+        )
+        acc = Accumulator()
+        done = asyncio.Event()
+        llm_stream(source).subscribe(acc.add, on_completed=done.set)
+        await asyncio.wait_for(done.wait(), 20)
+    assert acc.result().choices[0].content == "read"
+    assert server.recorder.last_request.body["messages"][0]["content"] == big

@@ -57,6 +57,9 @@ READ_BUFFER = 256 * 1024
 
 _COMPACT_AT = 32  # chunks read while more wait: then the read ones are dropped from the list
 
+HOLD_WRITES = 64 * 1024
+"""Bytes of small writes held until the next read: a request's head and body in one send."""
+
 
 class _Protocol(asyncio.Protocol):
     """Collects what arrives; wakes the one reader and the one writer waiting."""
@@ -142,8 +145,17 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._held: list[bytes] = []  # small writes not sent yet (see write)
+        self._held_bytes = 0
+
+    def _send_held(self) -> None:
+        held, self._held, self._held_bytes = self._held, [], 0
+        if held and not self._transport.is_closing():
+            self._transport.write(b"".join(held))
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._held:  # a request goes out whole before its answer is awaited
+            self._send_held()
         protocol = self._protocol
         while protocol.head == len(protocol.chunks):  # nothing unread
             if protocol.error is not None:
@@ -175,11 +187,24 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Send ``buffer``; a small one is held until the next read or write.
+
+        httpcore2 writes a request's head and its body separately and then
+        reads the answer: held, they leave in one system call and one TCP
+        segment instead of two (a request always ends with a read, which
+        sends what is held). Past :data:`HOLD_WRITES` (a large or streamed
+        upload) everything held goes out at once, with the usual flow control.
+        """
         if not buffer:
             return
         protocol = self._protocol
         if protocol.error is not None or self._transport.is_closing():
             raise WriteError("the connection is closed")
+        if self._held_bytes + len(buffer) <= HOLD_WRITES:
+            self._held.append(bytes(buffer))
+            self._held_bytes += len(buffer)
+            return
+        self._send_held()
         self._transport.write(buffer)
         if protocol.writing_paused:
             protocol.drained = asyncio.get_running_loop().create_future()
@@ -191,6 +216,7 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
                 raise WriteError(f"the connection was lost: {protocol.error}")
 
     async def aclose(self) -> None:
+        self._send_held()
         self._transport.close()
 
     async def start_tls(
