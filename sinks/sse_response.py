@@ -57,7 +57,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from starlette.background import BackgroundTask
@@ -65,12 +65,13 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from pipeline.core.events import EventBase
+from pipeline.core.events import EventBase, is_terminal
 
 if TYPE_CHECKING:
     from sinks.dialects import Dialect
 
 __all__ = [
+    "BODY_SEND",
     "HEARTBEAT",
     "SSE_HEADERS",
     "Item",
@@ -87,6 +88,11 @@ _FIELD_BREAK = re.compile(r"[\r\n]")
 
 #: The heartbeat comment: one comment line, deliberately with no blank line after it.
 HEARTBEAT = b": ping\n"
+
+#: The scope key under which an app may put the server's own ``send`` for the response's
+#: body messages, when every middleware between it and the response passes them through
+#: unchanged (``rxllm serve``'s app does): a body message then skips their ``send`` wrappers.
+BODY_SEND = "rxllm.body_send"
 
 #: Headers every SSE response sends (``Content-Type`` is added by the response).
 SSE_HEADERS: Mapping[str, str] = {
@@ -232,16 +238,21 @@ class SSEResponse(Response):
         self.disconnect_reason: str | None = None
         merged = {**SSE_HEADERS, **dialect.headers, **(headers or {})}
         self.init_headers(merged)
-        self._busy_since: float | None = None
+        self._busy_since: float | None = None  # a write is in flight since then
         self._last_write = 0.0
         self._lock = asyncio.Lock()
         self._closing = False  # the writer is writing the end: no more heartbeats
+        self._ending = False  # the response is ending: no more direct writes
+        self._in_flight: asyncio.Task[None] | None = None  # the rest of a direct write
+        self._broken: asyncio.Future[BaseException] | None = None  # why a direct write failed
         # "retry:" joins the first frame: alone, its blank line would make the
         # openai SDK's decoder dispatch an empty event (see encode_comment).
         self._prefix = b"" if retry is None else f"retry: {int(retry)}\n".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loop = asyncio.get_running_loop()
+        # The loop is kept: asyncio.get_running_loop() checks the pid (a system call) per call.
+        self._loop = loop = asyncio.get_running_loop()
+        self._broken = broken = loop.create_future()
         tasks: list[asyncio.Task[None]] = []
         raised: BaseException | None = None
         start: Message = {
@@ -252,6 +263,8 @@ class SSEResponse(Response):
         try:
             try:
                 await self._send_with_timeout(send, start)
+                # The body may skip the app's send wrappers, which only note the start.
+                send = self._body_send = scope.get(BODY_SEND, send)
                 # What is at hand goes out now, not a loop turn later from the writer task.
                 body = b"".join([self._encode(item) for item in self.first])
                 if body:
@@ -266,16 +279,20 @@ class SSEResponse(Response):
             tasks = [writer, listener]
             if self.heartbeat is not None or self.send_timeout is not None:
                 tasks.append(loop.create_task(self._keep_alive(send)))
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([*tasks, broken], return_when=asyncio.FIRST_COMPLETED)
+            self._ending = True
             try:
-                reason = _outcome(tasks)
-            except BaseException as exc:  # what the writer or the watchdog raised
+                reason = _outcome(tasks, broken)
+            except BaseException as exc:  # what the writer, a direct write or the watchdog raised
                 raised = exc
                 raise
             if reason is not None:
                 self._client_gone(reason)
         finally:
             # The owner cancels and awaits every task, whatever happened.
+            self._ending = True
+            if self._in_flight is not None:
+                tasks.append(self._in_flight)
             for task in tasks:
                 task.cancel()
             if tasks:
@@ -305,11 +322,24 @@ class SSEResponse(Response):
         return body
 
     async def _write_all(self, send: Send) -> None:
-        """The writer task: every item of ``content`` in one send each, then the end."""
+        """The writer task: every item of ``content`` in one send each, then the end.
+
+        A live reader (one with ``deliver_to``: :meth:`StreamRun.iterate`'s,
+        :meth:`StreamHub.events`') hands the events that arrive while the
+        client keeps up to :meth:`_write_now` instead; this task writes the
+        rest (what waited while a write was in flight, the terminal event)
+        and the end.
+        """
         dialect = self.dialect
         iterator = aiter(self.content)
+        # The reader's consumer hook (pipeline.runtime.async_bridges.BufferedObserver.deliver_to).
+        deliver_to: Callable[[Callable[[Any], bool] | None], None] | None = getattr(
+            iterator, "deliver_to", None
+        )
         try:
             if not dialect.done:  # ``first`` may have held the end already
+                if deliver_to is not None:
+                    deliver_to(self._write_now)
                 async for item in iterator:
                     body = self._encode(item)
                     if body:
@@ -317,6 +347,8 @@ class SSEResponse(Response):
                     if dialect.done:
                         break
         finally:
+            if deliver_to is not None:
+                deliver_to(None)
             await _aclose(iterator)
         # No heartbeat from here on: one sent after the last message would be a
         # message after the response's end (uvicorn raises for it).
@@ -324,27 +356,90 @@ class SSEResponse(Response):
         tail = self._prefix + dialect.close()
         if tail:
             await self._write(send, tail)
-        if self._lock.locked():  # a heartbeat in flight goes first
-            async with self._lock:
-                pass
-        self._busy_since = self._last_write = asyncio.get_running_loop().time()
+        await self._settle()
+        self._busy_since = self._last_write = self._loop.time()
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (OSError, ClientDisconnect) as exc:
             raise _ClientGone(f"client disconnected ({type(exc).__name__})") from None
         self._busy_since = None
 
-    async def _write(self, send: Send, body: bytes) -> None:
-        if self._lock.locked():  # a heartbeat is being written: wait for it
+    async def _settle(self) -> None:
+        """Wait for the writes in flight elsewhere: the rest of a direct write, a heartbeat."""
+        if self._in_flight is not None:
+            await self._in_flight
+        if self._lock.locked():
             async with self._lock:
                 pass
-        self._busy_since = now = asyncio.get_running_loop().time()
+        if self._ending:  # a direct write failed, or the response is over: nothing more
+            raise _ClientGone("the response is ending")
+
+    async def _write(self, send: Send, body: bytes) -> None:
+        if self._in_flight is not None or self._lock.locked() or self._ending:
+            await self._settle()
+        self._busy_since = now = self._loop.time()
         try:
             await send(_body(body))
         except (OSError, ClientDisconnect) as exc:
             raise _ClientGone(f"client disconnected ({type(exc).__name__})") from None
         self._busy_since = None
         self._last_write = now
+
+    def _write_now(self, event: EventBase) -> bool:
+        """Write ``event`` in the producer's own step (the live reader's consumer).
+
+        Returns ``False`` (the reader buffers it for the writer task, and
+        the events after it) while another write is in flight (the writer
+        task's, a heartbeat, the rest of a direct write), once the response
+        is ending, and for a terminal event: the writer task writes that one,
+        then the end. The send is stepped by hand: uvicorn's completes at
+        once unless the socket's buffer is full; if it has to wait, a task
+        finishes it (:meth:`_finish`) and the writer task waits for that
+        before writing on. Never raises: a failure ends the response as one
+        in the writer task would (:meth:`_break`).
+        """
+        busy = self._busy_since is not None or self._lock.locked()
+        if busy or self._ending or is_terminal(event):
+            return False
+        try:
+            body = self._encode(event)
+            if not body:
+                return True
+            steps = self._body_send(_body(body)).__await__()
+            try:
+                waiting = steps.send(None)
+            except StopIteration:
+                self._last_write = self._loop.time()
+                return True
+        except (OSError, ClientDisconnect) as exc:
+            self._break(_ClientGone(f"client disconnected ({type(exc).__name__})"))
+            return True
+        except Exception as exc:
+            self._break(exc)
+            return True
+        self._busy_since = self._loop.time()
+        self._in_flight = self._loop.create_task(self._finish(steps, waiting))
+        return True
+
+    async def _finish(self, steps: Generator[Any, None, None], waiting: Any) -> None:
+        """The rest of a direct write that had to wait (see :meth:`_write_now`)."""
+        try:
+            await _Resumed(steps, waiting)
+        except (OSError, ClientDisconnect) as exc:
+            self._break(_ClientGone(f"client disconnected ({type(exc).__name__})"))
+        except Exception as exc:
+            self._break(exc)
+        else:
+            self._last_write = self._loop.time()
+        finally:
+            self._busy_since = None
+            self._in_flight = None
+
+    def _break(self, exc: BaseException) -> None:
+        """A direct write failed: the response ends as if the writer task had raised ``exc``."""
+        self._ending = True
+        if self._broken is not None and not self._broken.done():
+            self._broken.set_result(exc)
 
     async def _keep_alive(self, send: Send) -> None:
         """The heartbeat and watchdog task: pings when idle, fails a stalled write."""
@@ -383,17 +478,58 @@ class SSEResponse(Response):
             raise _ClientGone(f"client disconnected ({type(exc).__name__})") from None
 
 
+class _Resumed:
+    """Awaiting it goes on with an awaitable that was started by hand and is waiting.
+
+    ``steps`` is the awaitable's iterator (``__await__()``), already sent
+    its first ``None``; ``waiting`` is what it yielded (the future it waits
+    on). This passes each value it yields up to the awaiting task, and what
+    the task sends or throws back (a cancellation) down to it: what an
+    ``asyncio.Task`` does for a coroutine it runs, for one whose first step
+    ran in another task's step.
+    """
+
+    __slots__ = ("_steps", "_waiting")
+
+    def __init__(self, steps: Generator[Any, None, None], waiting: Any) -> None:
+        self._steps = steps
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, None, None]:
+        steps, waiting = self._steps, self._waiting
+        while True:
+            try:
+                yield waiting
+            except BaseException as exc:  # thrown in by the task: cancelled
+                try:
+                    waiting = steps.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting = steps.send(None)
+                except StopIteration:
+                    return
+
+
 def _body(body: bytes) -> Message:
     return {"type": "http.response.body", "body": body, "more_body": True}
 
 
-def _outcome(tasks: list[asyncio.Task[None]]) -> str | None:
+def _outcome(tasks: list[asyncio.Task[None]], broken: asyncio.Future[BaseException]) -> str | None:
     """Why the response ended: ``None`` if it was written to the end, else the reason.
 
-    ``tasks`` is ``[writer, listener, keep_alive?]``; the writer's outcome wins.
-    An exception other than :class:`_ClientGone` is raised again.
+    ``tasks`` is ``[writer, listener, keep_alive?]``; ``broken`` holds what a
+    direct write raised. A direct write's failure wins (it came first: the
+    writer stops on it), then the writer's outcome. An exception other than
+    :class:`_ClientGone` is raised again.
     """
     writer, listener = tasks[0], tasks[1]
+    if broken.done():
+        failure = broken.result()
+        if isinstance(failure, _ClientGone):
+            return str(failure)
+        raise failure
     if writer.done():
         exc = writer.exception()
         if exc is None:

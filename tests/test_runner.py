@@ -158,7 +158,7 @@ async def test_closing_one_reader_does_not_cancel_the_stream() -> None:
     source.subject.on_next(Started(stream_id="s", seq=0))
     async for _ in first:
         break
-    await first.aclose()  # type: ignore[attr-defined]
+    await first.aclose()
     source.subject.on_next(text(1, "a"))
     assert source.disposed == 0
     assert [e.seq for e in other] == [0, 1]

@@ -8,6 +8,12 @@
   (``async for``, ``|`` pipes), read through a bounded buffer
   (:class:`BufferedObserver`). Leaving the iteration disposes the
   subscription, which cancels the upstream request.
+* :class:`BufferReader` -- a live stream's reader (what
+  :meth:`pipeline.runtime.multicast.StreamRun.iterate` returns): ``async
+  for`` over a :class:`BufferedObserver`, or, for a consumer that can take
+  an event at once (:meth:`BufferReader.deliver_to`: the SSE responder
+  writing to a client that keeps up), each event handed over in the
+  producer's own step, with no buffer, task switch or generator in between.
 
 reactivex has no backpressure: when the consumer is slower than the producer
 the buffer fills. A full buffer holds its stream's flow gate, when it has
@@ -24,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from typing import Any, TypeAlias, TypeVar
 
 from aiostream import operator, streamcontext
 from reactivex import Observable, abc
@@ -36,7 +42,9 @@ from pipeline.core.flow_control import FlowGate
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "BufferReader",
     "BufferedObserver",
+    "Consumer",
     "finally_call",
     "from_async_iterable",
     "from_observable",
@@ -45,6 +53,9 @@ __all__ = [
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+Consumer: TypeAlias = Callable[[Any], bool]
+"""Takes an item in the producer's step (``True``), or leaves it to the async reader (``False``)."""
 
 
 def _loop_for(scheduler: abc.SchedulerBase | None) -> asyncio.AbstractEventLoop:
@@ -167,6 +178,10 @@ class BufferedObserver(abc.ObserverBase[T]):
     once, when read), else the buffer grows past its bound, with a warning
     (once). Nothing is dropped. Iterate it with ``async for`` (once);
     :meth:`close` (done by the iteration's end) releases the gate.
+
+    :meth:`deliver_to` sets a consumer that gets each value synchronously,
+    instead of the buffer, while the buffer is empty and the consumer takes
+    it: the iteration then never sees that value.
     """
 
     def __init__(
@@ -186,6 +201,7 @@ class BufferedObserver(abc.ObserverBase[T]):
         self._done = False
         self._error: BaseException | None = None
         self._warned = False
+        self._consumer: Consumer | None = None
         self.merged = 0
 
     @property
@@ -193,8 +209,22 @@ class BufferedObserver(abc.ObserverBase[T]):
         """About how many bytes of text are waiting to be read."""
         return self._bytes
 
+    def deliver_to(self, consumer: Consumer | None) -> None:
+        """Hand values to ``consumer`` as they arrive while nothing is buffered (``None``: stop).
+
+        ``consumer(value)`` runs in the producer's step and returns whether
+        it took the value; if not, the value is buffered for the iteration
+        (and so is every value after it until the iteration has emptied
+        the buffer): values reach the reader in order, whichever way each
+        one goes. The consumer must not raise.
+        """
+        self._consumer = consumer
+
     def on_next(self, value: T) -> None:
         items = self._items
+        consumer = self._consumer
+        if consumer is not None and not items and consumer(value):
+            return
         size = _size(value)
         if len(items) >= self._maxsize or self._bytes + size > self._max_bytes:
             if self._flow is not None and not self._holding:
@@ -251,7 +281,7 @@ class BufferedObserver(abc.ObserverBase[T]):
         result: T = item
         return result
 
-    async def __aiter__(self) -> AsyncIterator[T]:
+    async def __aiter__(self) -> AsyncGenerator[T, None]:
         try:
             while True:
                 while self._items:
@@ -264,6 +294,51 @@ class BufferedObserver(abc.ObserverBase[T]):
                 await self._wakeup.wait()
         finally:
             self.close()
+
+
+class BufferReader(AsyncIterator[T]):
+    """Reads a :class:`BufferedObserver` with ``async for``; ``on_close`` runs once at its end.
+
+    The end is the buffer's (completed, or its error raised), or
+    :meth:`aclose` (a reader that leaves early); ``on_close`` is what the
+    owner undoes then (detaching the buffer from its stream). Unlike an
+    async generator, it can be read in several ``async for`` loops one after
+    the other (a server reads the first events, then streams the rest) and
+    it forwards :meth:`deliver_to` to its buffer.
+    """
+
+    def __init__(self, buffer: BufferedObserver[T], on_close: Callable[[], None]) -> None:
+        self._buffer = buffer
+        self._items = buffer.__aiter__()
+        self._on_close: Callable[[], None] | None = on_close
+
+    def __aiter__(self) -> BufferReader[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await anext(self._items)
+        except BaseException:  # the end (StopAsyncIteration, the stream's error) or cancelled
+            self._close()
+            raise
+
+    def deliver_to(self, consumer: Consumer | None) -> None:
+        """See :meth:`BufferedObserver.deliver_to`."""
+        self._buffer.deliver_to(consumer)
+
+    async def aclose(self) -> None:
+        """Stop reading: the buffer is closed (its gate released) and ``on_close`` runs."""
+        self._buffer.deliver_to(None)
+        try:
+            await self._items.aclose()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+        self._buffer.close()
 
 
 @operator
@@ -288,15 +363,48 @@ async def from_observable(source: Observable[T], maxsize: int = 256) -> AsyncIte
         subscription.dispose()
 
 
-async def finally_call(items: AsyncIterator[T], callback: Callable[[], None]) -> AsyncIterator[T]:
+def finally_call(items: AsyncIterator[T], callback: Callable[[], None]) -> AsyncIterator[T]:
     """Yield ``items``, then call ``callback`` however the reading ends.
 
     For a reader's bookkeeping (the server counts who reads a live stream):
     the callback runs when the items end, when the reader raises, and when
-    the reader stops early and the generator is closed.
+    the reader stops early and the generator is closed. A reader with
+    ``deliver_to`` (:class:`BufferReader`, the hub's) keeps it: the
+    result forwards it.
     """
-    try:
-        async for item in items:
-            yield item
-    finally:
-        callback()
+    return _Finally(items, callback)
+
+
+class _Finally(AsyncIterator[T]):
+    """:func:`finally_call`'s reader: ``items``, then ``callback`` once, however it ends."""
+
+    def __init__(self, items: AsyncIterator[T], callback: Callable[[], None]) -> None:
+        self._items = items
+        self._callback: Callable[[], None] | None = callback
+        # The inner reader's, when it has one (see BufferReader.deliver_to).
+        self.deliver_to: Callable[[Consumer | None], None] | None = getattr(
+            items, "deliver_to", None
+        )
+
+    def __aiter__(self) -> _Finally[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await anext(self._items)
+        except BaseException:
+            self._done()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            aclose = getattr(self._items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()

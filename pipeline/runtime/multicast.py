@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from reactivex import Observable, abc
@@ -39,7 +39,7 @@ from reactivex.disposable import Disposable, SerialDisposable
 from operators.map_errors import map_errors
 from pipeline.core.events import Cancelled, Event, EventBase, is_terminal
 from pipeline.core.flow_control import CURRENT_FLOW, FlowGate
-from pipeline.runtime.async_bridges import BufferedObserver
+from pipeline.runtime.async_bridges import BufferedObserver, BufferReader
 
 __all__ = ["StreamRun"]
 
@@ -147,24 +147,17 @@ class StreamRun:
             return self._attach(observer.on_next, observer.on_error, observer.on_completed)
         return self._attach(observer, None, None)
 
-    def iterate(self, maxsize: int = 256) -> AsyncIterator[Event]:
+    def iterate(self, maxsize: int = 256) -> BufferReader[Event]:
         """Attach an async reader now; iterate it later. Closing it detaches only it.
 
         The reader's buffer holds this stream's :attr:`flow` gate while it
-        is full: a reader that does not keep up slows the upstream read.
+        is full: a reader that does not keep up slows the upstream read. The
+        reader is a :class:`pipeline.runtime.async_bridges.BufferReader`: a
+        consumer that keeps up can take the events in the emitting step
+        (``deliver_to``), as the SSE responder does.
         """
         buffer: BufferedObserver[Event] = BufferedObserver(maxsize, flow=self.flow)
-        subscription = self.observe(buffer)
-
-        async def read() -> AsyncIterator[Event]:
-            try:
-                async for event in buffer:
-                    yield event
-            finally:
-                subscription.dispose()
-                buffer.close()
-
-        return read()
+        return BufferReader(buffer, self.observe(buffer).dispose)
 
     def _attach(
         self,

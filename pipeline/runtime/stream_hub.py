@@ -54,7 +54,7 @@ from reactivex import Observer, abc
 
 from pipeline.core.errors import RxllmError
 from pipeline.core.events import Event, event_json, is_terminal, load_event
-from pipeline.runtime.async_bridges import BufferedObserver
+from pipeline.runtime.async_bridges import BufferedObserver, Consumer
 from pipeline.runtime.multicast import StreamRun
 
 __all__ = ["ResumeGapError", "StreamHub", "StreamNotFoundError"]
@@ -240,7 +240,8 @@ class StreamHub:
         Checks happen now, not at the first iteration, so an HTTP handler can
         answer with an error status. Iterate the result to its end or close it
         (``aclose``): it holds a live reader (``maxsize`` bounds its buffer, as
-        in :meth:`StreamRun.iterate`) until then.
+        in :meth:`StreamRun.iterate`) until then. Like that one, it has
+        ``deliver_to``: the live events can go straight to a consumer.
 
         Errors: :class:`StreamNotFoundError` for an unknown id;
         :class:`ResumeGapError` if events after ``after`` were already dropped
@@ -259,7 +260,7 @@ class StreamHub:
                 subscription.dispose()
             oldest = replay[0][0] if replay else None
             raise ResumeGapError(stream_id, after, oldest, entry.dropped)
-        return _read(replay, live, subscription, -1 if after is None else after)
+        return _Reader(replay, live, subscription, -1 if after is None else after)
 
     def prune(self) -> int:
         """Drop the finished streams kept too long or beyond ``max_finished``; return how many."""
@@ -288,27 +289,81 @@ class StreamHub:
             self._finished[stream_id] = entry.finished_at
 
 
-async def _read(
-    replay: list[tuple[int, bytes | Event]],
-    live: BufferedObserver[Event] | None,
-    subscription: abc.DisposableBase | None,
-    after: int,
-) -> AsyncIterator[Event]:
-    last = after
-    try:
-        for seq, data in replay:
-            if seq > last:
-                last = seq
-                yield load_event(data) if isinstance(data, bytes) else data
-        if live is not None:
-            async for event in live:
-                if event.seq > last:
-                    last = event.seq
-                    yield event
-                    if is_terminal(event):
-                        break
-    finally:
+class _Reader(AsyncIterator[Event]):
+    """:meth:`StreamHub.events`' reader: the replayed events after ``after``, then the live ones.
+
+    An event whose ``seq`` is not above the last one read is skipped, both
+    in ``async for`` and on the way through :meth:`deliver_to`. The live
+    reader's events go straight to a consumer (``deliver_to``) only once the
+    replay has been read: never ahead of it.
+    """
+
+    def __init__(
+        self,
+        replay: list[tuple[int, bytes | Event]],
+        live: BufferedObserver[Event] | None,
+        subscription: abc.DisposableBase | None,
+        after: int,
+    ) -> None:
+        self._replay: Iterator[tuple[int, bytes | Event]] | None = iter(replay)
+        self._live = live
+        self._live_items = live.__aiter__() if live is not None else None
+        self._subscription = subscription
+        self._last = after
+        self._ended = False
+        self._consumer: Consumer | None = None
+
+    def __aiter__(self) -> _Reader:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            if self._replay is not None:
+                for seq, data in self._replay:
+                    if seq > self._last:
+                        self._last = seq
+                        return load_event(data) if isinstance(data, bytes) else data
+                self._replay = None
+                self.deliver_to(self._consumer)  # live from here on
+            live = self._live_items
+            while live is not None and not self._ended:
+                event = await anext(live)
+                if event.seq > self._last:
+                    self._last = event.seq
+                    self._ended = is_terminal(event)
+                    return event
+            raise StopAsyncIteration
+        except BaseException:  # the end, the stream's error, or cancelled
+            self._close()
+            raise
+
+    def deliver_to(self, consumer: Consumer | None) -> None:
+        """Hand live events to ``consumer`` (see :meth:`BufferedObserver.deliver_to`)."""
+        self._consumer = consumer
+        if self._replay is None and self._live is not None:
+            self._live.deliver_to(None if consumer is None else self._take)
+
+    def _take(self, event: Event) -> bool:
+        if event.seq <= self._last:
+            return True  # read already: skipped
+        assert self._consumer is not None
+        if not self._consumer(event):
+            return False
+        self._last = event.seq
+        return True
+
+    async def aclose(self) -> None:
+        """Stop reading (the live reader is detached)."""
+        try:
+            if self._live_items is not None:
+                await self._live_items.aclose()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.dispose()
-        if live is not None:
-            live.close()  # a reader that leaves while behind no longer holds the source
+        if self._live is not None:
+            self._live.deliver_to(None)
+            self._live.close()  # a reader that leaves while behind no longer holds the source
