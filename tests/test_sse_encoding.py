@@ -12,6 +12,7 @@ import httpx_sse
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from pydantic_core import to_json
 
 from pipeline.core.events import (
     Cancelled,
@@ -198,6 +199,40 @@ def test_openai_first_delta_is_role_and_empty_content() -> None:
     parsed = frames(OpenAIDialect(), events)
     deltas = [json.loads(e.data)["choices"][0]["delta"] for e in parsed]
     assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hi"}]
+
+
+@given(st.lists(st.tuples(st.sampled_from([0, 1]), token), min_size=1, max_size=8))
+@example([(0, 'a "quoted"\n\\ line\x00\u2028 ünï 🙂'), (0, ""), (1, "x"), (1, "</script>")])
+def test_openai_text_chunks_are_the_chunk_objects_compact_json(
+    texts: list[tuple[int, str]],
+) -> None:
+    """Text deltas (written by a hand-made template after a choice's first) are the chunk
+    objects serialized compactly, the same bytes as any other chunk's serialization."""
+    dialect = OpenAIDialect(created=7)
+    events: list[EventBase] = [Started(**s(0, model="m"))]
+    events += [TextDelta(**s(i + 1, choice=c, text=t)) for i, (c, t) in enumerate(texts)]
+    assert dialect.encode(events[0]) == b""
+    seen: set[int] = set()
+    for event in events[1:]:
+        assert isinstance(event, TextDelta)
+        frame = dialect.encode(event)
+        delta: dict[str, Any] = {"content": event.text}
+        if event.choice not in seen:
+            seen.add(event.choice)
+            delta = {"role": "assistant", **delta}
+        chunk = {
+            "id": "chatcmpl-abc",
+            "object": "chat.completion.chunk",
+            "created": 7,
+            "model": "m",
+            "choices": [
+                {"index": event.choice, "delta": delta, "logprobs": None, "finish_reason": None}
+            ],
+        }
+        assert frame == data_frame(event.seq, to_json(chunk))
+        assert json.loads(parse(frame)[0].data) == chunk
+    dialect.encode(Finished(**s(len(events))))
+    assert dialect.encode(TextDelta(**s(99, text="late"))) == b""
 
 
 def test_openai_usage_only_when_asked_and_terminal_frames() -> None:

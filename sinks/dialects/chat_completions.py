@@ -54,6 +54,11 @@ from sinks.dialects.dialect_base import Dialect, data_frame
 __all__ = ["OpenAIDialect", "chat_usage"]
 
 _ROLE = {"role": "assistant"}
+# A text delta's frame after the choice's first: id, the chunk's head, choice, the text's JSON.
+_TEXT_FRAME = (
+    b'id: %d\ndata: %b[{"index":%d,"delta":{"content":%b},'
+    b'"logprobs":null,"finish_reason":null}]}\n\n'
+)
 
 
 def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +127,11 @@ class OpenAIDialect(Dialect):
     def encode(self, event: EventBase) -> bytes:
         if self.done:
             return b""
+        prefix = self._prefix
+        if prefix is not None and type(event) is TextDelta and event.choice in self._roles:
+            # Most chunks of a stream: written by hand, the same bytes as _delta's (which
+            # builds two dicts and a list per chunk to serialize them).
+            return _TEXT_FRAME % (event.seq, prefix, event.choice, to_json(event.text))
         if self.completion_id is None:
             self.completion_id = f"chatcmpl-{event.stream_id}"
         seq, choice = event.seq, event.choice
