@@ -7,7 +7,9 @@ backend goes through anyio: every socket read enters an anyio cancel scope
 read, and that layer costs a third of a stream's client CPU per chunk
 (``bench/README.md``). :class:`AsyncioBackend` implements httpcore2's
 ``AsyncNetworkBackend`` on an asyncio protocol instead: a read takes what
-has arrived, or waits on one future with a timer only when a timeout is set.
+has arrived, or waits on one future. A read timeout is a deadline that one
+timer per connection checks (moved only when it would fire late), not a
+timer armed and cancelled per read.
 
 :func:`http_client` gives the SDK's default client (``DefaultAsyncHttpxClient``:
 its timeouts, connection limits and redirects) on this backend; pass it as
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 READ_BUFFER = 256 * 1024
 """Bytes received and not yet read at which the socket stops being read."""
 
+_TIMER_EARLY = 0.001  # a loop's timer may fire up to a clock tick before its time
+
 _COMPACT_AT = 32  # chunks read while more wait: then the read ones are dropped from the list
 
 HOLD_WRITES = 64 * 1024
@@ -78,6 +82,12 @@ class _Protocol(asyncio.Protocol):
         self.drained: asyncio.Future[None] | None = None
         self.writing_paused = False
         self.reading_paused = False
+        # The read timeout is a deadline checked by one timer per connection,
+        # moved only when it would fire late: no timer armed and cancelled per read.
+        self.loop = asyncio.get_running_loop()
+        self.deadline = 0.0  # loop time at which the waiting reader's read times out
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, but have its methods.
@@ -101,6 +111,29 @@ class _Protocol(asyncio.Protocol):
         self.error = exc
         self._wake_reader()
         self._wake_writer()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def read_deadline(self, timeout: float) -> None:
+        """The waiting reader's read times out after ``timeout`` seconds from now."""
+        self.deadline = deadline = self.loop.time() + timeout
+        if self.timer is None or self.timer_at > deadline:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
+            self.timer_at = deadline
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        reader = self.reader
+        if reader is None or reader.done():
+            return  # no read waiting: the next one arms the timer again
+        if self.loop.time() + _TIMER_EARLY >= self.deadline:
+            reader.set_exception(TimeoutError())
+        else:  # the reader waiting now started later: its own deadline
+            self.timer = self.loop.call_at(self.deadline, self._check_deadline)
+            self.timer_at = self.deadline
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -162,9 +195,13 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
                 raise ReadError(f"the connection was lost: {protocol.error}")
             if protocol.eof:
                 return b""
-            protocol.reader = asyncio.get_running_loop().create_future()
+            protocol.reader = reader = protocol.loop.create_future()
+            if timeout is not None:
+                protocol.read_deadline(timeout)
             try:
-                await _wait(protocol.reader, timeout, ReadTimeout, "no data")
+                await reader
+            except TimeoutError:
+                raise ReadTimeout(f"no data within {timeout} s") from None
             finally:
                 protocol.reader = None
         chunks, head = protocol.chunks, protocol.head

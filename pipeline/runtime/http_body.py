@@ -1,0 +1,125 @@
+"""A streamed HTTP/1.1 response body read straight from httpcore2's h11 connection.
+
+httpx2 hands each piece of a body up through five async-generator layers
+(``Response.aiter_raw``, ``BoundAsyncStream``, ``AsyncResponseStream``,
+httpcore2's ``HTTP11ConnectionByteStream`` and its ``_receive_response_body``)
+and httpcore2 enters an exception-mapping context manager around every h11
+event. At a real token rate each chunk is its own socket read and climbs all
+of them; :func:`raw_body` reads the same h11 connection from one generator
+(the figures are in ``bench/README.md``, "Real rate").
+
+It does what those layers do, once per body instead of once per chunk: the
+same h11 events, the same exceptions (h11's protocol errors become
+httpcore2's, which httpx2's own mapping turns into ``httpx2.ReadTimeout``,
+``ReadError``, ``RemoteProtocolError``..., with the request attached), and
+the response closed at the end, which hands the connection back to the pool
+when the body was read whole and closes it otherwise (an error, a consumer
+that left).
+
+It knows only the responses it can read this way: an httpx2 response over
+httpcore2's HTTP/1.1 connection, without a ``trace`` extension or httpcore2's
+debug logging (their hooks are httpcore2's). For any other (HTTP/2, a proxy's
+tunnel, another httpx2 version) it returns ``None`` and the caller reads the
+body as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import h11
+import httpcore2
+import httpx2
+
+__all__ = ["raw_body"]
+
+try:  # private names of httpx2 and httpcore2: without them, every body takes the usual path
+    from httpcore2._async.connection_pool import PoolByteStream
+    from httpcore2._async.http11 import HTTP11ConnectionByteStream
+    from httpx2._client import BoundAsyncStream
+    from httpx2._exceptions import request_context
+    from httpx2._transports.default import AsyncResponseStream, map_httpcore_exceptions
+except ImportError:  # pragma: no cover - another httpx2 / httpcore2 layout
+    _LAYOUT_KNOWN = False
+else:
+    _LAYOUT_KNOWN = True
+
+_HTTPCORE_LOG = logging.getLogger("httpcore2.http11")
+
+
+def _connection_of(response: httpx2.Response) -> tuple[Any, httpcore2.Request] | None:
+    """httpcore2's HTTP/1.1 connection under ``response`` and its request, if it is one."""
+    if not _LAYOUT_KNOWN:  # pragma: no cover
+        return None
+    stream = response.stream
+    if type(stream) is not BoundAsyncStream:
+        return None
+    transport_stream = getattr(stream, "_stream", None)
+    if type(transport_stream) is not AsyncResponseStream:
+        return None
+    pool_stream = getattr(transport_stream, "_httpcore_stream", None)
+    if type(pool_stream) is not PoolByteStream:
+        return None
+    body = getattr(pool_stream, "_stream", None)
+    if type(body) is not HTTP11ConnectionByteStream:
+        return None
+    connection = getattr(body, "_connection", None)
+    request = getattr(body, "_request", None)
+    h11_state = getattr(connection, "_h11_state", None)
+    if not isinstance(h11_state, h11.Connection) or not isinstance(request, httpcore2.Request):
+        return None
+    if request.extensions.get("trace") is not None or _HTTPCORE_LOG.isEnabledFor(logging.DEBUG):
+        return None
+    return connection, request
+
+
+def raw_body(response: httpx2.Response) -> AsyncGenerator[bytes, None] | None:
+    """The body's bytes as ``response.aiter_raw()`` yields them; ``None`` if not readable here.
+
+    Close the generator (``contextlib.aclosing``) to close the response.
+    """
+    if response.is_stream_consumed or response.is_closed:
+        return None  # aiter_raw raises the error that says so
+    found = _connection_of(response)
+    if found is None:
+        return None
+    connection, request = found
+    timeouts = request.extensions.get("timeout") or {}
+    response.is_stream_consumed = True
+    return _read(response, connection, timeouts.get("read"))
+
+
+async def _read(
+    response: httpx2.Response, connection: Any, read_timeout: float | None
+) -> AsyncGenerator[bytes, None]:
+    """httpcore2's ``_receive_response_body`` and ``_receive_event``, under httpx2's mapping."""
+    h11_state: h11.Connection = connection._h11_state
+    next_event = h11_state.next_event
+    receive_data = h11_state.receive_data
+    read = connection._network_stream.read
+    size: int = connection.READ_NUM_BYTES
+    try:
+        with request_context(request=response.request), map_httpcore_exceptions():
+            while True:
+                try:
+                    event = next_event()
+                except h11.RemoteProtocolError as exc:  # as httpcore2 maps it
+                    raise httpcore2.RemoteProtocolError(exc) from exc
+                if event is h11.NEED_DATA:
+                    data = await read(size, read_timeout)
+                    if not data and h11_state.their_state is h11.SEND_RESPONSE:
+                        raise httpcore2.RemoteProtocolError(
+                            "Server disconnected without sending a response."
+                        )
+                    receive_data(data)
+                elif type(event) is h11.Data:
+                    chunk = bytes(event.data)
+                    if chunk:
+                        response._num_bytes_downloaded += len(chunk)
+                        yield chunk
+                elif event is h11.PAUSED or type(event) is h11.EndOfMessage:
+                    return
+    finally:
+        await response.aclose()  # the connection back to the pool, or closed
