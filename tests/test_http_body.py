@@ -196,3 +196,78 @@ async def test_a_stalled_upstream_through_the_source_is_a_timeout(server: MockSe
     assert result.status == "error" and result.error is not None
     assert result.error["kind"] == "timeout"
     assert result.choices[0].content == "one"
+
+
+def _frame(text: str) -> bytes:
+    return b"data: " + text.encode() + b"\n\n"
+
+
+def _chunk(data: bytes, size: str | None = None) -> bytes:
+    return (size or f"{len(data):x}").encode() + b"\r\n" + data + b"\r\n"
+
+
+ONE, TWO, THREE = _frame("one"), _frame("two\r\n\r\nthree"), _frame("x" * 300)
+PIECES = {
+    "whole chunks": [_chunk(ONE), _chunk(TWO), _chunk(THREE)],
+    "chunks split anywhere": [
+        *(_chunk(ONE)[:1], _chunk(ONE)[1:5], _chunk(ONE)[5:], _chunk(TWO)[:-1]),
+        *(_chunk(TWO)[-1:] + _chunk(THREE)[:3], _chunk(THREE)[3:]),
+    ],
+    "several chunks in a read": [_chunk(ONE) + _chunk(TWO), _chunk(THREE)],
+    "sizes h11 reads: upper case, leading zeros, an extension": [
+        _chunk(ONE, f"{len(ONE):X}"),
+        _chunk(TWO, f"000{len(TWO):x}"),
+        _chunk(THREE, f"{len(THREE):x};name=value"),
+    ],
+}
+
+
+async def _serve_pieces(pieces: list[bytes]) -> asyncio.Server:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        await reader.readexactly(int(head.split(b"content-length:")[1].split(b"\r\n")[0]))
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)  # each piece in a read of its own, mostly
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("case", list(PIECES))
+async def test_a_body_cut_anywhere_reads_as_httpx2_reads_it(case: str) -> None:
+    server = await _serve_pieces([*PIECES[case], b"0\r\n\r\n"])
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    bodies = []
+    try:
+        for fast in (True, False):
+            async with http_client() as http, http.stream("POST", url, json={}) as response:
+                chunks = _chunks(response, fast)
+                async with contextlib.aclosing(chunks):
+                    bodies.append(b"".join([chunk async for chunk in chunks]))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert bodies[0] == bodies[1] == ONE + TWO + THREE
+
+
+@pytest.mark.parametrize("bad", [b"1_a\r\n", b"+1a\r\n", b" 1a\r\n", b"zz\r\n"])
+async def test_a_bad_chunk_size_is_httpx2s_protocol_error(bad: bytes) -> None:
+    server = await _serve_pieces([_chunk(ONE), bad + b"x" * 26 + b"\r\n", b"0\r\n\r\n"])
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    raised = []
+    try:
+        for fast in (True, False):
+            with pytest.raises(httpx2.RemoteProtocolError) as caught:
+                async with http_client() as http, http.stream("POST", url, json={}) as r:
+                    chunks = _chunks(r, fast)
+                    async with contextlib.aclosing(chunks):
+                        async for _ in chunks:
+                            pass
+            raised.append(str(caught.value))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert raised[0] == raised[1]
