@@ -16,6 +16,14 @@ the response closed at the end, which hands the connection back to the pool
 when the body was read whole and closes it otherwise (an error, a consumer
 that left).
 
+Where it knowingly differs: a read that holds exactly one whole chunk of a
+chunked body (a size line without extension, the data, its line break) while
+h11 is between chunks, the usual case at a real rate, is cut out here and
+h11 never sees it; h11's reader and state machine cost more than the rest of
+the read. Anything else (a chunk split across reads, several in one read, an
+extension, the last chunk, a ``Content-Length`` body) goes to h11 as before,
+so h11 still parses and checks every byte it is given.
+
 It knows only the responses it can read this way: an httpx2 response over
 httpcore2's HTTP/1.1 connection, without a ``trace`` extension or httpcore2's
 debug logging (their hooks are httpcore2's). For any other (HTTP/2, a proxy's
