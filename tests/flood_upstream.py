@@ -7,6 +7,8 @@ Each chat request is answered with
 until the connection closes; it counts what it sent (``sent``: bytes the
 socket accepted, so it stops growing while the reader does not read) and
 records when the connection closed (``closed_at``, ``time.monotonic()``).
+``burst`` frames go out in one write; with ``frames``, the answer ends after
+that many (a ``stop`` frame, then ``[DONE]``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ class Flood:
 class FloodUpstream:
     """See the module docstring; ``with FloodUpstream() as up: up.base_url``."""
 
-    def __init__(self, chunk_size: int = 1024) -> None:
+    def __init__(
+        self, chunk_size: int = 1024, *, burst: int = 1, frames: int | None = None
+    ) -> None:
         text = "a" * chunk_size
         frame = {
             "id": "chatcmpl-flood",
@@ -43,7 +47,11 @@ class FloodUpstream:
             "model": "flood",
             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
         }
-        self._chunk = f"data: {json.dumps(frame)}\n\n".encode()
+        self._chunk = f"data: {json.dumps(frame)}\n\n".encode() * burst
+        self._burst = burst
+        self._frames = frames
+        frame["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        self._end = f"data: {json.dumps(frame)}\n\ndata: [DONE]\n\n".encode()
         self.requests: list[Flood] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -84,11 +92,16 @@ class FloodUpstream:
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
             )
             chunk = self._chunk
-            while True:
+            left = self._frames
+            while left is None or left > 0:
                 writer.write(chunk)
                 await writer.drain()
                 with self._lock:
                     flood.sent += len(chunk)
+                if left is not None:
+                    left -= self._burst
+            writer.write(self._end)
+            await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:

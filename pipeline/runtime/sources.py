@@ -32,7 +32,7 @@ from openai import AsyncOpenAI
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from pipeline.core.flow_control import CURRENT_FLOW
+from pipeline.core.flow_control import CURRENT_FLOW, FlowGate
 from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 from pipeline.runtime.async_bridges import _loop_for, from_async_iterable
 from pipeline.runtime.http_body import raw_body
@@ -40,7 +40,14 @@ from pipeline.runtime.http_body import raw_body
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
-__all__ = ["anthropic_messages", "chat_completions", "decode_sse", "responses", "sse_body"]
+__all__ = [
+    "TURN_MESSAGES",
+    "anthropic_messages",
+    "chat_completions",
+    "decode_sse",
+    "responses",
+    "sse_body",
+]
 
 _clock = time.monotonic
 """Arrival times: not ``loop.time()``, which uvloop caches per loop turn in milliseconds."""
@@ -147,19 +154,34 @@ def _body_chunks(response: Any) -> AsyncGenerator[bytes, None]:
     return chunks
 
 
-_FIRST_MESSAGES = 32
-"""Messages at the start of a body handed on one loop turn apart (see ``_from_request``)."""
+TURN_MESSAGES = 8
+"""Messages a source hands on between two loop turns at most (see ``_from_request``)."""
 
 
-async def _relay_with_turns(
-    messages: list[SSEMessage], on_next: Callable[[SSEMessage], None]
-) -> None:
-    """Hand on ``messages`` with a loop turn between two (none after the last)."""
-    last = len(messages) - 1
-    for i, message in enumerate(messages):
+async def _relay_in_turns(
+    messages: list[SSEMessage],
+    on_next: Callable[[SSEMessage], None],
+    room: int,
+    allowance: int,
+    gate: FlowGate | None,
+) -> tuple[int, int]:
+    """Hand on ``messages``, letting the loop turn each time ``room`` is used up.
+
+    The room is then refilled with twice the last ``allowance`` (at most
+    :data:`TURN_MESSAGES`); a held ``gate`` is waited for instead of the
+    turn, as between two reads. Returns the room and the allowance left.
+    """
+    for message in messages:
         on_next(message)
-        if i < last:
-            await asyncio.sleep(0)
+        room -= 1
+        if room == 0:
+            allowance = min(2 * allowance, TURN_MESSAGES)
+            room = allowance
+            if gate is not None and gate.held:
+                await gate.wait_open()
+            else:
+                await asyncio.sleep(0)
+    return room, allowance
 
 
 class _CancelTask(abc.DisposableBase):
@@ -181,12 +203,18 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
     no async generator between the HTTP body and the observer (this runs for
     every chunk): disposing cancels the task, which closes the response.
 
-    The first :data:`_FIRST_MESSAGES` messages are handed on one loop turn
-    apart. A read often holds several (the role chunk with the first tokens,
-    or a burst from a fast upstream); handed on in one go, the first token
-    would wait until all of them had gone through the operators and the
-    sinks, while a turn after each lets the consumers (the SSE responder)
-    send it first. Later reads are handed on in one go, which is cheaper.
+    One rule shares the event loop: at most ``allowance`` messages are
+    handed on between two loop turns. The first message goes on alone, then
+    the allowance doubles with each turn up to :data:`TURN_MESSAGES`. The
+    chunks of a body often hold several messages, and a fast upstream's
+    arrive hundreds at a time (what one socket read took, iterated without
+    a wait): handed on in one go, the first token would wait until all of
+    them had gone through the operators and the sinks, and every other
+    stream on the loop would wait too. A turn lets the consumers (the SSE
+    responder) send what is ready and the other streams run. The turn is
+    taken after the message that uses up the allowance, before the next
+    read: at a real token rate, where each read waits anyway, no message
+    waits for it, and a chunk of one message costs one comparison.
 
     Between two reads, the task waits while the stream's flow gate is held
     (:mod:`pipeline.core.flow_control`, read at subscription): a reader
@@ -212,17 +240,18 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
                         decoder = SSEDecoder()
                         decode = decoder.decode
                         t = 0.0
-                        first = _FIRST_MESSAGES
+                        room = allowance = 1  # messages before the next loop turn
                         async for chunk in chunks:
                             t = _clock() - start
                             messages = decode(chunk, t)
-                            if first > 0 and messages:
-                                first -= len(messages)
-                                if len(messages) > 1:  # one message: nothing to wait for
-                                    await _relay_with_turns(messages, on_next)
-                                    continue
-                            for message in messages:
-                                on_next(message)
+                            if len(messages) < room:
+                                room -= len(messages)
+                                for message in messages:
+                                    on_next(message)
+                            else:
+                                room, allowance = await _relay_in_turns(
+                                    messages, on_next, room, allowance, gate
+                                )
                             if gate is not None and gate.held:  # a reader is behind: wait
                                 await gate.wait_open()
                         for message in decoder.flush(t):
