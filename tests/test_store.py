@@ -278,12 +278,12 @@ async def test_final_update_is_written_once_and_after_the_streams_events(
         self: BatchWriter,
         conn: Any,
         opens: list[StreamOpen],
-        events: list[tuple[int, str, Event]],
+        events: list[tuple[int, str, Event, Any]],
         closes: list[StreamClose],
     ) -> None:
         await original(self, conn, opens, events, closes)
         writes.extend(("open", o.stream_id, -1) for o in opens)
-        writes.extend(("event", sid, e.seq) for _, sid, e in events)
+        writes.extend(("event", sid, e.seq) for _, sid, e, _ in events)
         writes.extend(("final", c.stream_id, -1) for c in closes)
 
     monkeypatch.setattr(BatchWriter, "_execute", recording)

@@ -19,6 +19,20 @@ its transaction has committed; a retried batch is written again and the
 ``ON CONFLICT`` clauses make that harmless, so nothing is lost and nothing is
 stored twice.
 
+A database that is up but behind (a flood of events: a stream whose reader
+or upstream is much faster than the others) is caught up in two ways. A batch
+takes a quarter of the backlog, between ``batch_size`` and
+``batch_size * max_batch_factor`` events, so a long queue is written in
+fewer, larger transactions. And once the backlog passes half of
+``max_buffer``, a stream that puts an event while it has more than its fair
+share queued (the backlog divided among the streams with events queued)
+holds its flow gate (:class:`pipeline.core.flow_control.FlowGate`, given
+with :class:`StreamShare`): its source stops reading its upstream until the
+backlog is down to a quarter of ``max_buffer``. A flood slows itself, the
+others go on, and nothing is dropped while the database keeps up at all.
+While writes fail (below) nobody is held, and those held are released: a
+database outage must not stall the streams.
+
 Failures. An error that may pass (SQLite ``database is locked``, a lock or
 statement timeout, a dropped connection, a server restarting: see
 :func:`is_retryable`) is retried with exponential backoff, capped at
@@ -56,6 +70,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.core.events import Event, EventBase, Finished, dump_event
+from pipeline.core.flow_control import FlowGate
 from pipeline.core.result import Accumulator, Result
 from sinks._drain_writer import DrainWriter, DropHook, RetrySettings
 from sinks.store.tables import Status, events_table, streams_table
@@ -68,6 +83,7 @@ __all__ = [
     "StoreSettings",
     "StreamClose",
     "StreamOpen",
+    "StreamShare",
     "event_row",
     "final_values",
     "is_retryable",
@@ -90,6 +106,9 @@ class StoreSettings(RetrySettings):
     max_buffer: int = Field(
         default=50_000, ge=1, description="events held in memory; more are dropped"
     )
+    max_batch_factor: int = Field(
+        default=4, ge=1, description="a batch grows with the backlog up to this many batch_size"
+    )
     retry_max: float = Field(default=5.0, gt=0, description="cap of the exponential backoff")
     lock_timeout: float = Field(
         default=5.0, gt=0, description="seconds a write waits for a lock (SQLite busy timeout, PG)"
@@ -101,6 +120,20 @@ class StoreSettings(RetrySettings):
         default_factory=socket.gethostname,
         description="who writes: open() marks this owner's running streams interrupted",
     )
+
+
+class StreamShare:
+    """One stream's events in the writer's queue, and its flow gate (see the module).
+
+    The store's sink makes one per stream and passes it with each event.
+    """
+
+    __slots__ = ("gate", "holding", "queued")
+
+    def __init__(self, gate: FlowGate | None = None) -> None:
+        self.gate = gate
+        self.queued = 0  # events of this stream in the queue
+        self.holding = False  # whether the writer holds the gate
 
 
 @dataclass(slots=True)
@@ -238,9 +271,13 @@ def is_retryable(error: BaseException) -> bool:
     return False
 
 
+_Queued = tuple[int, str, Event, StreamShare | None]
+"""A queued event: its number, its stream, the event, the stream's share."""
+
+
 @dataclass(slots=True)
 class _Batch:
-    events: list[tuple[int, str, Event]]
+    events: list[_Queued]
     opens: list[StreamOpen]
     closes: list[StreamClose]
     controls: int
@@ -273,7 +310,13 @@ class BatchWriter(DrainWriter[_Batch]):
         self._on_retry = on_retry
         self._on_available = on_available
         self._precheck = precheck
-        self._events: deque[tuple[int, str, Event]] = deque()
+        self._events: deque[_Queued] = deque()
+        self._active = 0  # streams with events queued
+        self._holding: list[StreamShare] = []  # the streams whose gate the writer holds
+        self._hold_at = max(settings.max_buffer // 2, 1)
+        self._release_at = settings.max_buffer // 4
+        self._writing = True  # False from a failed write until one succeeds
+        self.holds = 0
         self._controls: deque[StreamOpen | StreamClose] = deque()
         dialect = engine.dialect.name
         self._insert_streams = _insert(dialect, streams_table).on_conflict_do_nothing(
@@ -316,9 +359,19 @@ class BatchWriter(DrainWriter[_Batch]):
         """Events waiting in memory."""
         return len(self._events)
 
-    def put_event(self, stream_id: str, event: Event) -> bool:
-        """Queue an event; ``False`` if it was dropped (buffer full or writer closed)."""
-        if self._closed or len(self._events) >= self._settings.max_buffer:
+    @property
+    def holding(self) -> int:
+        """Streams whose flow gate the writer holds now (it is behind)."""
+        return len(self._holding)
+
+    def put_event(self, stream_id: str, event: Event, share: StreamShare | None = None) -> bool:
+        """Queue an event; ``False`` if it was dropped (buffer full or writer closed).
+
+        With ``share`` (the stream's), a stream over its fair share of a long
+        backlog holds its flow gate (see the module).
+        """
+        events = self._events
+        if self._closed or len(events) >= self._settings.max_buffer:
             self._drop(
                 "transcript store buffer full (%d events, the database is slow or down): "
                 "dropping events, starting with seq %d of stream %s; %d dropped so far",
@@ -328,10 +381,39 @@ class BatchWriter(DrainWriter[_Batch]):
                 self.dropped + 1,
             )
             return False
-        self._events.append((self._accept(), stream_id, event))
-        if len(self._events) >= self._settings.batch_size:
+        events.append((self._accept(), stream_id, event, share))
+        if share is not None:
+            share.queued += 1
+            if share.queued == 1:
+                self._active += 1
+            elif len(events) >= self._hold_at and share.queued * self._active >= len(events):
+                self._hold(share)
+        if len(events) >= self._settings.batch_size:
             self._wakeup.set()
         return True
+
+    def _hold(self, share: StreamShare) -> None:
+        """Hold the gate of a stream over its share of the backlog, while writes succeed."""
+        if share.holding or share.gate is None or not self._writing or self._closed:
+            return
+        if not self._holding:
+            log.info(
+                "the transcript store is behind (%d events queued): holding the streams "
+                "with the most events queued until it catches up",
+                len(self._events),
+            )
+        share.holding = True
+        share.gate.hold()
+        self._holding.append(share)
+        self.holds += 1
+
+    def _release(self) -> None:
+        """Release every gate the writer holds."""
+        holding, self._holding = self._holding, []
+        for share in holding:
+            share.holding = False
+            if share.gate is not None:
+                share.gate.release()
 
     def put_control(self, record: StreamOpen | StreamClose) -> None:
         """Queue a stream row or a final update: never dropped while the writer runs."""
@@ -348,9 +430,16 @@ class BatchWriter(DrainWriter[_Batch]):
 
     def pending_events(self, stream_id: str) -> list[Event]:
         """The events of ``stream_id`` still in memory, oldest first."""
-        return [event for _, sid, event in self._events if sid == stream_id]
+        return [event for _, sid, event, _ in self._events if sid == stream_id]
 
     # -- the drain (see sinks._drain_writer) -------------------------------------
+
+    async def close(self, grace: float) -> None:
+        """Flush (for at most ``grace`` seconds), stop the task, release every gate held."""
+        try:
+            await super().close(grace)
+        finally:
+            self._release()
 
     def _lost(self, grace: float) -> None:
         log.error(
@@ -368,8 +457,12 @@ class BatchWriter(DrainWriter[_Batch]):
         return is_retryable(error)
 
     def _take(self) -> _Batch:
-        size = self._settings.batch_size
-        events = [self._events[i] for i in range(min(size, len(self._events)))]
+        settings = self._settings
+        backlog = len(self._events)
+        size = max(
+            settings.batch_size, min(backlog // 4, settings.batch_size * settings.max_batch_factor)
+        )
+        events = [self._events[i] for i in range(min(size, backlog))]
         # Control records up to the first event left out belong to this batch.
         more = len(self._events) > len(events)
         boundary = self._events[len(events)][0] - 1 if more else self._accepted
@@ -385,6 +478,9 @@ class BatchWriter(DrainWriter[_Batch]):
         return _Batch(events, opens, closes, len(opens) + len(closes), boundary)
 
     def _retrying(self, error: Exception, attempt: int, batch: _Batch) -> None:
+        self._writing = False
+        if self._holding:  # the database is down, not behind: hold nobody
+            self._release()
         if attempt == 1 and self._on_available is not None:
             self._on_available(False)
         if attempt == 1 or attempt & (attempt - 1) == 0:  # the 1st, 2nd, 4th, 8th... time
@@ -403,14 +499,22 @@ class BatchWriter(DrainWriter[_Batch]):
                 log.exception("the store's on_retry hook failed")
 
     def _written(self, retries: int) -> None:
+        self._writing = True
         if retries and self._on_available is not None:
             self._on_available(True)
         if retries:
             log.warning("the transcript store writes again after %d retries", retries)
 
     def _commit(self, batch: _Batch) -> int:
+        popleft = self._events.popleft
         for _ in range(len(batch.events)):
-            self._events.popleft()
+            share = popleft()[3]
+            if share is not None:
+                share.queued -= 1
+                if share.queued == 0:
+                    self._active -= 1
+        if self._holding and len(self._events) <= self._release_at:
+            self._release()
         for _ in range(batch.controls):
             self._controls.popleft()
         if self._overflowing and len(self._events) < self._settings.max_buffer:
@@ -459,14 +563,14 @@ class BatchWriter(DrainWriter[_Batch]):
         self,
         conn: AsyncConnection,
         opens: list[StreamOpen],
-        events: list[tuple[int, str, Event]],
+        events: list[_Queued],
         closes: list[StreamClose],
     ) -> None:
         owner = self._settings.owner
         if opens:
             await conn.execute(self._insert_streams, [record.row(owner) for record in opens])
         if events:
-            rows = [event_row(stream_id, event) for _, stream_id, event in events]
+            rows = [event_row(stream_id, event) for _, stream_id, event, _ in events]
             await conn.exec_driver_sql(self._insert_events_sql, rows)
         if closes:
             await conn.execute(self._upsert_final, [record.row(owner) for record in closes])
@@ -474,7 +578,7 @@ class BatchWriter(DrainWriter[_Batch]):
 
 def _singles(
     batch: _Batch,
-) -> Iterator[tuple[list[StreamOpen], list[tuple[int, str, Event]], list[StreamClose]]]:
+) -> Iterator[tuple[list[StreamOpen], list[_Queued], list[StreamClose]]]:
     for record in batch.opens:
         yield [record], [], []
     for item in batch.events:

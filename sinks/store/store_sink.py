@@ -9,7 +9,9 @@ final update, exactly once. If the stream fails without a terminal event
 if the store closes first, ``interrupted``.
 
 The accumulator sees every event, so the final message is whole even when
-the buffer overflowed and some events were not stored.
+the buffer overflowed and some events were not stored. With the stream's
+flow gate (``flow``), the writer holds it while this stream has more than
+its share of a long backlog queued (:mod:`sinks.store.batch_writer`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from typing import Any
 from reactivex import abc
 
 from pipeline.core.events import Event, EventBase, is_terminal
+from pipeline.core.flow_control import FlowGate
 from pipeline.core.ids import new_stream_id
 from pipeline.core.redaction import redact_value
 from pipeline.core.result import Accumulator
-from sinks.store.batch_writer import BatchWriter, StreamClose, StreamOpen, now
+from sinks.store.batch_writer import BatchWriter, StreamClose, StreamOpen, StreamShare, now
 from sinks.store.tables import Status
 
 __all__ = ["TranscriptSink", "scrub_request"]
@@ -57,8 +60,10 @@ class TranscriptSink(abc.ObserverBase[Event]):
         request: dict[str, Any] | None = None,
         *,
         on_done: Callable[[TranscriptSink], None] | None = None,
+        flow: FlowGate | None = None,
     ) -> None:
         self._writer = writer
+        self._share = StreamShare(flow)
         self._request = request
         self._on_done = on_done
         self._accumulator = Accumulator()
@@ -87,7 +92,7 @@ class TranscriptSink(abc.ObserverBase[Event]):
                 stream_id = self._begin(value)
             self._accumulator.add(value)
             self._last_t = value.t
-            self._writer.put_event(stream_id, value)
+            self._writer.put_event(stream_id, value, self._share)
             if is_terminal(value):
                 self._finish(_status_of(value), terminal=value)
         except Exception:  # never break the stream; the store's own bug is logged

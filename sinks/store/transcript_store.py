@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from pipeline.core.backoff import retry_within
+from pipeline.core.flow_control import FlowGate
 from pipeline.core.recording import Recording
 from pipeline.core.result import Accumulator
 from pipeline.runtime.multicast import StreamRun
@@ -310,14 +311,22 @@ class Store:
         ``request`` (model, messages, tools, parameters) is stored with the
         stream, scrubbed of credentials (:func:`sinks.store.store_sink.scrub_request`).
         """
-        sink = self.sink(request)
+        sink = self.sink(request, flow=run.flow)
         sink.subscription = run.subscribe(sink)
         return sink
 
-    def sink(self, request: Mapping[str, Any] | None = None) -> TranscriptSink:
-        """A sink for one stream, to subscribe to any observable of events yourself."""
+    def sink(
+        self, request: Mapping[str, Any] | None = None, *, flow: FlowGate | None = None
+    ) -> TranscriptSink:
+        """A sink for one stream, to subscribe to any observable of events yourself.
+
+        With ``flow`` (the stream's flow gate), a stream that floods a store
+        that is behind is held until the store catches up (:mod:`sinks.store.batch_writer`).
+        """
         writer = self._require_writer()
-        sink = TranscriptSink(writer, scrub_request(request), on_done=self._sinks.discard)
+        sink = TranscriptSink(
+            writer, scrub_request(request), on_done=self._sinks.discard, flow=flow
+        )
         self._sinks.add(sink)
         return sink
 
