@@ -19,6 +19,7 @@ from pipeline.core.events import (
     TextDelta,
     ToolCallDelta,
 )
+from pipeline.core.flow_control import TURN_MESSAGES
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import ResumeGapError, StreamHub, StreamNotFoundError
 
@@ -215,3 +216,29 @@ def test_register_checks() -> None:
     with pytest.raises(ValueError):
         StreamHub(replay_size=0)
     assert hub.get("missing") is None
+
+
+async def test_a_long_replay_lets_the_loop_turn_every_few_events() -> None:
+    # A resume replayed thousands of buffered events in one loop step: every other
+    # stream waited for all of them. Loop turns are counted between the events read.
+    hub = StreamHub()
+    _, source = driven(hub, replay_size=5_000)
+    events = make_events(3_000)
+    for event in events:
+        source.on_next(event)
+    seen: list[Event | None] = []  # an event, or None for a turn of the other task
+    done = False
+
+    async def other_task() -> None:
+        while not done:
+            seen.append(None)
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    async for event in hub.events("s"):
+        seen.append(event)
+    done = True
+    await other
+    assert [item for item in seen if item is not None] == events
+    runs = "".join("e" if item is not None else " " for item in seen).split()
+    assert max(len(run) for run in runs) <= TURN_MESSAGES

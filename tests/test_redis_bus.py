@@ -18,6 +18,7 @@ import pytest
 from reactivex.subject import Subject
 
 from pipeline.core.events import Cancelled, Event, Finished, Started, TextDelta
+from pipeline.core.flow_control import TURN_MESSAGES
 from pipeline.runtime.multicast import StreamRun
 from sinks.redis_bus import (
     BusGapError,
@@ -315,3 +316,32 @@ async def test_open_readers_and_tasks_are_released(redis_server: RedisServer) ->
     await bus.close()
     names = {task.get_name() for task in asyncio.all_tasks()}
     assert not {n for n in names if n.startswith("rxllm-redis")}
+
+
+async def test_catching_up_on_a_long_stream_lets_the_loop_turn_every_few_events(
+    bus: RedisBus,
+) -> None:
+    # A reader catching up got hundreds of entries per read and yielded them in one loop
+    # step. Loop turns of another task are counted between the events read.
+    live = Live(bus)
+    events = make_events(live.stream_id, 2_000)
+    live.push(events)
+    await bus.publisher.flush()
+    seen: list[Event | None] = []  # an event, or None for a turn of the other task
+    done = asyncio.Event()
+
+    async def other_task() -> None:
+        while not done.is_set():
+            seen.append(None)
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    reader = await bus.events(live.stream_id)
+    async with asyncio.timeout(10):
+        async for event in reader:
+            seen.append(event)
+    done.set()
+    await other
+    assert [item for item in seen if item is not None] == events
+    runs = "".join("e" if item is not None else " " for item in seen).split()
+    assert max(len(run) for run in runs) <= TURN_MESSAGES

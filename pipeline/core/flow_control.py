@@ -17,6 +17,11 @@ readers' buffers coalesce instead (:class:`pipeline.runtime.async_bridges.Buffer
 
 The gate belongs to one event loop at a time (the waiting future is made
 on the loop that waits); it costs nothing until somebody waits.
+
+The other half of sharing the loop is :data:`TURN_MESSAGES`: a task that has
+many items at hand (a fast upstream's socket read, a replay) hands on at most
+that many before it lets the loop turn, so one busy stream cannot keep every
+other one waiting for a whole burst.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from __future__ import annotations
 import asyncio
 from contextvars import ContextVar
 
-__all__ = ["CURRENT_FLOW", "FlowGate"]
+__all__ = ["CURRENT_FLOW", "TURN_MESSAGES", "FlowGate"]
+
+TURN_MESSAGES = 8
+"""Items a task with many at hand hands on between two loop turns, at most.
+
+Small enough that a loop turn stays short with dozens of flooding streams,
+large enough that the turn (a task step) is a small part of the work.
+"""
 
 
 class FlowGate:

@@ -32,7 +32,7 @@ from openai import AsyncOpenAI
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from pipeline.core.flow_control import CURRENT_FLOW, FlowGate
+from pipeline.core.flow_control import CURRENT_FLOW, TURN_MESSAGES, FlowGate
 from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 from pipeline.runtime.async_bridges import _loop_for, from_async_iterable
 from pipeline.runtime.http_body import raw_body
@@ -152,10 +152,6 @@ def _body_chunks(response: Any) -> AsyncGenerator[bytes, None]:
         return raw_body(http) or http.aiter_raw()
     chunks: AsyncGenerator[bytes, None] = response.iter_bytes()  # an async generator
     return chunks
-
-
-TURN_MESSAGES = 8
-"""Messages a source hands on between two loop turns at most (see ``_from_request``)."""
 
 
 async def _relay_in_turns(

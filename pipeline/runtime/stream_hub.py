@@ -18,7 +18,9 @@ Example::
 How no event is lost or repeated: :meth:`StreamHub.events` attaches a live
 reader first, then copies the replay buffer, in the same synchronous step;
 it yields the copy's events after ``after``, then the live events, skipping
-any whose ``seq`` is not above the last one yielded.
+any whose ``seq`` is not above the last one yielded. A long replay lets the
+loop turn every :data:`pipeline.core.flow_control.TURN_MESSAGES` events, so a
+resume of thousands of events does not hold the other streams up.
 
 The replay buffer keeps each event as its JSON (bytes) beside its ``seq``,
 not as the event object: a text delta is several times smaller that way
@@ -43,6 +45,7 @@ Errors (subclasses of :class:`pipeline.core.errors.RxllmError`)::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -54,6 +57,7 @@ from reactivex import Observer, abc
 
 from pipeline.core.errors import RxllmError
 from pipeline.core.events import Event, event_json, is_terminal, load_event
+from pipeline.core.flow_control import TURN_MESSAGES
 from pipeline.runtime.async_bridges import BufferedObserver, Consumer
 from pipeline.runtime.multicast import StreamRun
 
@@ -310,6 +314,7 @@ class _Reader(AsyncIterator[Event]):
         self._live_items = live.__aiter__() if live is not None else None
         self._subscription = subscription
         self._last = after
+        self._replayed = 0
         self._ended = False
         self._consumer: Consumer | None = None
 
@@ -320,6 +325,9 @@ class _Reader(AsyncIterator[Event]):
         try:
             if self._replay is not None:
                 for seq, data in self._replay:
+                    self._replayed += 1
+                    if self._replayed % TURN_MESSAGES == 0:  # a long replay lets others run
+                        await asyncio.sleep(0)
                     if seq > self._last:
                         self._last = seq
                         return load_event(data) if isinstance(data, bytes) else data

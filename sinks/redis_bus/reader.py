@@ -18,11 +18,14 @@ stays unreachable for ``reconnect_timeout`` seconds (shorter outages are
 retried with backoff).
 
 Each open iterator holds one Redis connection while it blocks; close it
-(``aclose``) or read it to its end.
+(``aclose``) or read it to its end. A read of many entries lets the loop turn
+every :data:`pipeline.core.flow_control.TURN_MESSAGES` events, so catching up
+on a long stream does not hold the other streams up.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -30,6 +33,7 @@ from redis.asyncio import Redis
 
 from pipeline.core.backoff import retry_within
 from pipeline.core.events import Event, is_terminal, load_event
+from pipeline.core.flow_control import TURN_MESSAGES
 from sinks.redis_bus.bus_errors import BusGapError, BusStreamNotFoundError, BusUnavailableError
 from sinks.redis_bus.publisher import RETRYABLE
 from sinks.redis_bus.settings import BusSettings, id_before
@@ -102,7 +106,7 @@ async def _follow(
         return await client.exists(key, owner_key)
 
     while True:
-        for event in events:
+        for i, event in enumerate(events, 1):
             if event.seq < expected:
                 continue
             if event.seq > expected:
@@ -111,6 +115,8 @@ async def _follow(
             expected += 1
             if is_terminal(event):
                 return
+            if i % TURN_MESSAGES == 0:  # a long read lets the other streams run
+                await asyncio.sleep(0)
         start = id_before(expected)
 
         async def xread(start: str = start) -> Any:
