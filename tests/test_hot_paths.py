@@ -203,3 +203,27 @@ def test_event_json_is_model_dump_json() -> None:
     for event in events:
         assert dump_event(event) == event.model_dump_json()
         assert event_json(event) == event.model_dump_json().encode()
+
+
+def test_event_json_keeps_only_the_last_objects_json() -> None:
+    # The sinks of one emit share one serialization (pipeline.core.events.event_json):
+    # asked again for the same object, the same bytes; for any other object, its own.
+    from pydantic_core import PydanticSerializationError
+
+    from pipeline.core.events import event_json
+
+    a = TextDelta(stream_id="s", seq=1, t=0.5, text="a")
+    twin = TextDelta(stream_id="s", seq=1, t=0.5, text="a")  # equal, another object
+    other = TextDelta(stream_id="s", seq=2, t=0.5, text="b")
+    first = event_json(a)
+    assert first == a.model_dump_json().encode()
+    assert event_json(a) is first  # kept: not serialized again
+    assert event_json(twin) == first and event_json(twin) is not first
+    assert event_json(other) == other.model_dump_json().encode()
+    assert event_json(a) == first  # after another event: made again, the same bytes
+    bad = ToolCallDelta(stream_id="s", seq=3, index=0, arguments="", partial=object())
+    with pytest.raises(PydanticSerializationError):
+        event_json(bad)
+    assert event_json(a) == first  # a failed serialization keeps nothing
+    with pytest.raises(PydanticSerializationError):
+        event_json(bad)  # and is not taken for the last good one

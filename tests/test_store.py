@@ -44,9 +44,10 @@ from pipeline.core.events import (
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.sources import sse_body
 from pipeline.runtime.standard_chain import llm_stream
+from pipeline.runtime.stream_hub import StreamHub
 from sinks.store import Store, StoreSettings, scrub_request
 from sinks.store import migrations as store_migrations
-from sinks.store.batch_writer import BatchWriter, StreamClose, StreamOpen
+from sinks.store.batch_writer import BatchWriter, EventRow, StreamClose, StreamOpen
 from sinks.store.tables import events_table, metadata, streams_table
 from tests.fixtures import TEXT_STREAM
 
@@ -268,6 +269,64 @@ async def test_the_same_events_written_twice_are_stored_once(store: Store) -> No
     assert [s.id for s in listed] == ["dup"]
 
 
+async def test_an_event_that_is_not_json_costs_only_itself(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A row is made when the event is put: an event a custom operator filled with a
+    # value that is not JSON is counted and logged there, and the rest is stored.
+    sink = store.sink()
+    events: list[Event] = [
+        Started(stream_id="odd", seq=0),
+        ToolCallStarted(stream_id="odd", seq=1, index=0, id="c1", name="f"),
+        ToolCallDelta(stream_id="odd", seq=2, index=0, arguments="{}", partial=object()),
+        TextDelta(stream_id="odd", seq=3, text="a"),
+        Finished(stream_id="odd", seq=4),
+    ]
+    for event in events:
+        sink.on_next(event)
+    await store.flush()
+    assert await stored_rows(store, "odd") == [
+        (0, "started"),
+        (1, "tool_call.started"),
+        (3, "text"),
+        (4, "finished"),
+    ]
+    assert store.failed == 1 and "event 2 of stream odd is not JSON" in caplog.text
+    transcript = await store.get("odd")
+    assert transcript is not None and transcript.status == "finished"
+
+
+async def test_stored_json_is_the_events_own_beside_the_hub(store: Store) -> None:
+    # The hub serializes each event first; the store's row takes that JSON
+    # (pipeline.core.events.event_json keeps the last one): byte for byte dump_event's.
+    hub = StreamHub()
+    events = llm_stream(sse_body(TEXT_STREAM), stream_id="both")
+    run = StreamRun(events, stream_id="both", errors_mapped=True)
+    hub.register(run)
+    store.attach(run)
+    seen: list[EventBase] = []
+    run.subscribe(seen.append)
+    run.start()
+    await run.wait()
+    await store.flush()
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(events_table.c.data)
+            .where(events_table.c.stream_id == "both")
+            .order_by(events_table.c.seq)
+        )
+        stored = [r[0] for r in rows]
+    async with store.engine.connect() as conn:
+        data = "data::text" if store.engine.dialect.name == "postgresql" else "data"
+        raw = await conn.exec_driver_sql(
+            f"SELECT {data} FROM rxllm_events WHERE stream_id = 'both' ORDER BY seq"
+        )
+        texts = [r[0] for r in raw]
+    assert texts == [e.model_dump_json() for e in seen]
+    assert stored == [e.model_dump(mode="json") for e in seen]
+    assert hub.snapshot("both") == seen
+
+
 async def test_final_update_is_written_once_and_after_the_streams_events(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,12 +337,12 @@ async def test_final_update_is_written_once_and_after_the_streams_events(
         self: BatchWriter,
         conn: Any,
         opens: list[StreamOpen],
-        events: list[tuple[int, str, Event, Any]],
+        events: list[tuple[int, EventRow, Any]],
         closes: list[StreamClose],
     ) -> None:
         await original(self, conn, opens, events, closes)
         writes.extend(("open", o.stream_id, -1) for o in opens)
-        writes.extend(("event", sid, e.seq) for _, sid, e, _ in events)
+        writes.extend(("event", row[0], row[1]) for _, row, _ in events)
         writes.extend(("final", c.stream_id, -1) for c in closes)
 
     monkeypatch.setattr(BatchWriter, "_execute", recording)
@@ -368,6 +427,7 @@ import asyncio, os, sys
 from reactivex.subject import Subject
 from pipeline.core.events import Started, TextDelta
 from pipeline.runtime.multicast import StreamRun
+from pipeline.runtime.stream_hub import StreamHub
 from sinks.store import Store, StoreSettings
 
 async def main(url):

@@ -382,10 +382,26 @@ def is_terminal(event: EventBase) -> bool:
     return terminal
 
 
+# The last event serialized and its JSON: the sinks of one emit (the hub's replay
+# buffer, the store, the Redis bus) ask for the same event in turn, so it is made once.
+# One tuple, replaced whole: a reader never sees one event's object with another's JSON.
+_last_json: tuple[EventBase | None, bytes] = (None, b"")
+
+
 def event_json(event: EventBase) -> bytes:
     """An event as one line of JSON bytes (its ``type`` included): ``model_dump_json``'s
-    output, through the model's serializer directly (half the cost, on every event)."""
-    return event.__pydantic_serializer__.to_json(event)
+    output, through the model's serializer directly (half the cost, on every event).
+
+    The last event's JSON is kept: asked again for the same (frozen) event
+    object, it is returned without serializing again.
+    """
+    global _last_json
+    last = _last_json
+    if last[0] is event:
+        return last[1]
+    data = event.__pydantic_serializer__.to_json(event)
+    _last_json = (event, data)
+    return data
 
 
 def dump_event(event: EventBase) -> str:

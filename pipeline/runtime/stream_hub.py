@@ -50,10 +50,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from itertools import islice
-from typing import Any
 
 from pydantic_core import PydanticSerializationError
-from reactivex import Observer, abc
+from reactivex import abc
 
 from pipeline.core.errors import RxllmError
 from pipeline.core.events import Event, event_json, is_terminal, load_event
@@ -107,6 +106,40 @@ class _Entry:
         self.buffer: deque[tuple[int, bytes | Event]] = deque(maxlen=replay_size)
         self.dropped: int | None = None  # seq of the last event pushed out of the buffer
         self.finished_at: float | None = None
+
+
+class _Replay(abc.ObserverBase[Event]):
+    """The hub's sink on one stream: each event's JSON into its replay buffer.
+
+    A plain observer, called straight from :meth:`StreamRun._emit` for every
+    event (reactivex's ``Observer`` would add two calls per event; the run
+    already ends each sink once).
+    """
+
+    __slots__ = ("_entry", "_hub", "_sid")
+
+    def __init__(self, hub: StreamHub, sid: str, entry: _Entry) -> None:
+        self._hub = hub
+        self._sid = sid
+        self._entry = entry
+
+    def on_next(self, value: Event) -> None:
+        buffer = self._entry.buffer
+        if len(buffer) == buffer.maxlen:
+            self._entry.dropped = buffer[0][0]
+        try:
+            data: bytes | Event = event_json(value)
+        except PydanticSerializationError:  # a custom operator's non-JSON value
+            data = value
+        buffer.append((value.seq, data))
+        if is_terminal(value):
+            self._hub._mark_finished(self._sid, self._entry)
+
+    def on_error(self, error: Exception) -> None:
+        self._hub._mark_finished(self._sid, self._entry)
+
+    def on_completed(self) -> None:
+        self._hub._mark_finished(self._sid, self._entry)
 
 
 class StreamHub:
@@ -164,23 +197,7 @@ class StreamHub:
             raise ValueError(f"replay_size must be >= 1, got {size!r}")
         entry = _Entry(run, size)
         self._entries[sid] = entry
-
-        def on_next(event: Event) -> None:
-            buffer = entry.buffer
-            if len(buffer) == buffer.maxlen:
-                entry.dropped = buffer[0][0]
-            try:
-                data: bytes | Event = event_json(event)
-            except PydanticSerializationError:  # a custom operator's non-JSON value
-                data = event
-            buffer.append((event.seq, data))
-            if is_terminal(event):
-                self._mark_finished(sid, entry)
-
-        def on_done(*_: Any) -> None:
-            self._mark_finished(sid, entry)
-
-        run.subscribe(Observer(on_next, on_done, on_done))
+        run.subscribe(_Replay(self, sid, entry))
         return sid
 
     def get(self, stream_id: str) -> StreamRun | None:

@@ -64,12 +64,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
+from pydantic_core import PydanticSerializationError
 from sqlalchemy import Table, func
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline.core.events import Event, EventBase, Finished, dump_event
+from pipeline.core.events import Event, EventBase, Finished, dump_event, load_event
 from pipeline.core.flow_control import FlowGate
 from pipeline.core.result import Accumulator, Result
 from sinks._drain_writer import DrainWriter, DropHook, RetrySettings
@@ -79,6 +80,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "BatchWriter",
     "DropHook",
+    "EventRow",
     "RetryHook",
     "StoreSettings",
     "StreamClose",
@@ -221,7 +223,11 @@ def final_values(
     }
 
 
-def event_row(stream_id: str, event: Event) -> tuple[str, int, float, str, str]:
+EventRow = tuple[str, int, float, str, str]
+"""An event's row in :data:`EVENT_COLUMNS` order."""
+
+
+def event_row(stream_id: str, event: Event) -> EventRow:
     """An event's row, in :data:`EVENT_COLUMNS` order: its place, its kind and its JSON."""
     return (stream_id, event.seq, event.t, event.type, dump_event(event))
 
@@ -271,8 +277,13 @@ def is_retryable(error: BaseException) -> bool:
     return False
 
 
-_Queued = tuple[int, str, Event, StreamShare | None]
-"""A queued event: its number, its stream, the event, the stream's share."""
+_Queued = tuple[int, EventRow, StreamShare | None]
+"""A queued event: its number, its row, the stream's share.
+
+The row is made when the event is put (its JSON is the hub's, made in the same
+emit: :func:`pipeline.core.events.event_json` keeps it): the event itself is not
+held until the flush, and a row of plain values is no work for the garbage collector.
+"""
 
 
 @dataclass(slots=True)
@@ -365,7 +376,8 @@ class BatchWriter(DrainWriter[_Batch]):
         return len(self._holding)
 
     def put_event(self, stream_id: str, event: Event, share: StreamShare | None = None) -> bool:
-        """Queue an event; ``False`` if it was dropped (buffer full or writer closed).
+        """Queue an event's row; ``False`` if it was dropped (buffer full or writer
+        closed) or is not JSON (a custom operator's value: logged, counted in :attr:`failed`).
 
         With ``share`` (the stream's), a stream over its fair share of a long
         backlog holds its flow gate (see the module).
@@ -381,7 +393,18 @@ class BatchWriter(DrainWriter[_Batch]):
                 self.dropped + 1,
             )
             return False
-        events.append((self._accept(), stream_id, event, share))
+        try:
+            row = event_row(stream_id, event)
+        except PydanticSerializationError as error:
+            self.failed += 1
+            log.error(
+                "event %d of stream %s is not JSON; it is not stored: %s",
+                event.seq,
+                stream_id,
+                _first_line(error),
+            )
+            return False
+        events.append((self._accept(), row, share))
         if share is not None:
             share.queued += 1
             if share.queued == 1:
@@ -429,8 +452,8 @@ class BatchWriter(DrainWriter[_Batch]):
         self._controls.append(record)
 
     def pending_events(self, stream_id: str) -> list[Event]:
-        """The events of ``stream_id`` still in memory, oldest first."""
-        return [event for _, sid, event, _ in self._events if sid == stream_id]
+        """The events of ``stream_id`` still in memory, oldest first (read from their rows)."""
+        return [load_event(row[4]) for _, row, _ in self._events if row[0] == stream_id]
 
     # -- the drain (see sinks._drain_writer) -------------------------------------
 
@@ -508,7 +531,7 @@ class BatchWriter(DrainWriter[_Batch]):
     def _commit(self, batch: _Batch) -> int:
         popleft = self._events.popleft
         for _ in range(len(batch.events)):
-            share = popleft()[3]
+            share = popleft()[2]
             if share is not None:
                 share.queued -= 1
                 if share.queued == 0:
@@ -554,7 +577,7 @@ class BatchWriter(DrainWriter[_Batch]):
                 if opens:
                     what = f"the row of stream {opens[0].stream_id}"
                 elif events:
-                    what = f"event {events[0][2].seq} of stream {events[0][1]}"
+                    what = f"event {events[0][1][1]} of stream {events[0][1][0]}"
                 else:
                     what = f"the final update of stream {closes[0].stream_id}"
                 log.error("the database refused %s; it is not stored: %s", what, _first_line(error))
@@ -570,7 +593,7 @@ class BatchWriter(DrainWriter[_Batch]):
         if opens:
             await conn.execute(self._insert_streams, [record.row(owner) for record in opens])
         if events:
-            rows = [event_row(stream_id, event) for _, stream_id, event, _ in events]
+            rows = [row for _, row, _ in events]
             await conn.exec_driver_sql(self._insert_events_sql, rows)
         if closes:
             await conn.execute(self._upsert_final, [record.row(owner) for record in closes])
