@@ -60,8 +60,8 @@ from typing import Any, TypeAlias
 
 import jiter
 from pydantic import BaseModel, ValidationError
-from reactivex import Observable, abc
 
+from operators._fused import Fusable, Link, Stage, StageBase
 from operators._stamp import replace
 from pipeline.core.events import (
     ChoiceFinished,
@@ -357,13 +357,83 @@ class _Assembler:
             return exc
 
 
+class _Assemble(StageBase):
+    """One subscription of :func:`assemble_tool_calls`."""
+
+    __slots__ = ("downstream", "state")
+
+    def __init__(self, downstream: Stage[Event], state: _Assembler) -> None:
+        super().__init__()
+        self.downstream = downstream
+        self.state = state
+
+    def on_next(self, event: Event) -> None:
+        if self.stopped:
+            return
+        state = self.state
+        if not state.offset and type(event) in _UNTOUCHED:
+            # Nothing to do for it (what ``feed`` does, without its checks).
+            state.last = event
+            self.downstream.on_next(event)
+            return
+        try:
+            events = state.feed(event)
+        except Exception as exc:
+            self.downstream.on_error(exc)
+            return
+        for item in events:
+            self.downstream.on_next(item)
+
+    def on_error(self, error: Exception) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            events = self.state.close("failed")
+        except Exception as exc:
+            error.add_note(f"and closing the open tool calls failed: {exc!r}")
+            events = []
+        for item in events:
+            self.downstream.on_next(item)
+        self.downstream.on_error(error)
+
+    def on_completed(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            events = self.state.close("ended")
+        except Exception as exc:
+            self.downstream.on_error(exc)
+            return
+        for item in events:
+            self.downstream.on_next(item)
+        self.downstream.on_completed()
+
+
+class _AssembleToolCalls(Fusable[Event, Event]):
+    name = "assemble_tool_calls"
+
+    def __init__(
+        self, checks: dict[str, _Check | None] | None, partial: bool, eager: int, growth: float
+    ) -> None:
+        self.checks = checks
+        self.partial = partial
+        self.eager = eager
+        self.growth = growth
+
+    def stage(self, downstream: Stage[Event], link: Link) -> _Assemble:
+        state = _Assembler(self.checks, self.partial, self.eager, self.growth)
+        return _Assemble(downstream, state)
+
+
 def assemble_tool_calls(
     tools: Tools | None = None,
     *,
     partial: bool = True,
     eager_chars: int = 1024,
     growth: float = 0.25,
-) -> Callable[[Observable[Event]], Observable[Event]]:
+) -> Fusable[Event, Event]:
     """Fill in ``partial`` on tool-call deltas and close every call with a verdict.
 
     ``tools``, if given, validates each call's arguments against its tool's
@@ -376,50 +446,4 @@ def assemble_tool_calls(
     """
     if growth <= 0 or eager_chars < 0:
         raise ValueError("growth must be > 0 and eager_chars >= 0")
-    checks = _checkers(tools)
-
-    def _assemble(source: Observable[Event]) -> Observable[Event]:
-        def subscribe(
-            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            state = _Assembler(checks, partial, eager_chars, growth)
-
-            def on_next(event: Event) -> None:
-                if not state.offset and type(event) in _UNTOUCHED:
-                    # Nothing to do for it (what ``feed`` does, without its checks).
-                    state.last = event
-                    observer.on_next(event)
-                    return
-                try:
-                    events = state.feed(event)
-                except Exception as exc:
-                    observer.on_error(exc)
-                    return
-                for item in events:
-                    observer.on_next(item)
-
-            def on_error(error: Exception) -> None:
-                try:
-                    events = state.close("failed")
-                except Exception as exc:
-                    error.add_note(f"and closing the open tool calls failed: {exc!r}")
-                    events = []
-                for item in events:
-                    observer.on_next(item)
-                observer.on_error(error)
-
-            def on_completed() -> None:
-                try:
-                    events = state.close("ended")
-                except Exception as exc:
-                    observer.on_error(exc)
-                    return
-                for item in events:
-                    observer.on_next(item)
-                observer.on_completed()
-
-            return source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
-
-        return Observable(subscribe)
-
-    return _assemble
+    return _AssembleToolCalls(_checkers(tools), partial, eager_chars, growth)

@@ -20,15 +20,15 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jiter
 from pydantic import BaseModel
-from reactivex import Observable, abc
 
 from operators._anthropic_normalizer import ANTHROPIC_EVENT_TYPES, AnthropicNormalizer
 from operators._chat_normalizer import ChatNormalizer, error_from_payload
+from operators._fused import Fusable, Link, Stage, StageBase
 from operators._responses_normalizer import ResponsesNormalizer
 from operators._stamp import Stamper
 from pipeline.core.errors import MalformedChunkError, UpstreamError
@@ -152,46 +152,67 @@ class Extractor:
         return [self.stamp(Finished, 0, self._t, finish_reason=reason)]
 
 
+class _Extract(StageBase):
+    """One subscription of :func:`extract_deltas`: raw items in, events out."""
+
+    __slots__ = ("downstream", "state")
+
+    def __init__(self, downstream: Stage[Event], stream_id: str | None) -> None:
+        super().__init__()
+        self.downstream = downstream
+        self.state = Extractor(stream_id)
+
+    def on_next(self, item: RawChunk) -> None:
+        if self.stopped:
+            return
+        events: list[EventBase] = []
+        try:
+            self.state.feed(item, events)
+        except Exception as exc:
+            for event in events:
+                self.downstream.on_next(event)  # type: ignore[arg-type]
+            self.downstream.on_error(exc)
+            return
+        for event in events:
+            self.downstream.on_next(event)  # type: ignore[arg-type]
+
+    def on_error(self, error: Exception) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.downstream.on_error(error)
+
+    def on_completed(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            events = self.state.close()
+        except Exception as exc:
+            self.downstream.on_error(exc)
+            return
+        for event in events:
+            self.downstream.on_next(event)  # type: ignore[arg-type]
+        self.downstream.on_completed()
+
+
+class _ExtractDeltas(Fusable[RawChunk, Event]):
+    name = "extract_deltas"
+
+    def __init__(self, stream_id: str | None) -> None:
+        self.stream_id = stream_id
+
+    def stage(self, downstream: Stage[Event], link: Link) -> _Extract:
+        return _Extract(downstream, self.stream_id)
+
+
 def extract_deltas(
     stream_id: str | None = None,
-) -> Callable[[Observable[RawChunk]], Observable[Event]]:
+) -> Fusable[RawChunk, Event]:
     """Normalize provider chunks into events; ``stream_id`` defaults to a new uuid.
 
     Errors: :class:`MalformedChunkError` for a chunk that is not JSON or not a
     known shape, :class:`UpstreamStreamError` for an error payload, and
     :class:`UpstreamError` for a stream that ended before any data.
     """
-
-    def _extract(source: Observable[RawChunk]) -> Observable[Event]:
-        def subscribe(
-            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            state = Extractor(stream_id)
-
-            def on_next(item: RawChunk) -> None:
-                events: list[EventBase] = []
-                try:
-                    state.feed(item, events)
-                except Exception as exc:
-                    for event in events:
-                        observer.on_next(event)  # type: ignore[arg-type]
-                    observer.on_error(exc)
-                    return
-                for event in events:
-                    observer.on_next(event)  # type: ignore[arg-type]
-
-            def on_completed() -> None:
-                try:
-                    events = state.close()
-                except Exception as exc:
-                    observer.on_error(exc)
-                    return
-                for event in events:
-                    observer.on_next(event)  # type: ignore[arg-type]
-                observer.on_completed()
-
-            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
-
-        return Observable(subscribe)
-
-    return _extract
+    return _ExtractDeltas(stream_id)

@@ -19,11 +19,11 @@ keys and ``Authorization`` values.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from reactivex import Observable, abc
+from reactivex import abc
 from reactivex.scheduler import TimeoutScheduler
 
+from operators._fused import Fusable, Link, Stage, StageBase
 from pipeline.core.error_info import ErrorInfo, classify, scrub
 from pipeline.core.events import (
     Event,
@@ -38,9 +38,114 @@ __all__ = ["map_errors"]
 log = logging.getLogger(__name__)
 
 
+class _MapErrors(StageBase):
+    """One subscription of :func:`map_errors`."""
+
+    __slots__ = (
+        "content",
+        "downstream",
+        "last",
+        "scheduler",
+        "started",
+        "stream_id",
+        "terminal",
+        "warned",
+    )
+
+    def __init__(
+        self, downstream: Stage[Event], scheduler: abc.SchedulerBase, stream_id: str | None
+    ) -> None:
+        super().__init__()
+        self.downstream = downstream
+        self.scheduler = scheduler
+        self.stream_id = stream_id
+        self.started = scheduler.now
+        self.last: Event | None = None
+        self.terminal: Event | None = None
+        self.content = False
+        self.warned = False
+
+    def error_event(self, info: ErrorInfo) -> StreamError:
+        last = self.last
+        sid = last.stream_id if last else self.stream_id or new_stream_id()
+        return StreamError(
+            stream_id=sid,
+            seq=last.seq + 1 if last else 0,
+            t=(self.scheduler.now - self.started).total_seconds(),
+            kind=info.kind,
+            message=info.message,
+            status=info.status,
+            code=info.code,
+            retryable=info.retryable,
+            after_first_token=self.content,
+            retry_after=info.retry_after,
+        )
+
+    def on_next(self, event: Event) -> None:
+        if self.stopped:
+            return
+        terminal = self.terminal
+        if terminal is not None:
+            if not self.warned:
+                self.warned = True
+                log.warning(
+                    "stream %s: dropping %s event(s) after its terminal %s event",
+                    terminal.stream_id,
+                    event.type,
+                    terminal.type,
+                )
+            return
+        self.last = event
+        if not self.content:
+            self.content = is_content(event)
+        if is_terminal(event):
+            self.terminal = event
+        self.downstream.on_next(event)
+
+    def on_error(self, exc: Exception) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        terminal = self.terminal
+        if terminal is not None:
+            log.debug(
+                "stream %s: error after its terminal event ignored: %s",
+                terminal.stream_id,
+                scrub(repr(exc)),
+            )
+        else:
+            info = classify(exc)
+            if info.kind == "internal":
+                log.warning("stream failed: %s", info.message, exc_info=exc)
+            self.downstream.on_next(self.error_event(info))
+        self.downstream.on_completed()
+
+    def on_completed(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.terminal is None:
+            message = "stream ended without a terminal event"
+            info = ErrorInfo("connection", message, retryable=True)
+            self.downstream.on_next(self.error_event(info))
+        self.downstream.on_completed()
+
+
+class _MapErrorsOperator(Fusable[Event, Event]):
+    name = "map_errors"
+
+    def __init__(self, stream_id: str | None, scheduler: abc.SchedulerBase | None) -> None:
+        self.stream_id = stream_id
+        self.scheduler = scheduler
+
+    def stage(self, downstream: Stage[Event], link: Link) -> _MapErrors:
+        scheduler = self.scheduler or link.scheduler or TimeoutScheduler.singleton()
+        return _MapErrors(downstream, scheduler, self.stream_id)
+
+
 def map_errors(
     stream_id: str | None = None, *, scheduler: abc.SchedulerBase | None = None
-) -> Callable[[Observable[Event]], Observable[Event]]:
+) -> Fusable[Event, Event]:
     """Turn an upstream exception into a terminal :class:`StreamError` event, then complete.
 
     ``stream_id`` names the error event's stream when no event arrived before
@@ -48,73 +153,4 @@ def map_errors(
     ``t`` (seconds since subscription); default: the subscribe-time
     scheduler, else :class:`TimeoutScheduler`.
     """
-
-    def _map_errors(source: Observable[Event]) -> Observable[Event]:
-        def subscribe(
-            observer: abc.ObserverBase[Event], scheduler_: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            _scheduler = scheduler or scheduler_ or TimeoutScheduler.singleton()
-            started = _scheduler.now
-            last: Event | None = None
-            terminal: Event | None = None
-            content = False
-            warned = False
-
-            def error_event(info: ErrorInfo) -> StreamError:
-                sid = last.stream_id if last else stream_id or new_stream_id()
-                return StreamError(
-                    stream_id=sid,
-                    seq=last.seq + 1 if last else 0,
-                    t=(_scheduler.now - started).total_seconds(),
-                    kind=info.kind,
-                    message=info.message,
-                    status=info.status,
-                    code=info.code,
-                    retryable=info.retryable,
-                    after_first_token=content,
-                    retry_after=info.retry_after,
-                )
-
-            def on_next(event: Event) -> None:
-                nonlocal last, terminal, content, warned
-                if terminal is not None:
-                    if not warned:
-                        warned = True
-                        log.warning(
-                            "stream %s: dropping %s event(s) after its terminal %s event",
-                            terminal.stream_id,
-                            event.type,
-                            terminal.type,
-                        )
-                    return
-                last = event
-                content = content or is_content(event)
-                if is_terminal(event):
-                    terminal = event
-                observer.on_next(event)
-
-            def on_error(exc: Exception) -> None:
-                if terminal is not None:
-                    log.debug(
-                        "stream %s: error after its terminal event ignored: %s",
-                        terminal.stream_id,
-                        scrub(repr(exc)),
-                    )
-                else:
-                    info = classify(exc)
-                    if info.kind == "internal":
-                        log.warning("stream failed: %s", info.message, exc_info=exc)
-                    observer.on_next(error_event(info))
-                observer.on_completed()
-
-            def on_completed() -> None:
-                if terminal is None:
-                    message = "stream ended without a terminal event"
-                    observer.on_next(error_event(ErrorInfo("connection", message, retryable=True)))
-                observer.on_completed()
-
-            return source.subscribe(on_next, on_error, on_completed, scheduler=scheduler_)
-
-        return Observable(subscribe)
-
-    return _map_errors
+    return _MapErrorsOperator(stream_id, scheduler)

@@ -32,18 +32,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from reactivex import Observable, abc
-from reactivex.disposable import (
-    CompositeDisposable,
-    Disposable,
-    SerialDisposable,
-    SingleAssignmentDisposable,
-)
+from reactivex.disposable import Disposable, SerialDisposable
 
+from operators._fused import Fusable, Link, Stage, StageBase
 from pipeline.core.errors import StreamTimeoutError
 from pipeline.core.events import Event, is_content, is_terminal
 from pipeline.core.scheduling import default_scheduler
@@ -56,13 +51,169 @@ def _check(name: str, value: float | None) -> None:
         raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 
+class _Timeouts(StageBase):
+    """One subscription of :func:`timeouts`: its timers and what it has seen."""
+
+    __slots__ = (
+        "content",
+        "downstream",
+        "first_token",
+        "idle",
+        "idle_span",
+        "last_event",
+        "lock",
+        "scheduler",
+        "timer",
+        "total",
+        "total_timer",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        downstream: Stage[Event],
+        link: Link,
+        scheduler: abc.SchedulerBase,
+        first_token: float | None,
+        idle: float | None,
+        total: float | None,
+    ) -> None:
+        super().__init__()
+        self.downstream = downstream
+        self.upstream = link.upstream
+        self.scheduler = scheduler
+        self.first_token = first_token
+        self.idle = idle
+        self.total = total
+        self.lock = threading.RLock()
+        # One timer for first_token, then idle; one for total.
+        self.timer = SerialDisposable()
+        self.total_timer = SerialDisposable()
+        self.content = False
+        # The idle timer is not re-armed per event (that would schedule a timer per
+        # token): it fires ``idle`` after it was armed and re-arms itself for the rest
+        # of the interval if an event arrived meanwhile.
+        self.last_event = scheduler.now
+        self.idle_span = timedelta(seconds=idle) if idle is not None else timedelta(0)
+        link.on_dispose(Disposable(self.dispose))
+        with self.lock:
+            if first_token is not None:
+                self.timer.disposable = scheduler.schedule_relative(
+                    first_token, self.on_first_token
+                )
+            if total is not None:
+                self.total_timer.disposable = scheduler.schedule_relative(total, self.on_total)
+
+    def expire(self, which: str, seconds: float) -> None:
+        self.stopped = True
+        self.timer.dispose()
+        self.total_timer.dispose()
+        self.upstream.dispose()  # cancels the request before anyone hears of the timeout
+        self.downstream.on_error(StreamTimeoutError(which, seconds))
+
+    def on_first_token(self, _: abc.SchedulerBase, state: Any = None) -> None:
+        with self.lock:
+            if not self.stopped and not self.content:
+                assert self.first_token is not None
+                self.expire("first_token", self.first_token)
+
+    def on_idle(self, _: abc.SchedulerBase, state: Any = None) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            assert self.idle is not None
+            quiet = self.scheduler.now - self.last_event
+            if quiet >= self.idle_span:
+                self.expire("idle", self.idle)
+            else:
+                self.timer.disposable = self.scheduler.schedule_relative(
+                    self.idle_span - quiet, self.on_idle
+                )
+
+    def on_total(self, _: abc.SchedulerBase, state: Any = None) -> None:
+        with self.lock:
+            if not self.stopped:
+                assert self.total is not None
+                self.expire("total", self.total)
+
+    def on_next(self, event: Event) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            if self.content:
+                if self.idle is not None:
+                    self.last_event = self.scheduler.now
+            elif is_content(event):
+                self.content = True
+                if self.idle is not None:
+                    self.last_event = self.scheduler.now
+                    self.timer.disposable = self.scheduler.schedule_relative(
+                        self.idle_span, self.on_idle
+                    )
+                else:
+                    self.timer.disposable = Disposable()
+            if is_terminal(event):
+                self.timer.dispose()
+                self.total_timer.dispose()
+            self.downstream.on_next(event)
+
+    def on_error(self, error: Exception) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            self.timer.dispose()
+            self.total_timer.dispose()
+            self.downstream.on_error(error)
+
+    def on_completed(self) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            self.timer.dispose()
+            self.total_timer.dispose()
+            self.downstream.on_completed()
+
+    def dispose(self) -> None:
+        with self.lock:
+            self.stopped = True
+            self.timer.dispose()
+            self.total_timer.dispose()
+
+
+class _TimeoutsOperator(Fusable[Event, Event]):
+    name = "timeouts"
+
+    def __init__(
+        self,
+        first_token: float | None,
+        idle: float | None,
+        total: float | None,
+        scheduler: abc.SchedulerBase | None,
+    ) -> None:
+        self.first_token = first_token
+        self.idle = idle
+        self.total = total
+        self.scheduler = scheduler
+
+    def stage(self, downstream: Stage[Event], link: Link) -> _Timeouts:
+        scheduler = self.scheduler or link.scheduler or default_scheduler()
+        return _Timeouts(downstream, link, scheduler, self.first_token, self.idle, self.total)
+
+    def __call__(self, source: Observable[Event]) -> Observable[Event]:
+        if self.first_token is None and self.idle is None and self.total is None:
+            return source
+        return super().__call__(source)
+
+
 def timeouts(
     first_token: float | None = None,
     idle: float | None = None,
     total: float | None = None,
     *,
     scheduler: abc.SchedulerBase | None = None,
-) -> Callable[[Observable[Event]], Observable[Event]]:
+) -> Fusable[Event, Event]:
     """Fail the stream with :class:`StreamTimeoutError` when a time limit expires.
 
     ``scheduler`` runs the timers; default: the subscribe-time scheduler,
@@ -73,116 +224,4 @@ def timeouts(
     _check("first_token", first_token)
     _check("idle", idle)
     _check("total", total)
-
-    def _timeouts(source: Observable[Event]) -> Observable[Event]:
-        if first_token is None and idle is None and total is None:
-            return source
-
-        def subscribe(
-            observer: abc.ObserverBase[Event], scheduler_: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            _scheduler = scheduler or scheduler_ or default_scheduler()
-            lock = threading.RLock()
-            upstream = SingleAssignmentDisposable()
-            # One timer for first_token, then idle; one for total.
-            timer = SerialDisposable()
-            total_timer = SerialDisposable()
-            content = False
-            stopped = False
-            # The idle timer is not re-armed per event (that would schedule a timer per
-            # token): it fires ``idle`` after it was armed and re-arms itself for the rest
-            # of the interval if an event arrived meanwhile.
-            last_event = _scheduler.now
-            idle_span = timedelta(seconds=idle) if idle is not None else timedelta(0)
-
-            def expire(which: str, seconds: float) -> None:
-                nonlocal stopped
-                stopped = True
-                timer.dispose()
-                total_timer.dispose()
-                upstream.dispose()  # cancels the request before anyone hears of the timeout
-                observer.on_error(StreamTimeoutError(which, seconds))
-
-            def on_first_token(_: abc.SchedulerBase, state: Any = None) -> None:
-                with lock:
-                    if not stopped and not content:
-                        assert first_token is not None
-                        expire("first_token", first_token)
-
-            def on_idle(_: abc.SchedulerBase, state: Any = None) -> None:
-                with lock:
-                    if stopped:
-                        return
-                    assert idle is not None
-                    quiet = _scheduler.now - last_event
-                    if quiet >= idle_span:
-                        expire("idle", idle)
-                    else:
-                        timer.disposable = _scheduler.schedule_relative(idle_span - quiet, on_idle)
-
-            def on_total(_: abc.SchedulerBase, state: Any = None) -> None:
-                with lock:
-                    if not stopped:
-                        assert total is not None
-                        expire("total", total)
-
-            def on_next(event: Event) -> None:
-                nonlocal content, last_event
-                with lock:
-                    if stopped:
-                        return
-                    if content:
-                        if idle is not None:
-                            last_event = _scheduler.now
-                    elif is_content(event):
-                        content = True
-                        if idle is not None:
-                            last_event = _scheduler.now
-                            timer.disposable = _scheduler.schedule_relative(idle_span, on_idle)
-                        else:
-                            timer.disposable = Disposable()
-                    if is_terminal(event):
-                        timer.dispose()
-                        total_timer.dispose()
-                    observer.on_next(event)
-
-            def on_error(error: Exception) -> None:
-                nonlocal stopped
-                with lock:
-                    if stopped:
-                        return
-                    stopped = True
-                    timer.dispose()
-                    total_timer.dispose()
-                    observer.on_error(error)
-
-            def on_completed() -> None:
-                nonlocal stopped
-                with lock:
-                    if stopped:
-                        return
-                    stopped = True
-                    timer.dispose()
-                    total_timer.dispose()
-                    observer.on_completed()
-
-            def dispose() -> None:
-                nonlocal stopped
-                with lock:
-                    stopped = True
-                    timer.dispose()
-                    total_timer.dispose()
-
-            with lock:
-                if first_token is not None:
-                    timer.disposable = _scheduler.schedule_relative(first_token, on_first_token)
-                if total is not None:
-                    total_timer.disposable = _scheduler.schedule_relative(total, on_total)
-            upstream.disposable = source.subscribe(
-                on_next, on_error, on_completed, scheduler=scheduler_
-            )
-            return CompositeDisposable(upstream, Disposable(dispose))
-
-        return Observable(subscribe)
-
-    return _timeouts
+    return _TimeoutsOperator(first_token, idle, total, scheduler)

@@ -227,3 +227,33 @@ def test_event_json_keeps_only_the_last_objects_json() -> None:
     assert event_json(a) == first  # a failed serialization keeps nothing
     with pytest.raises(PydanticSerializationError):
         event_json(bad)  # and is not taken for the last good one
+
+
+def test_metrics_text_fast_path_counts_what_the_general_path_counts() -> None:
+    # StreamMeter.on_next counts a text delta after the first token itself; _add (with
+    # _content) is the general path it short-cuts: every figure must agree.
+    from sinks.metrics import Metrics, StreamMeter
+
+    def figures(general: bool) -> tuple[Any, ...]:
+        metrics = Metrics()
+        meter = metrics.meter(model="m", upstream="u")
+        feed = meter._add if general else meter.on_next
+        feed(Started(stream_id="s", seq=0, model="x"))
+        pieces = ["He", "", "llo", " wörld", "\u2603", "!"]
+        running = []
+        for i, piece in enumerate(pieces):
+            feed(TextDelta(stream_id="s", seq=i + 1, t=0.25 * (i + 1), text=piece))
+            running.append(meter.stats())
+        feed(Finished(stream_id="s", seq=len(pieces) + 1, t=2.0))
+        feed(TextDelta(stream_id="s", seq=9, t=3.0, text="late"))  # after the end: ignored
+        lines = [
+            line
+            for line in metrics.exposition()[0].decode().splitlines()
+            if "_created" not in line  # the time each series was made
+        ]
+        return running, meter.stats(), lines, metrics.snapshot()
+
+    fast, general = figures(False), figures(True)
+    assert fast == general
+    assert fast[1].chunks == 5 and fast[1].bytes == len("Hello wörld\u2603!".encode())
+    assert StreamMeter.on_next is not StreamMeter._add

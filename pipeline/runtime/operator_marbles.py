@@ -25,6 +25,7 @@ from reactivex import operators as ops
 from reactivex.scheduler import VirtualTimeScheduler
 from reactivex.testing import TestScheduler
 
+from operators._fused import Fusable
 from pipeline.core.events import Event, is_content
 from pipeline.core.marbles import Lane, LaneEnd, MarbleDiagram, marble_for
 from pipeline.runtime.replay import replay
@@ -36,6 +37,8 @@ Operator = Callable[[Observable[Any]], Observable[Any]]
 
 def _name(operator: Operator) -> str:
     """The name of the function that made ``operator`` (``batch_flush`` for its closure)."""
+    if isinstance(operator, Fusable):
+        return operator.name
     qualname = str(getattr(operator, "__qualname__", "") or type(operator).__name__)
     return qualname.split(".<locals>")[0].split(".")[-1].strip("_") or "operator"
 

@@ -1,7 +1,8 @@
 """The standard chain: raw chunks to assembled, error-safe events.
 
 ``llm_stream(source)`` is ``source.pipe(extract_deltas(id),
-assemble_tool_calls(tools), timeouts(...), map_errors(id))``: every provider
+assemble_tool_calls(tools), timeouts(...), map_errors(id))``, run as one observer of
+the source (:func:`operators._fused.fused`): every provider
 format becomes events, tool-call arguments are assembled and parsed, a stream
 that is too slow fails (only when a timeout is given), and any failure becomes
 a terminal ``error`` event (a timeout: kind ``timeout``, retryable, with
@@ -15,6 +16,7 @@ from typing import Any
 
 from reactivex import Observable, abc
 
+from operators._fused import Fusable, fused
 from operators.assemble_tool_calls import assemble_tool_calls
 from operators.extract_deltas import RawChunk, extract_deltas
 from operators.map_errors import map_errors
@@ -44,15 +46,15 @@ def llm_stream(
     running loop's). ``ValueError`` if a timeout is not a positive number.
     """
     sid = stream_id or new_stream_id()
-    if first_token_timeout is None and idle_timeout is None and total_timeout is None:
-        return source.pipe(
-            extract_deltas(sid),
-            assemble_tool_calls(tools, partial=partial),
-            map_errors(sid, scheduler=scheduler),
-        )
-    return source.pipe(
+    steps: list[Fusable[Any, Event]] = [
         extract_deltas(sid),
         assemble_tool_calls(tools, partial=partial),
-        timeouts(first_token_timeout, idle_timeout, total_timeout, scheduler=scheduler),
-        map_errors(sid, scheduler=scheduler),
-    )
+    ]
+    if first_token_timeout is not None or idle_timeout is not None or total_timeout is not None:
+        steps.append(
+            timeouts(first_token_timeout, idle_timeout, total_timeout, scheduler=scheduler)
+        )
+    steps.append(map_errors(sid, scheduler=scheduler))
+    # One observer of the source for the whole chain (operators._fused): a chunk goes
+    # through each step as a method call, not through an observer layer per operator.
+    return fused(source, *steps)
