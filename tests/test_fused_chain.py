@@ -55,7 +55,15 @@ def piped(source: Observable[Any], scheduler: Any = None, **limits: float) -> Ob
 
 
 def chained(source: Observable[Any], scheduler: Any = None, **limits: float) -> Observable[Event]:
-    return llm_stream(source, stream_id=SID, tools=TOOLS, scheduler=scheduler, **limits)
+    return llm_stream(
+        source,
+        stream_id=SID,
+        tools=TOOLS,
+        scheduler=scheduler,
+        first_token_timeout=limits.get("first_token_timeout"),
+        idle_timeout=limits.get("idle_timeout"),
+        total_timeout=limits.get("total_timeout"),
+    )
 
 
 def outcome(make: Any, body: bytes) -> tuple[list[str], list[str]]:
@@ -173,9 +181,10 @@ def text_chunk(text: str) -> str:
 def timed(scheduler: TestScheduler, make: Any, *notes: Recorded[Any], **run: Any) -> Any:
     xs = scheduler.create_cold_observable(*notes)
     results = scheduler.start(lambda: make(xs, scheduler), **run)
+    notes_seen: list[Any] = [(m.time, m.value) for m in results.messages]
     shown = [
-        (m.time, m.value.kind, dump_event(m.value.value) if m.value.kind == "N" else None)
-        for m in results.messages
+        (at, note.kind, dump_event(note.value) if note.kind == "N" else None)
+        for at, note in notes_seen
     ]
     return shown, [(s.subscribe, s.unsubscribe) for s in xs.subscriptions]
 
