@@ -257,3 +257,48 @@ def test_metrics_text_fast_path_counts_what_the_general_path_counts() -> None:
     assert fast == general
     assert fast[1].chunks == 5 and fast[1].bytes == len("Hello wörld\u2603!".encode())
     assert StreamMeter.on_next is not StreamMeter._add
+
+
+def test_observing_a_streams_latencies_at_once_is_observing_each() -> None:
+    # sinks.metrics._observe_each counts the bucket of each value and adds the sum in
+    # order; Histogram.observe, one value at a time, is the general path.
+    import math
+
+    from sinks.metrics import ITL_BUCKETS, Metrics, _observe_each
+
+    streams = [
+        [0.05, 0.02, 0.001, 0.0, -0.5, 0.0010000001, 1.0, 1.5, 0.1, 0.1 + 1e-12],
+        [math.inf, 0.3, 0.7, 0.049999999, 0.05, 0.25],
+        [float("nan"), 0.01],  # NaN fits no bucket, and makes the sum NaN
+        [i / 997 for i in range(400)],
+    ]
+    assert {0.001, 0.05, 0.1, 1.0} <= set(ITL_BUCKETS)
+
+    def exposition(each: bool, values: list[list[float]]) -> list[str]:
+        metrics = Metrics()
+        for model, latencies in enumerate(values):
+            child = metrics._itl.labels(f"m{model % 2}", "u")
+            if each:
+                for value in latencies:
+                    child.observe(value)
+            else:
+                _observe_each(child, latencies)
+        return [
+            line
+            for line in metrics.exposition()[0].decode().splitlines()
+            if "_created" not in line and "inter_token" in line
+        ]
+
+    for values in (streams[:2], streams[3:], streams):
+        assert exposition(False, values) == exposition(True, values)
+
+    class Plain:  # a histogram without prometheus_client's fields: observed value by value
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    plain = Plain()
+    _observe_each(plain, [0.5, 0.25])  # type: ignore[arg-type]
+    assert plain.seen == [0.5, 0.25]
