@@ -29,7 +29,6 @@ from pipeline.core.events import (
     Event,
     StreamError,
     is_content,
-    is_terminal,
 )
 from pipeline.core.ids import new_stream_id
 
@@ -98,7 +97,7 @@ class _MapErrors(StageBase):
         self.last = event
         if not self.content:
             self.content = is_content(event)
-        if is_terminal(event):
+        if event.ends_stream:
             self.terminal = event
         self.downstream.on_next(event)
 

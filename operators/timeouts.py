@@ -40,7 +40,7 @@ from reactivex.disposable import Disposable, SerialDisposable
 
 from operators._fused import Fusable, Link, Stage, StageBase
 from pipeline.core.errors import StreamTimeoutError
-from pipeline.core.events import Event, is_content, is_terminal
+from pipeline.core.events import Event, is_content
 from pipeline.core.scheduling import default_scheduler
 
 __all__ = ["timeouts"]
@@ -152,7 +152,7 @@ class _Timeouts(StageBase):
                     )
                 else:
                     self.timer.disposable = Disposable()
-            if is_terminal(event):
+            if event.ends_stream:
                 self.timer.dispose()
                 self.total_timer.dispose()
             self.downstream.on_next(event)

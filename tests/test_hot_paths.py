@@ -302,3 +302,26 @@ def test_observing_a_streams_latencies_at_once_is_observing_each() -> None:
     plain = Plain()
     _observe_each(plain, [0.5, 0.25])  # type: ignore[arg-type]
     assert plain.seen == [0.5, 0.25]
+
+
+def test_ends_stream_is_is_terminal_for_every_kind_and_subclass() -> None:
+    # Operators and sinks read ``event.ends_stream`` on every event; is_terminal is the
+    # general path (the type table, isinstance for a subclass).
+    import typing
+
+    from pipeline.core.events import Event as EventUnion
+    from pipeline.core.events import EventBase
+
+    kinds = typing.get_args(typing.get_args(EventUnion)[0])
+    assert len(kinds) == 19
+    for kind in kinds:
+
+        class Sub(kind):  # type: ignore[valid-type,misc]
+            pass
+
+        for cls in (kind, Sub):
+            event = cls.model_construct(stream_id="s", seq=0)
+            assert event.ends_stream is is_terminal(event), cls
+    assert EventBase.model_construct(stream_id="s", seq=0).ends_stream is False
+    assert "ends_stream" not in Finished.model_fields
+    assert "ends_stream" not in Finished(stream_id="s", seq=1).model_dump_json()

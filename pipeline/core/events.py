@@ -38,7 +38,7 @@ Kinds::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -83,6 +83,10 @@ class EventBase(BaseModel):
     seq: int
     t: float = 0.0
     choice: int = 0
+
+    ends_stream: ClassVar[bool] = False
+    """Whether an event of this kind is terminal: :func:`is_terminal` as an attribute
+    (read on every event by the operators and sinks; a subclass inherits it)."""
 
 
 class Started(EventBase):
@@ -233,6 +237,8 @@ class StopReason(EventBase):
 class Finished(EventBase):
     """Terminal: the stream ended normally. ``finish_reason`` is choice 0's."""
 
+    ends_stream: ClassVar[bool] = True
+
     type: Literal["finished"] = "finished"
     finish_reason: str | None = None
 
@@ -253,6 +259,8 @@ class StreamError(EventBase):
     ``after_first_token`` says whether any content had already been sent, in
     which case the stream cannot be retried transparently.
     """
+
+    ends_stream: ClassVar[bool] = True
 
     type: Literal["error"] = "error"
     kind: ErrorKind
@@ -293,6 +301,8 @@ class Failover(EventBase):
 
 class Cancelled(EventBase):
     """Terminal: the stream was cancelled (client gone, dispose, timeout)."""
+
+    ends_stream: ClassVar[bool] = True
 
     type: Literal["cancelled"] = "cancelled"
     reason: str = "cancelled"

@@ -70,6 +70,7 @@ import random as _random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Protocol
 
 from openai import AsyncOpenAI
@@ -377,14 +378,14 @@ class _Run:
                     scheduler=self.scheduler,
                 )
             except Exception as exc:
-                self.on_event(self.error_from(exc), generation)
+                self.on_event(generation, self.error_from(exc))
                 return
 
-            def on_next(event: Event) -> None:
-                self.on_event(event, generation)
+            # A partial, not a closure: no Python frame of its own for every event.
+            on_next = partial(self.on_event, generation)
 
             def on_error(exc: Exception) -> None:  # map_errors sends none: a bug
-                self.on_event(self.error_from(exc), generation)
+                self.on_event(generation, self.error_from(exc))
 
             token = CURRENT_FLOW.set(self.flow)  # a retry starts from a timer: not in our context
             try:
@@ -409,14 +410,14 @@ class _Run:
             retry_after=info.retry_after,
         )
 
-    def on_event(self, event: Event, generation: int) -> None:
+    def on_event(self, generation: int, event: Event) -> None:
         """An event of the attempt numbered ``generation``."""
         with self.lock:
             if self.done or generation != self.generation:
                 return
             if self.committed:
                 self.send(event)
-                if is_terminal(event):
+                if event.ends_stream:
                     self.end(event)
             elif is_content(event):
                 self.committed = True

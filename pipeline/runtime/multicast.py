@@ -37,7 +37,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
 
 from operators.map_errors import map_errors
-from pipeline.core.events import Cancelled, Event, EventBase, is_terminal
+from pipeline.core.events import Cancelled, Event, EventBase
 from pipeline.core.flow_control import CURRENT_FLOW, FlowGate
 from pipeline.runtime.async_bridges import BufferedObserver, BufferReader
 
@@ -245,7 +245,7 @@ class StreamRun:
         self._last = event
         if self.stream_id is None:
             self.stream_id = event.stream_id
-        if is_terminal(event):
+        if event.ends_stream:
             self._terminal = event
         self._emit(event)
 

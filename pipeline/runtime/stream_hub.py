@@ -132,7 +132,7 @@ class _Replay(abc.ObserverBase[Event]):
         except PydanticSerializationError:  # a custom operator's non-JSON value
             data = value
         buffer.append((value.seq, data))
-        if is_terminal(value):
+        if value.ends_stream:
             self._hub._mark_finished(self._sid, self._entry)
 
     def on_error(self, error: Exception) -> None:

@@ -70,7 +70,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline.core.events import Event, EventBase, Finished, dump_event, load_event
+from pipeline.core.events import Event, EventBase, Finished, event_json, load_event
 from pipeline.core.flow_control import FlowGate
 from pipeline.core.result import Accumulator, Result
 from sinks._drain_writer import DrainWriter, DropHook, RetrySettings
@@ -228,8 +228,12 @@ EventRow = tuple[str, int, float, str, str]
 
 
 def event_row(stream_id: str, event: Event) -> EventRow:
-    """An event's row, in :data:`EVENT_COLUMNS` order: its place, its kind and its JSON."""
-    return (stream_id, event.seq, event.t, event.type, dump_event(event))
+    """An event's row, in :data:`EVENT_COLUMNS` order: its place, its kind and its JSON.
+
+    The JSON is :func:`pipeline.core.events.dump_event`'s (called through
+    ``event_json``: the hub has just made it for the same event).
+    """
+    return (stream_id, event.seq, event.t, event.type, event_json(event).decode())
 
 
 EVENT_COLUMNS = ("stream_id", "seq", "t", "type", "data")

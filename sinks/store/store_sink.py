@@ -22,7 +22,7 @@ from typing import Any
 
 from reactivex import abc
 
-from pipeline.core.events import Event, EventBase, is_terminal
+from pipeline.core.events import Event, EventBase
 from pipeline.core.flow_control import FlowGate
 from pipeline.core.ids import new_stream_id
 from pipeline.core.redaction import redact_value
@@ -93,7 +93,7 @@ class TranscriptSink(abc.ObserverBase[Event]):
             self._accumulator.add(value)
             self._last_t = value.t
             self._writer.put_event(stream_id, value, self._share)
-            if is_terminal(value):
+            if value.ends_stream:
                 self._finish(_status_of(value), terminal=value)
         except Exception:  # never break the stream; the store's own bug is logged
             log.exception("the transcript store failed to queue an event")
