@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import math
 import threading
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
+from reactivex.scheduler.scheduler import Scheduler
 
 from operators._fused import Fusable, Link, Stage, StageBase
 from pipeline.core.errors import StreamTimeoutError
@@ -55,6 +58,7 @@ class _Timeouts(StageBase):
     """One subscription of :func:`timeouts`: its timers and what it has seen."""
 
     __slots__ = (
+        "clock",
         "content",
         "downstream",
         "first_token",
@@ -82,6 +86,14 @@ class _Timeouts(StageBase):
         self.downstream = downstream
         self.upstream = link.upstream
         self.scheduler = scheduler
+        # The scheduler's time, read at every event with an idle limit: reactivex's own
+        # clock (Scheduler.now: datetime.now(UTC)) is called directly, without the
+        # property's two Python frames; a scheduler with a clock of its own is asked.
+        self.clock: Callable[[], datetime] = (
+            partial(datetime.now, UTC)
+            if type(scheduler).now is Scheduler.now
+            else partial(getattr, scheduler, "now")
+        )
         self.first_token = first_token
         self.idle = idle
         self.total = total
@@ -93,7 +105,7 @@ class _Timeouts(StageBase):
         # The idle timer is not re-armed per event (that would schedule a timer per
         # token): it fires ``idle`` after it was armed and re-arms itself for the rest
         # of the interval if an event arrived meanwhile.
-        self.last_event = scheduler.now
+        self.last_event = self.clock()
         self.idle_span = timedelta(seconds=idle) if idle is not None else timedelta(0)
         link.on_dispose(Disposable(self.dispose))
         with self.lock:
@@ -122,7 +134,7 @@ class _Timeouts(StageBase):
             if self.stopped:
                 return
             assert self.idle is not None
-            quiet = self.scheduler.now - self.last_event
+            quiet = self.clock() - self.last_event
             if quiet >= self.idle_span:
                 self.expire("idle", self.idle)
             else:
@@ -142,11 +154,11 @@ class _Timeouts(StageBase):
                 return
             if self.content:
                 if self.idle is not None:
-                    self.last_event = self.scheduler.now
+                    self.last_event = self.clock()
             elif is_content(event):
                 self.content = True
                 if self.idle is not None:
-                    self.last_event = self.scheduler.now
+                    self.last_event = self.clock()
                     self.timer.disposable = self.scheduler.schedule_relative(
                         self.idle_span, self.on_idle
                     )

@@ -325,3 +325,31 @@ def test_ends_stream_is_is_terminal_for_every_kind_and_subclass() -> None:
     assert EventBase.model_construct(stream_id="s", seq=0).ends_stream is False
     assert "ends_stream" not in Finished.model_fields
     assert "ends_stream" not in Finished(stream_id="s", seq=1).model_dump_json()
+
+
+async def test_timeouts_read_reactivex_clock_directly_and_other_clocks_as_they_are() -> None:
+    # The timeouts stage reads the time at every event; for reactivex's wall-clock
+    # schedulers it calls what their ``now`` calls, for any other it asks ``now``.
+    import asyncio
+    from datetime import timedelta
+
+    from reactivex.scheduler import TimeoutScheduler
+    from reactivex.scheduler.eventloop import AsyncIOScheduler
+    from reactivex.testing import TestScheduler
+
+    from operators._fused import Link
+    from operators.timeouts import _Timeouts
+
+    def clock_of(scheduler: Any) -> Any:
+        stage = _Timeouts([], Link(None), scheduler, None, 30.0, None)  # type: ignore[arg-type]
+        return stage.clock
+
+    for wall in (AsyncIOScheduler(asyncio.get_running_loop()), TimeoutScheduler.singleton()):
+        clock = clock_of(wall)
+        before, read, after = wall.now, clock(), wall.now
+        assert before <= read <= after and read.tzinfo == before.tzinfo
+    virtual = TestScheduler()
+    clock = clock_of(virtual)
+    start = virtual.now
+    virtual.advance_by(1.25)
+    assert clock() == virtual.now == start + timedelta(seconds=1.25)
