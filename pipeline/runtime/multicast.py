@@ -179,14 +179,6 @@ class StreamRun:
     def _detach(self, sink: _Sink) -> None:
         self._sinks = tuple(s for s in self._sinks if s is not sink)
 
-    def _emit(self, event: Event) -> None:
-        for sink in self._sinks:
-            try:
-                sink.on_next(event)
-            except Exception:
-                log.exception("a sink of stream %s failed; it is detached", self.stream_id)
-                sink.dispose()
-
     def _stop(self, error: Exception | None) -> None:
         if self._ended:
             return
@@ -247,7 +239,13 @@ class StreamRun:
             self.stream_id = event.stream_id
         if event.ends_stream:
             self._terminal = event
-        self._emit(event)
+        # The fan-out, here rather than in a method of its own: it runs for every event.
+        for sink in self._sinks:
+            try:
+                sink.on_next(event)
+            except Exception:
+                log.exception("a sink of stream %s failed; it is detached", self.stream_id)
+                sink.dispose()
 
     def _on_error(self, error: Exception) -> None:
         # map_errors turns upstream errors into events; this is a sink's own bug.

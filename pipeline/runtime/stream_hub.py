@@ -111,7 +111,7 @@ class _Entry:
 class _Replay(abc.ObserverBase[Event]):
     """The hub's sink on one stream: each event's JSON into its replay buffer.
 
-    A plain observer, called straight from :meth:`StreamRun._emit` for every
+    A plain observer, called straight from :class:`StreamRun`'s fan-out for every
     event (reactivex's ``Observer`` would add two calls per event; the run
     already ends each sink once).
     """
