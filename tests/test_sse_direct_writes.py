@@ -400,3 +400,34 @@ def _unchunk(raw: bytes) -> bytes:
         out += raw[:n]
         raw = raw[n + 2 :]
     return bytes(out)
+
+
+async def test_a_live_stream_resumed_with_last_event_id_has_no_gap_and_no_duplicate(
+    served: int,
+) -> None:
+    """Through rxllm's app: read part of a live stream, leave, resume it while it runs."""
+    words = [f"w{i}" for i in range(60)]
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock": {"text": " ".join(words), "interval": 0.01},
+    }
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served}", timeout=TIMEOUT) as http:
+        started = (await http.post("/v1/streams", json=body)).json()
+        seen: list[dict[str, Any]] = []
+        async with http.stream("GET", started["events_url"]) as first:
+            async for line in first.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if seen[-1]["seq"] >= 10:
+                        break  # leave mid-stream (the connection closes)
+        headers = {"Last-Event-ID": str(seen[-1]["seq"])}
+        async with http.stream("GET", started["events_url"], headers=headers) as rest:
+            assert rest.status_code == 200
+            async for line in rest.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+    assert [e["seq"] for e in seen] == list(range(len(seen))), "no gap, no duplicate"
+    assert [e["type"] for e in seen].count("finished") == 1 and seen[-1]["type"] == "finished"
+    text = "".join(e["text"] for e in seen if e["type"] == "text")
+    assert text.split() == words
