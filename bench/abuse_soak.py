@@ -19,8 +19,11 @@ Each of ``--streams`` streams is one of (weights in ``KINDS``):
   the client leaves 0.1-1.5 s after sending;
 * ``slow_reader`` -- reads 4 KiB then sleeps 50 ms, to the end;
 * ``stalled_reader`` -- asks for ~5 MB with a 4 KiB receive buffer, reads
-  the headers, then nothing: the server must cut it off after its send
-  timeout (checked: no ``[DONE]``), its upstream read paused meanwhile.
+  the headers, then nothing until the server has given up on it (its
+  upstream request ended) or for ``STALL_LIMIT`` seconds: the server must
+  cut it off after its send timeout (checked: no ``[DONE]``), its upstream
+  read paused meanwhile. How soon its buffers fill depends on the share of
+  the CPU its stream gets, so it waits for the outcome, not a fixed time.
 
 Meanwhile ``--slow-headers`` connections each send a request's headers a
 byte per second, reconnecting when the server closes them.
@@ -73,6 +76,7 @@ LEAVING = {"leave_before_first", "leave_in_backoff", "leave_mid_stream", "leave_
 WORDS = 60  # tokens of an answer
 INTERVAL = 0.02  # seconds between tokens
 STALLED_TOKENS = 20_000  # ~5 MB of frames: more than the buffers on the way hold
+STALL_LIMIT = 120.0  # seconds a stalled reader waits for the server to give up on it
 
 
 @dataclass
@@ -119,6 +123,19 @@ class Soak:
         self.outcomes: list[Outcome] = []
         self.stop_attackers = asyncio.Event()
         self.attacker_connections = 0
+        self.upstream: MockServer | None = None
+
+    def upstream_ended(self, tag: str) -> bool:
+        """Whether the upstream request tagged ``tag`` has ended (closed or completed)."""
+        assert self.upstream is not None
+        for request in list(self.upstream.recorder.requests):
+            script = request.script
+            if isinstance(script, dict) and script.get("fault_key") == tag:
+                if request.connection and request.connection.closed_at is not None:
+                    return True
+                if request.outcome == "completed":
+                    return True
+        return False
 
     async def raw_open(
         self, port: int, path: str, body: dict[str, Any], rcvbuf: int | None = None
@@ -185,9 +202,16 @@ class Soak:
                 reader, writer = await self.raw_open(served.port, path, body, rcvbuf=4096)
                 if not (await reader.read(1024)).startswith(b"HTTP/1.1 200"):
                     raise RuntimeError("not answered 200")
-                # Read nothing for long enough to fill every buffer on the way, then
-                # the send timeout: the built-in model makes ~1 MB/s under load.
-                await asyncio.sleep(self.args.send_timeout + 20)
+                # Read nothing until the server has given up on the stream: every
+                # buffer on the way full, then the send timeout (or STALL_LIMIT).
+                deadline = time.monotonic() + STALL_LIMIT
+                await asyncio.sleep(self.args.send_timeout)
+                while time.monotonic() < deadline:
+                    if self.upstream_ended(o.tag):
+                        break
+                    await asyncio.sleep(0.5)
+                # An upstream that completed into the buffers: its last write may still stall.
+                await asyncio.sleep(self.args.send_timeout + 2)
                 # Cut off: the rest of what the buffers held, then the end, without
                 # [DONE]. Not cut off: the answer still flows; leave after 10 s.
                 rest, o.text = b"", "not cut off"
@@ -234,6 +258,7 @@ class Soak:
             kind = self.rng.choices(kinds, weights)[0]
             self.outcomes.append(Outcome(i, kind, f"soak-{args.seed}-{i}"))
         with MockServer(MockScript(), models=("mock-model",)) as upstream:
+            self.upstream = upstream
             serve_args = ["--upstream", upstream.base_url, "--model", "mock-model", "--db", db]
             serve_args += ["--send-timeout", str(args.send_timeout)]
             serve_args += ["--header-timeout", str(args.header_timeout)]
