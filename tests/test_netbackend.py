@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,7 @@ from pipeline.core.result import Accumulator, Result
 from pipeline.runtime import sources
 from pipeline.runtime.http_backend import AsyncioBackend, http_client
 from pipeline.runtime.standard_chain import llm_stream
+from pipeline.runtime.upstreams import Upstream
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
@@ -378,3 +380,29 @@ async def test_a_megabyte_request_body_through_the_sdk(server: MockServer) -> No
         await asyncio.wait_for(done.wait(), 20)
     assert acc.result().choices[0].content == "read"
     assert server.recorder.last_request.body["messages"][0]["content"] == big
+
+
+async def test_an_upstreams_anthropic_client_runs_on_the_asyncio_backend(
+    server: MockServer,
+) -> None:
+    """With the anthropic SDK's own defaults: its TCP keep-alive socket options are kept."""
+    upstream = Upstream("u", server.base_url, api_key="k")
+    client = upstream.anthropic_client()
+    try:
+        pool = client._client._transport._pool  # type: ignore[attr-defined]
+        assert isinstance(pool._network_backend, AsyncioBackend)
+        assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, True) in pool._socket_options
+        source = sources.anthropic_messages(
+            client,
+            model="mock-model",
+            max_tokens=50,
+            messages=MESSAGES,
+            mock={"text": "through anthropic", "interval": 0.001},
+        )
+        acc = Accumulator()
+        done = asyncio.Event()
+        llm_stream(source).subscribe(acc.add, on_completed=done.set)
+        await asyncio.wait_for(done.wait(), 20)
+        assert acc.result().choices[0].content == "through anthropic"
+    finally:
+        await upstream.aclose()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, cast
 
 import httpcore2
@@ -354,13 +354,17 @@ async def _connect(
     return stream
 
 
-def http_client(**options: Any) -> httpx2.AsyncClient:
-    """The ``openai`` SDK's default async HTTP client on :class:`AsyncioBackend`.
+def http_client(
+    default: Callable[..., httpx2.AsyncClient] = DefaultAsyncHttpxClient, **options: Any
+) -> httpx2.AsyncClient:
+    """An SDK's default async HTTP client on :class:`AsyncioBackend`.
 
-    ``options`` go to ``openai.DefaultAsyncHttpxClient`` (``timeout``,
-    ``limits``, ``proxy``...). Use it as ``AsyncOpenAI(http_client=http_client())``.
+    ``default`` makes it: the ``openai`` SDK's ``DefaultAsyncHttpxClient``,
+    or the ``anthropic`` SDK's (which also sets TCP keep-alive options on its
+    sockets). ``options`` go to it (``timeout``, ``limits``, ``proxy``...).
+    Use it as ``AsyncOpenAI(http_client=http_client())``.
     """
-    client = DefaultAsyncHttpxClient(**options)
+    client = default(**options)
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
     if isinstance(pool, httpcore2.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
         pool._network_backend = AsyncioBackend()

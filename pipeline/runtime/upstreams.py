@@ -159,8 +159,11 @@ class Upstream:
         return client
 
     def anthropic_client(self, api_key: str | None = None) -> AsyncAnthropic:
-        """The ``AsyncAnthropic`` client for ``api_key`` on the running loop (cached, no retry)."""
-        from anthropic import AsyncAnthropic
+        """The ``AsyncAnthropic`` client for ``api_key`` on the running loop (cached, no retry).
+
+        On the asyncio-native network backend, like :meth:`client`'s.
+        """
+        from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
 
         loop = asyncio.get_running_loop()
         clients = self._anthropic_clients.setdefault(loop, {})
@@ -171,6 +174,8 @@ class Upstream:
             options = {
                 k: v for k, v in self.client_options.items() if k in ("timeout", "default_headers")
             }
+            # The asyncio-native network backend, as for the openai client.
+            options["http_client"] = http_client(DefaultAsyncHttpxClient)
             client = AsyncAnthropic(base_url=base, api_key=key, max_retries=0, **options)
             clients[api_key] = client
         return client
