@@ -271,3 +271,26 @@ async def test_a_bad_chunk_size_is_httpx2s_protocol_error(bad: bytes) -> None:
         server.close()
         await server.wait_closed()
     assert raised[0] == raised[1]
+
+
+def test_an_h11_whose_chunked_reader_keeps_other_state_takes_the_usual_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    import h11._readers
+
+    import pipeline.runtime.http_body as http_body
+
+    class OtherReader:  # an h11 that keeps its chunked reader's state under other names
+        def __init__(self) -> None:
+            self.remaining = 0
+
+    assert http_body._LAYOUT_KNOWN
+    monkeypatch.setattr(h11._readers, "ChunkedReader", OtherReader)
+    try:
+        assert not importlib.reload(http_body)._LAYOUT_KNOWN
+    finally:
+        monkeypatch.undo()
+        importlib.reload(http_body)
+    assert http_body._LAYOUT_KNOWN

@@ -54,7 +54,11 @@ try:  # private names of httpx2 and httpcore2: without them, every body takes th
 except ImportError:  # pragma: no cover - another httpx2 / httpcore2 layout
     _LAYOUT_KNOWN = False
 else:
-    _LAYOUT_KNOWN = True
+    # The chunked reader's state is read on every chunk: an h11 without it takes the usual path.
+    _LAYOUT_KNOWN = all(
+        hasattr(ChunkedReader(), name)
+        for name in ("_bytes_in_chunk", "_bytes_to_discard", "_reading_trailer")
+    )
 
 _HTTPCORE_LOG = logging.getLogger("httpcore2.http11")
 
