@@ -19,11 +19,12 @@ Each of ``--streams`` streams is one of (weights in ``KINDS``):
   the client leaves 0.1-1.5 s after sending;
 * ``slow_reader`` -- reads 4 KiB then sleeps 50 ms, to the end;
 * ``stalled_reader`` -- asks for ~5 MB with a 4 KiB receive buffer, reads
-  the headers, then nothing until the server has given up on it (its
-  upstream request ended) or for ``STALL_LIMIT`` seconds: the server must
-  cut it off after its send timeout (checked: no ``[DONE]``), its upstream
-  read paused meanwhile. How soon its buffers fill depends on the share of
-  the CPU its stream gets, so it waits for the outcome, not a fixed time.
+  the headers, then nothing until its upstream request has ended (the
+  server gave up on it, or the whole answer went into the buffers on the
+  way) or for ``STALL_LIMIT`` seconds, then the send timeout; then it reads:
+  "cut off" (the end without ``[DONE]``: the server's send timeout acted),
+  "completed", or "not cut off" (still open after 10 s: the server is still
+  feeding it, e.g. at the pace of a store that is behind).
 
 Meanwhile ``--slow-headers`` connections each send a request's headers a
 byte per second, reconnecting when the server closes them.
