@@ -55,6 +55,10 @@ Metric names (prefix ``rxllm_`` by default)::
     rxllm_retries_total                    counter    upstream, kind
     rxllm_continuations_total              counter    reason (the cut's error kind)
     rxllm_store_buffer_dropped_total       counter    sink
+    rxllm_store_unavailable                gauge
+    rxllm_store_streams_held               gauge
+    rxllm_store_holds_total                counter
+    rxllm_connections_closed_total         counter    reason
     rxllm_api_keys_removed_total           counter    upstream
 
 Example::
@@ -629,6 +633,20 @@ class Metrics:
             registry=reg,
         )
 
+        self._store_held = Gauge(
+            "store_streams_held",
+            "Streams whose upstream read waits because the transcript store is behind.",
+            namespace=ns,
+            registry=reg,
+        )
+        self._store_holds = Counter(
+            "store_holds",
+            "Times the transcript store, behind, held a stream's upstream read.",
+            namespace=ns,
+            registry=reg,
+        )
+        self._held_now = 0
+
     # -- streams -------------------------------------------------------------
 
     def meter(self, *, model: str | None = None, upstream: str | None = None) -> StreamMeter:
@@ -696,6 +714,13 @@ class Metrics:
     def set_store_unavailable(self, unavailable: bool) -> None:
         """Say whether the transcript store is failing to write now."""
         self._store_unavailable.set(1 if unavailable else 0)
+
+    def set_store_streams_held(self, held: int) -> None:
+        """Say how many streams the transcript store holds now; a rise counts as holds."""
+        if held > self._held_now:
+            self._store_holds.inc(held - self._held_now)
+        self._held_now = held
+        self._store_held.set(held)
 
     def inc_key_removed(self, upstream: str) -> None:
         """Count an API key taken out of ``upstream``'s pool."""

@@ -446,6 +446,8 @@ FAMILIES = {
     "rxllm_api_keys_removed",
     "rxllm_connections_closed",
     "rxllm_store_unavailable",
+    "rxllm_store_streams_held",
+    "rxllm_store_holds",
 }
 
 

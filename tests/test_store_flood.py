@@ -31,6 +31,7 @@ from pipeline.runtime import sources
 from pipeline.runtime.http_backend import http_client
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.standard_chain import llm_stream
+from sinks.metrics import Metrics
 from sinks.store import Store, StoreSettings
 from sinks.store.batch_writer import BatchWriter
 from sinks.store.tables import events_table
@@ -116,13 +117,16 @@ async def test_a_flood_into_a_slow_store_holds_its_own_stream_and_loses_nothing(
     tmp_path: Path, client: AsyncOpenAI, slow_writes: asyncio.Event
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'flood.db'}"
-    async with Store(url, settings=flood_settings()) as store:
+    metrics = Metrics()
+    hold_hook = metrics.set_store_streams_held
+    async with Store(url, settings=flood_settings(), on_hold=hold_hook) as store:
         other, say = quiet(store)
         run, seen = flooding(store, client)
         run.start()
         await until(lambda: run.flow.held or store.dropped > 0 or run.terminal is not None)
         assert store.dropped == 0
         assert run.flow.held  # the flood holds itself...
+        assert b"rxllm_store_streams_held 1.0" in metrics.exposition()[0]  # ...and says so
         assert run.terminal is None
         say.on_next(TextDelta(stream_id="quiet", seq=1, text="still"))
         assert not other.flow.held  # ...not the stream beside it
@@ -133,6 +137,10 @@ async def test_a_flood_into_a_slow_store_holds_its_own_stream_and_loses_nothing(
         await store.flush()
         assert store.dropped == 0
         assert not run.flow.held
+        exposition = metrics.exposition()[0]
+        assert b"rxllm_store_streams_held 0.0" in exposition
+        assert b"rxllm_store_holds_total 0.0" not in exposition  # counted, at least once
+        assert b"rxllm_store_holds_total " in exposition
         assert seen[-1].type == "finished"
         assert await stored_events(store, "flood") == len(seen)
         assert len(seen) > FRAMES  # every token was an event, and every event is stored

@@ -43,10 +43,11 @@ final updates are kept apart from the events and never dropped: a stream is
 always finalized, even if some of its events were lost. A failed write is
 logged as an error (the 1st, 2nd, 4th... retry) and ``on_available(False)``
 is called at the first, ``on_available(True)`` once a write succeeds again;
-``precheck`` runs before each write (the store's: its SQLite file is still
-there). Any other error (a
-value the database refuses) makes the writer retry the batch one record at a
-time, so one bad record costs only itself (counted in :attr:`failed`).
+``on_hold`` is called with the number of streams held each time it
+changes (a metric: how often the store slows its producers). ``precheck``
+runs before each write (the store's: its SQLite file is still there). Any
+other error (a value the database refuses) makes the writer retry the batch
+one record at a time, so one bad record costs only itself (counted in :attr:`failed`).
 
 The task, ``flush``/``close`` and the retry loop are
 :class:`sinks._drain_writer.DrainWriter`'s (the Redis publisher's too); this
@@ -317,6 +318,7 @@ class BatchWriter(DrainWriter[_Batch]):
         on_drop: DropHook | None = None,
         on_retry: RetryHook | None = None,
         on_available: Callable[[bool], None] | None = None,
+        on_hold: Callable[[int], None] | None = None,
         precheck: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(settings.retry_backoff, on_drop=on_drop)
@@ -324,6 +326,7 @@ class BatchWriter(DrainWriter[_Batch]):
         self._settings = settings
         self._on_retry = on_retry
         self._on_available = on_available
+        self._on_hold = on_hold
         self._precheck = precheck
         self._events: deque[_Queued] = deque()
         self._active = 0  # streams with events queued
@@ -433,6 +436,8 @@ class BatchWriter(DrainWriter[_Batch]):
         share.gate.hold()
         self._holding.append(share)
         self.holds += 1
+        if self._on_hold is not None:
+            self._on_hold(len(self._holding))
 
     def _release(self) -> None:
         """Release every gate the writer holds."""
@@ -441,6 +446,8 @@ class BatchWriter(DrainWriter[_Batch]):
             share.holding = False
             if share.gate is not None:
                 share.gate.release()
+        if holding and self._on_hold is not None:
+            self._on_hold(0)
 
     def put_control(self, record: StreamOpen | StreamClose) -> None:
         """Queue a stream row or a final update: never dropped while the writer runs."""

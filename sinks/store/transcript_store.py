@@ -155,7 +155,9 @@ class Store:
 
     ``on_drop`` is called with the number of events dropped on buffer
     overflow (``prometheus_client.Counter.inc`` fits); ``on_retry`` with the
-    error and attempt number of each retried write.
+    error and attempt number of each retried write; ``on_available`` with
+    whether writes succeed, when that changes; ``on_hold`` with the number of
+    streams whose upstream read the writer holds (it is behind), when that changes.
     """
 
     def __init__(
@@ -166,12 +168,14 @@ class Store:
         on_drop: DropHook | None = None,
         on_retry: RetryHook | None = None,
         on_available: Callable[[bool], None] | None = None,
+        on_hold: Callable[[int], None] | None = None,
     ) -> None:
         self.url = resolve_url(url)
         self.settings = settings or StoreSettings()
         self._on_drop = on_drop
         self._on_retry = on_retry
         self._on_available = on_available
+        self._on_hold = on_hold
         self._file: tuple[Path, tuple[int, int]] | None = None  # SQLite: the file opened
         self._engine: AsyncEngine | None = None
         self._writer: BatchWriter | None = None
@@ -239,6 +243,7 @@ class Store:
             on_drop=self._on_drop,
             on_retry=self._on_retry,
             on_available=self._on_available,
+            on_hold=self._on_hold,
             precheck=self._check_file if path is not None else None,
         )
         self._writer.start()

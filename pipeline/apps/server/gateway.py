@@ -160,6 +160,7 @@ class Gateway:
                 settings=store_settings,
                 on_drop=lambda n: metrics.inc_store_buffer_dropped(n, sink="store"),
                 on_available=lambda ok: metrics.set_store_unavailable(not ok),
+                on_hold=metrics.set_store_streams_held,
             )
             await self.store.open()
         if settings.redis_url:
