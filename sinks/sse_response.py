@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BODY_SEND",
+    "CLIENT_GONE_HOOKS",
     "HEARTBEAT",
     "SSE_HEADERS",
     "Item",
@@ -93,6 +94,13 @@ HEARTBEAT = b": ping\n"
 #: body messages, when every middleware between it and the response passes them through
 #: unchanged (``rxllm serve``'s app does): a body message then skips their ``send`` wrappers.
 BODY_SEND = "rxllm.body_send"
+
+#: The scope key of a list of callables a server may call, with no argument, in the very
+#: callback where it learns that the request's client connection closed (``rxllm serve``'s
+#: protocol does; the app puts the list in the scope). A response or a handler adds its
+#: own while it runs: the upstream is cancelled then, not after the tasks waiting on
+#: ``receive()`` have woken up (a loop turn each, long ones on a saturated loop).
+CLIENT_GONE_HOOKS = "rxllm.client_gone"
 
 #: Headers every SSE response sends (``Content-Type`` is added by the response).
 SSE_HEADERS: Mapping[str, str] = {
@@ -255,6 +263,9 @@ class SSEResponse(Response):
         self._broken = broken = loop.create_future()
         tasks: list[asyncio.Task[None]] = []
         raised: BaseException | None = None
+        hooks = scope.get(CLIENT_GONE_HOOKS)
+        if isinstance(hooks, list):
+            hooks.append(self._connection_lost)
         start: Message = {
             "type": "http.response.start",
             "status": self.status_code,
@@ -289,6 +300,8 @@ class SSEResponse(Response):
             if reason is not None:
                 self._client_gone(reason)
         finally:
+            if isinstance(hooks, list):
+                hooks.remove(self._connection_lost)
             # The owner cancels and awaits every task, whatever happened.
             self._ending = True
             if self._in_flight is not None:
@@ -301,7 +314,15 @@ class SSEResponse(Response):
         if self.disconnect_reason is None and self.background is not None:
             await self.background()
 
+    def _connection_lost(self) -> None:
+        """The server says the client's connection closed (:data:`CLIENT_GONE_HOOKS`)."""
+        if not self._ending:
+            self._client_gone("client disconnected")
+            self._break(_ClientGone("client disconnected"))
+
     def _client_gone(self, reason: str) -> None:
+        if self.disconnect_reason is not None:  # heard already (the server's hook, then a task)
+            return
         self.disconnect_reason = reason
         log.debug("SSE client gone (%s)", reason)
         if self.on_disconnect is not None:

@@ -256,6 +256,11 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         self._send_held()
         self._transport.close()
 
+    def close_now(self) -> None:
+        """Close the connection without waiting for a task to run (a cancelled stream's
+        upstream sees it leave in the callback that cancelled it; see ``sources``)."""
+        self._transport.close()
+
     async def start_tls(
         self,
         ssl_context: ssl.SSLContext,

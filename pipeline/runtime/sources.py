@@ -181,15 +181,38 @@ async def _relay_in_turns(
 
 
 class _CancelTask(abc.DisposableBase):
-    """Disposing cancels the task (idempotent); lighter than a ``Disposable`` and its lock."""
+    """Disposing cancels the task (idempotent) and closes the open response's connection.
 
-    __slots__ = ("_task",)
+    Lighter than a ``Disposable`` and its lock. The task's cancellation runs
+    when the loop next steps it, a turn later (long on a saturated loop);
+    the connection, when the HTTP client can close it at once (rxllm's
+    network backend, :meth:`pipeline.runtime.http_backend.AsyncioStream.close_now`),
+    is closed in the call itself, so the upstream sees the client leave and
+    stops generating (and billing) then.
+    """
 
-    def __init__(self, task: asyncio.Task[None]) -> None:
-        self._task = task
+    __slots__ = ("close_now", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.close_now: Callable[[], None] | None = None  # while a response is open
 
     def dispose(self) -> None:
-        self._task.cancel()
+        close, self.close_now = self.close_now, None
+        if self.task is not None:
+            self.task.cancel()
+        if close is not None:
+            close()
+
+
+def _closer(response: Any) -> Callable[[], None] | None:
+    """What closes ``response``'s connection at once, if its network stream can."""
+    http = getattr(response, "http_response", None)
+    if not isinstance(http, httpx2.Response):
+        return None
+    stream = http.extensions.get("network_stream")
+    close: Callable[[], None] | None = getattr(stream, "close_now", None)
+    return close
 
 
 def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
@@ -231,6 +254,7 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
             start = _clock()
             try:
                 async with open_response() as response:
+                    handle.close_now = _closer(response)
                     chunks = _body_chunks(response)
                     async with contextlib.aclosing(chunks):
                         decoder = SSEDecoder()
@@ -252,14 +276,18 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
                                 await gate.wait_open()
                         for message in decoder.flush(t):
                             on_next(message)
+                    handle.close_now = None  # the body is read: the connection is reused
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                handle.close_now = None
                 observer.on_error(exc)
                 return
             observer.on_completed()
 
-        return _CancelTask(loop.create_task(pump()))
+        handle = _CancelTask()
+        handle.task = loop.create_task(pump())
+        return handle
 
     return Observable(subscribe)
 

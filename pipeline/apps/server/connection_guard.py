@@ -17,6 +17,13 @@ Each time one acts, it is counted (``rxllm_connections_closed_total``, by
 ``reason``) and logged, at most once per :data:`LOG_EVERY` seconds with the
 number since the last line (an attack must not flood the log). The body's
 own read timeout is the handler's (:func:`pipeline.apps.server.request_bodies.read_json`).
+
+It also tells the app at once when a client leaves: ``connection_lost``
+calls the hooks the running request put in its scope
+(:data:`sinks.sse_response.CLIENT_GONE_HOOKS`: the response's, the
+handler's), so the upstream request is cancelled in that callback rather
+than after the tasks waiting on ``receive()`` have woken up, a loop turn
+each, which on a saturated loop is what made cancellation late.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from collections.abc import Callable
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from sinks.sse_response import CLIENT_GONE_HOOKS
 
 __all__ = ["LOG_EVERY", "default_max_connections", "guarded_protocol"]
 
@@ -116,7 +125,17 @@ def guarded_protocol(
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            cycle = self.cycle
+            hooks = None
+            if cycle is not None and not cycle.response_complete:
+                hooks = cycle.scope.get(CLIENT_GONE_HOOKS)
             super().connection_lost(exc)
+            if isinstance(hooks, list):
+                for hook in list(hooks):
+                    try:
+                        hook()
+                    except Exception:
+                        log.exception("a client-gone hook failed")
 
         def _arm(self) -> None:
             self._disarm()

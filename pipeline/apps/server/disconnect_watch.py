@@ -30,6 +30,8 @@ from collections.abc import AsyncIterator, Callable
 from starlette.requests import Request
 from starlette.types import Receive
 
+from sinks.sse_response import CLIENT_GONE_HOOKS
+
 __all__ = ["CLIENT_GONE", "cancel_on_disconnect"]
 
 log = logging.getLogger(__name__)
@@ -53,19 +55,33 @@ async def cancel_on_disconnect(
 
     Read the request body before entering: the listener takes what
     ``receive()`` gives. The listening task is cancelled and awaited on the
-    way out, so a response can listen again after it.
+    way out, so a response can listen again after it. A server that calls
+    the scope's :data:`sinks.sse_response.CLIENT_GONE_HOOKS` (``rxllm serve``)
+    has ``cancel`` called in the callback where it learns the client left.
     """
     loop = asyncio.get_running_loop()
+    done = False
+
+    def gone() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            log.debug("client left before the response started; cancelling its stream")
+            cancel(CLIENT_GONE)
 
     async def listen() -> None:
         await _until_disconnect(request.receive)
-        log.debug("client left before the response started; cancelling its stream")
-        cancel(CLIENT_GONE)
+        gone()
 
+    hooks = request.scope.get(CLIENT_GONE_HOOKS)
+    if isinstance(hooks, list):
+        hooks.append(gone)
     task = loop.create_task(listen())
     try:
         yield
     finally:
+        if isinstance(hooks, list):
+            hooks.remove(gone)
         task.cancel()
         await asyncio.wait([task])
         if not task.cancelled() and task.exception() is not None:

@@ -89,7 +89,7 @@ from pipeline.runtime.async_bridges import finally_call
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
 from sinks.metrics import metrics_endpoint
-from sinks.sse_response import BODY_SEND, SSEResponse
+from sinks.sse_response import BODY_SEND, CLIENT_GONE_HOOKS, SSEResponse
 
 __all__ = ["create_app", "routes"]
 
@@ -592,8 +592,10 @@ class _App(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
-        if self._body_as_is and scope["type"] == "http":
-            scope[BODY_SEND] = send
+        if scope["type"] == "http":
+            scope[CLIENT_GONE_HOOKS] = []  # the server's protocol calls them (connection_guard)
+            if self._body_as_is:
+                scope[BODY_SEND] = send
         await super().__call__(scope, receive, send)
 
 
