@@ -19,16 +19,19 @@ loop turns (``asyncio.sleep(0)``), not on a clock.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import queue
 import socket
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import uvicorn
 from openai import AsyncOpenAI
 
+from pipeline.apps.builtin_model import MockServer
 from pipeline.apps.server.connection_guard import guarded_protocol
 from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
@@ -185,3 +188,43 @@ async def test_a_client_that_leaves_closes_the_upstream_connection_in_the_turn_i
     assert not connections
     await asyncio.sleep(0)  # one turn more: the upstream transport's close runs
     assert closed_by_peer(conn)
+
+
+@pytest.mark.parametrize("leave", [False, True], ids=["read-to-the-end", "disposed"])
+async def test_a_sources_task_is_freed_with_its_subscription_without_the_cyclic_collector(
+    leave: bool,
+) -> None:
+    """Regression test: the task's coroutine referred to the handle that refers to the task.
+
+    That cycle kept every stream's task, response and buffers until a full
+    collection (rare in ``rxllm serve``, which freezes start-up objects and
+    raises the first threshold): the abuse soak's peak memory grew by 50 MB.
+    """
+    async with (
+        MockServer() as upstream,
+        AsyncOpenAI(
+            base_url=upstream.base_url, api_key="k", max_retries=0, http_client=http_client()
+        ) as client,
+    ):
+        source = sources.chat_completions(
+            client, model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+        done = asyncio.Event()
+        gc.disable()
+        try:
+            before = asyncio.all_tasks()
+            subscription = source.subscribe(
+                on_next=lambda _: done.set() if leave else None, on_completed=done.set
+            )
+            (task,) = asyncio.all_tasks() - before
+            freed = weakref.ref(task)
+            del task, before
+            await asyncio.wait_for(done.wait(), GUARD)
+            if leave:
+                subscription.dispose()
+            for _ in range(100):  # the task ends (cancelled, or its response closed)
+                await asyncio.sleep(0)
+            del subscription
+            assert freed() is None
+        finally:
+            gc.enable()

@@ -180,6 +180,21 @@ async def _relay_in_turns(
     return room, allowance
 
 
+class _Open:
+    """What closes the open response's connection at once; shared by the task and its handle.
+
+    Apart from both, so that the task's coroutine does not refer to the handle
+    that refers to the task: a cycle would leave every finished stream's
+    task, response and buffers to the cyclic collector instead of freeing them
+    when the subscription goes.
+    """
+
+    __slots__ = ("close_now",)
+
+    def __init__(self) -> None:
+        self.close_now: Callable[[], None] | None = None
+
+
 class _CancelTask(abc.DisposableBase):
     """Disposing cancels the task (idempotent) and closes the open response's connection.
 
@@ -191,16 +206,15 @@ class _CancelTask(abc.DisposableBase):
     stops generating (and billing) then.
     """
 
-    __slots__ = ("close_now", "task")
+    __slots__ = ("_open", "_task")
 
-    def __init__(self) -> None:
-        self.task: asyncio.Task[None] | None = None
-        self.close_now: Callable[[], None] | None = None  # while a response is open
+    def __init__(self, task: asyncio.Task[None], open_: _Open) -> None:
+        self._task = task
+        self._open = open_
 
     def dispose(self) -> None:
-        close, self.close_now = self.close_now, None
-        if self.task is not None:
-            self.task.cancel()
+        close, self._open.close_now = self._open.close_now, None
+        self._task.cancel()
         if close is not None:
             close()
 
@@ -254,7 +268,7 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
             start = _clock()
             try:
                 async with open_response() as response:
-                    handle.close_now = _closer(response)
+                    open_.close_now = _closer(response)
                     chunks = _body_chunks(response)
                     async with contextlib.aclosing(chunks):
                         decoder = SSEDecoder()
@@ -276,18 +290,17 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
                                 await gate.wait_open()
                         for message in decoder.flush(t):
                             on_next(message)
-                    handle.close_now = None  # the body is read: the connection is reused
+                    open_.close_now = None  # the body is read: the connection is reused
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                handle.close_now = None
+                open_.close_now = None
                 observer.on_error(exc)
                 return
             observer.on_completed()
 
-        handle = _CancelTask()
-        handle.task = loop.create_task(pump())
-        return handle
+        open_ = _Open()
+        return _CancelTask(loop.create_task(pump()), open_)
 
     return Observable(subscribe)
 
