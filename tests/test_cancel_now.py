@@ -158,18 +158,25 @@ async def served(upstream: HoldingUpstream) -> AsyncIterator[tuple[int, uvicorn.
         sock.close()
 
 
+MESSAGES = [{"role": "user", "content": "hi"}]
+ROUTES = {  # each of the three APIs, relayed to the Chat Completions upstream
+    "/v1/chat/completions": {"model": "m", "messages": MESSAGES},
+    "/v1/responses": {"model": "m", "input": "hi"},
+    "/v1/messages": {"model": "m", "max_tokens": 100, "messages": MESSAGES},
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
 async def test_a_client_that_leaves_closes_the_upstream_connection_in_the_turn_it_is_heard(
-    served: tuple[int, uvicorn.Server], upstream: HoldingUpstream, stream: bool
+    served: tuple[int, uvicorn.Server], upstream: HoldingUpstream, stream: bool, route: str
 ) -> None:
     port, server = served
-    body = json.dumps(
-        {"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
-    ).encode()
+    body = json.dumps({**ROUTES[route], "stream": stream}).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (route.encode(), len(body), body)
     )
     conn = await upstream_end(upstream)
     if stream and upstream.first_token:
