@@ -26,6 +26,7 @@ import socket
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -159,7 +160,8 @@ async def served(upstream: HoldingUpstream) -> AsyncIterator[tuple[int, uvicorn.
 
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-ROUTES = {  # each of the three APIs, relayed to the Chat Completions upstream
+# Each of the three APIs, relayed to the Chat Completions upstream.
+ROUTES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": "m", "messages": MESSAGES},
     "/v1/responses": {"model": "m", "input": "hi"},
     "/v1/messages": {"model": "m", "max_tokens": 100, "messages": MESSAGES},
