@@ -317,8 +317,8 @@ class SSEResponse(Response):
     def _connection_lost(self) -> None:
         """The server says the client's connection closed (:data:`CLIENT_GONE_HOOKS`)."""
         if not self._ending:
+            self._break(_ClientGone("client disconnected"))  # no direct write from here on
             self._client_gone("client disconnected")
-            self._break(_ClientGone("client disconnected"))
 
     def _client_gone(self, reason: str) -> None:
         if self.disconnect_reason is not None:  # heard already (the server's hook, then a task)
