@@ -27,12 +27,13 @@ Example::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
-__all__ = ["Fusable", "Link", "Stage", "StageBase", "fused"]
+__all__ = ["Fusable", "Link", "Stage", "StageBase", "complete_after", "fused"]
 
 T_in = TypeVar("T_in", contravariant=True)
 T = TypeVar("T")
@@ -61,6 +62,21 @@ class StageBase:
 
     def __init__(self) -> None:
         self.stopped = False
+
+
+def complete_after(downstream: Stage[R], close: Callable[[], Iterable[R]]) -> None:
+    """A stage's completion: what ``close`` makes (its last events), then ``on_completed``.
+
+    An exception from ``close`` goes to ``downstream.on_error`` instead.
+    """
+    try:
+        events = close()
+    except Exception as exc:
+        downstream.on_error(exc)
+        return
+    for event in events:
+        downstream.on_next(event)
+    downstream.on_completed()
 
 
 class Link:

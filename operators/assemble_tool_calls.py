@@ -56,12 +56,13 @@ closed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeAlias
 
 import jiter
 from pydantic import BaseModel, ValidationError
 
-from operators._fused import Fusable, Link, Stage, StageBase
+from operators._fused import Fusable, Link, Stage, StageBase, complete_after
 from operators._stamp import replace
 from pipeline.core.events import (
     ChoiceFinished,
@@ -401,14 +402,7 @@ class _Assemble(StageBase):
         if self.stopped:
             return
         self.stopped = True
-        try:
-            events = self.state.close("ended")
-        except Exception as exc:
-            self.downstream.on_error(exc)
-            return
-        for item in events:
-            self.downstream.on_next(item)
-        self.downstream.on_completed()
+        complete_after(self.downstream, partial(self.state.close, "ended"))
 
 
 class _AssembleToolCalls(Fusable[Event, Event]):

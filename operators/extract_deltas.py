@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from operators._anthropic_normalizer import ANTHROPIC_EVENT_TYPES, AnthropicNormalizer
 from operators._chat_normalizer import ChatNormalizer, error_from_payload
-from operators._fused import Fusable, Link, Stage, StageBase
+from operators._fused import Fusable, Link, Stage, StageBase, complete_after
 from operators._responses_normalizer import ResponsesNormalizer
 from operators._stamp import Stamper
 from pipeline.core.errors import MalformedChunkError, UpstreamError
@@ -186,14 +186,7 @@ class _Extract(StageBase):
         if self.stopped:
             return
         self.stopped = True
-        try:
-            events = self.state.close()
-        except Exception as exc:
-            self.downstream.on_error(exc)
-            return
-        for event in events:
-            self.downstream.on_next(event)  # type: ignore[arg-type]
-        self.downstream.on_completed()
+        complete_after(self.downstream, self.state.close)  # type: ignore[arg-type]
 
 
 class _ExtractDeltas(Fusable[RawChunk, Event]):

@@ -116,10 +116,13 @@ class _Timeouts(StageBase):
             if total is not None:
                 self.total_timer.disposable = scheduler.schedule_relative(total, self.on_total)
 
-    def expire(self, which: str, seconds: float) -> None:
-        self.stopped = True
+    def _cancel_timers(self) -> None:
         self.timer.dispose()
         self.total_timer.dispose()
+
+    def expire(self, which: str, seconds: float) -> None:
+        self.stopped = True
+        self._cancel_timers()
         self.upstream.dispose()  # cancels the request before anyone hears of the timeout
         self.downstream.on_error(StreamTimeoutError(which, seconds))
 
@@ -165,8 +168,7 @@ class _Timeouts(StageBase):
                 else:
                     self.timer.disposable = Disposable()
             if event.ends_stream:
-                self.timer.dispose()
-                self.total_timer.dispose()
+                self._cancel_timers()
             self.downstream.on_next(event)
 
     def on_error(self, error: Exception) -> None:
@@ -174,8 +176,7 @@ class _Timeouts(StageBase):
             if self.stopped:
                 return
             self.stopped = True
-            self.timer.dispose()
-            self.total_timer.dispose()
+            self._cancel_timers()
             self.downstream.on_error(error)
 
     def on_completed(self) -> None:
@@ -183,15 +184,13 @@ class _Timeouts(StageBase):
             if self.stopped:
                 return
             self.stopped = True
-            self.timer.dispose()
-            self.total_timer.dispose()
+            self._cancel_timers()
             self.downstream.on_completed()
 
     def dispose(self) -> None:
         with self.lock:
             self.stopped = True
-            self.timer.dispose()
-            self.total_timer.dispose()
+            self._cancel_timers()
 
 
 class _TimeoutsOperator(Fusable[Event, Event]):
