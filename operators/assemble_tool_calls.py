@@ -55,8 +55,8 @@ closed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, TypeAlias
 
 import jiter
@@ -402,23 +402,17 @@ class _Assemble(StageBase):
         if self.stopped:
             return
         self.stopped = True
-        complete_after(self.downstream, partial(self.state.close, "ended"))
+        complete_after(self.downstream, functools.partial(self.state.close, "ended"))
 
 
 class _AssembleToolCalls(Fusable[Event, Event]):
     name = "assemble_tool_calls"
 
-    def __init__(
-        self, checks: dict[str, _Check | None] | None, partial: bool, eager: int, growth: float
-    ) -> None:
-        self.checks = checks
-        self.partial = partial
-        self.eager = eager
-        self.growth = growth
+    def __init__(self, new_state: Callable[[], _Assembler]) -> None:
+        self.new_state = new_state  # a subscription's state, the operator's parameters bound
 
     def stage(self, downstream: Stage[Event], link: Link) -> _Assemble:
-        state = _Assembler(self.checks, self.partial, self.eager, self.growth)
-        return _Assemble(downstream, state)
+        return _Assemble(downstream, self.new_state())
 
 
 def assemble_tool_calls(
@@ -440,4 +434,6 @@ def assemble_tool_calls(
     """
     if growth <= 0 or eager_chars < 0:
         raise ValueError("growth must be > 0 and eager_chars >= 0")
-    return _AssembleToolCalls(_checkers(tools), partial, eager_chars, growth)
+    return _AssembleToolCalls(
+        functools.partial(_Assembler, _checkers(tools), partial, eager_chars, growth)
+    )

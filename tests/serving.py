@@ -1,7 +1,11 @@
-"""``rxllm serve`` as a real subprocess on a loopback port, for end-to-end tests."""
+"""``rxllm serve`` on a loopback port, for end-to-end tests: a real subprocess, or the app
+served by uvicorn in the test's own loop (:func:`app_in_loop`, where a test needs the
+server's objects or counts loop turns)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -9,9 +13,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from pipeline.apps.server.server_settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +36,45 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def app_in_loop(
+    settings: ServerSettings,
+    *,
+    send_buffer: int | None = None,
+    http: type[asyncio.Protocol] | str = "auto",
+) -> AsyncIterator[tuple[int, uvicorn.Server]]:
+    """rxllm's app served by uvicorn in the running loop: its port and the server.
+
+    ``send_buffer`` sets the listening socket's ``SO_SNDBUF`` (accepted sockets
+    inherit it: a small one makes the server's writes wait sooner); ``http``
+    is uvicorn's protocol (``rxllm serve``'s own: ``connection_guard.guarded_protocol``).
+    """
+    import uvicorn
+
+    from pipeline.apps.server.http_api import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    config = uvicorn.Config(create_app(settings), lifespan="on", log_level="warning", http=http)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(1000):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("uvicorn did not start")
+        yield sock.getsockname()[1], server
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
 
 
 class ServeProcess:

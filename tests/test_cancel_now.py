@@ -26,7 +26,6 @@ import socket
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import uvicorn
@@ -34,10 +33,11 @@ from openai import AsyncOpenAI
 
 from pipeline.apps.builtin_model import MockServer
 from pipeline.apps.server.connection_guard import guarded_protocol
-from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.runtime import sources
 from pipeline.runtime.http_backend import http_client
+from tests.serving import app_in_loop
+from tests.test_client_leaves import NON_STREAMING as ROUTES
 
 GUARD = 10.0  # seconds: reached only if the behaviour under test is missing
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -143,32 +143,11 @@ async def served(upstream: HoldingUpstream) -> AsyncIterator[tuple[int, uvicorn.
     """rxllm's app with its protocol, in this loop, in front of the holding upstream."""
     settings = ServerSettings(upstream=upstream.base_url, store=False, heartbeat=60.0)
     protocol = guarded_protocol(header_timeout=None, max_connections=None, on_closed=print)
-    config = uvicorn.Config(create_app(settings), log_level="warning", http=protocol)
-    server = uvicorn.Server(config)
-    sock = socket.create_server(("127.0.0.1", 0))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(1000):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    try:
-        yield sock.getsockname()[1], server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, GUARD)
-        sock.close()
+    async with app_in_loop(settings, http=protocol) as served:
+        yield served
 
 
-MESSAGES = [{"role": "user", "content": "hi"}]
-# Each of the three APIs, relayed to the Chat Completions upstream.
-ROUTES: dict[str, dict[str, Any]] = {
-    "/v1/chat/completions": {"model": "m", "messages": MESSAGES},
-    "/v1/responses": {"model": "m", "input": "hi"},
-    "/v1/messages": {"model": "m", "max_tokens": 100, "messages": MESSAGES},
-}
-
-
-@pytest.mark.parametrize("route", list(ROUTES))
+@pytest.mark.parametrize("route", list(ROUTES))  # the three APIs, relayed to Chat Completions
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
 async def test_a_client_that_leaves_closes_the_upstream_connection_in_the_turn_it_is_heard(
     served: tuple[int, uvicorn.Server], upstream: HoldingUpstream, stream: bool, route: str

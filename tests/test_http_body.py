@@ -19,11 +19,9 @@ import pytest
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from pipeline.apps.builtin_model import MockServer
-from pipeline.core.result import Accumulator, Result
-from pipeline.runtime import sources
 from pipeline.runtime.http_backend import http_client
 from pipeline.runtime.http_body import raw_body
-from pipeline.runtime.standard_chain import llm_stream
+from tests.test_netbackend import consume
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 BACKENDS = ["asyncio", "default"]
@@ -173,17 +171,6 @@ async def test_the_usual_path_where_httpcore2s_hooks_are_on(
         assert raw_body(response) is None  # read already: aiter_raw says so
 
 
-async def _stream(client: AsyncOpenAI, mock: dict[str, Any]) -> Result:
-    source = sources.chat_completions(
-        client, model="mock-model", messages=MESSAGES, extra_body={"mock": mock}
-    )
-    acc = Accumulator()
-    done = asyncio.Event()
-    llm_stream(source).subscribe(acc.add, on_completed=done.set)
-    await asyncio.wait_for(done.wait(), 20)
-    return acc.result()
-
-
 async def test_a_stalled_upstream_through_the_source_is_a_timeout(server: MockServer) -> None:
     async with AsyncOpenAI(
         base_url=server.base_url,
@@ -192,7 +179,7 @@ async def test_a_stalled_upstream_through_the_source_is_a_timeout(server: MockSe
         timeout=httpx2.Timeout(10, read=0.3),
         http_client=http_client(),
     ) as client:
-        result = await _stream(client, {"text": "one two three", "stall": 5, "stall_after": 1})
+        result = await consume(client, {"text": "one two three", "stall": 5, "stall_after": 1})
     assert result.status == "error" and result.error is not None
     assert result.error["kind"] == "timeout"
     assert result.choices[0].content == "one"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -316,7 +317,12 @@ async def _echo_server() -> tuple[asyncio.Server, list[bytes]]:
     return await asyncio.start_server(handle, "127.0.0.1", 0), received
 
 
-async def test_a_request_head_and_body_leave_in_one_write() -> None:
+@contextlib.asynccontextmanager
+async def _counted_stream() -> AsyncIterator[
+    tuple[pipeline.runtime.http_backend.AsyncioStream, _CountingTransport, list[bytes]]
+]:
+    """A connection on rxllm's backend to an echo server: the stream, its counted
+    transport, and what the server received (complete once the block has ended)."""
     server, received = await _echo_server()
     port = server.sockets[0].getsockname()[1]
     try:
@@ -324,6 +330,14 @@ async def test_a_request_head_and_body_leave_in_one_write() -> None:
         assert isinstance(stream, pipeline.runtime.http_backend.AsyncioStream)
         counting = _CountingTransport(stream._transport)
         stream._transport = counting  # type: ignore[assignment]
+        yield stream, counting, received
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_request_head_and_body_leave_in_one_write() -> None:
+    async with _counted_stream() as (stream, counting, received):
         await stream.write(b"POST / HTTP\r\n")  # what httpcore2 does: head, body, then read
         await stream.write(b"")
         assert counting.writes == []  # held, not sent yet
@@ -331,20 +345,11 @@ async def test_a_request_head_and_body_leave_in_one_write() -> None:
         assert await stream.read(100, timeout=5) == b"ok"
         assert counting.writes == [17]  # one write for both
         await stream.aclose()
-    finally:
-        server.close()
-        await server.wait_closed()
     assert b"".join(received) == b"POST / HTTP\r\nbody"
 
 
 async def test_a_large_write_is_not_held_and_a_close_sends_what_is_held() -> None:
-    server, received = await _echo_server()
-    port = server.sockets[0].getsockname()[1]
-    try:
-        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port)
-        assert isinstance(stream, pipeline.runtime.http_backend.AsyncioStream)
-        counting = _CountingTransport(stream._transport)
-        stream._transport = counting  # type: ignore[assignment]
+    async with _counted_stream() as (stream, counting, received):
         big = b"x" * (pipeline.runtime.http_backend.HOLD_WRITES + 1)
         await stream.write(b"head")
         await stream.write(big)  # too big to hold: it and what was held go now
@@ -356,9 +361,6 @@ async def test_a_large_write_is_not_held_and_a_close_sends_what_is_held() -> Non
             if sum(map(len, received)) == len(big) + 8:
                 break
             await asyncio.sleep(0.01)
-    finally:
-        server.close()
-        await server.wait_closed()
     assert b"".join(received) == b"head" + big + b"tail"
 
 

@@ -12,12 +12,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from pipeline.apps.builtin_model import MockServer
-from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.runtime.upstreams import API_NAMES
+from tests.serving import app_in_loop
 
 pytestmark = pytest.mark.slow  # waits for send timeouts on a slow half-megabyte answer
 
@@ -38,23 +37,8 @@ async def served(upstream: MockServer) -> AsyncIterator[int]:
         send_timeout=0.5,
         heartbeat=60.0,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # accepted sockets inherit it
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    config = uvicorn.Config(create_app(settings), lifespan="on", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(1000):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
+    async with app_in_loop(settings, send_buffer=4096) as (port, _):
+        yield port
 
 
 @pytest.mark.parametrize(

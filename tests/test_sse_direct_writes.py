@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from reactivex.subject import Subject
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -40,6 +39,7 @@ from pipeline.core.sse_decoder import SSEDecoder
 from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import StreamHub
 from sinks.sse_response import BODY_SEND, SSEResponse
+from tests.serving import app_in_loop
 
 TIMEOUT = 10
 _ID = re.compile(rb"^id: (\d+)\n", re.MULTILINE)
@@ -326,27 +326,8 @@ def upstream() -> Iterator[MockServer]:
 async def served(upstream: MockServer) -> AsyncIterator[int]:
     """rxllm's app on a loopback port whose sockets have small send buffers."""
     settings = ServerSettings(upstream=upstream.base_url, store=False, heartbeat=60.0)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # accepted sockets inherit it
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await until_started(server)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT)
-        sock.close()
-
-
-async def until_started(server: uvicorn.Server) -> None:
-    for _ in range(1000):
-        if server.started:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("uvicorn did not start")
+    async with app_in_loop(settings, send_buffer=4096) as (port, _):
+        yield port
 
 
 async def test_a_client_that_pauses_then_reads_on_gets_every_chunk_once_in_order(
