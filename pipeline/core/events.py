@@ -362,7 +362,6 @@ _CONTENT_BY_CLASS: dict[type, int] = {
     cls: 1 if cls in _TEXT_CLASSES else 2 if cls in _TOOL_CLASSES else 0 for cls in _ALL_CLASSES
 }
 _CONTENT_BY_CLASS[BlockStarted] = 3
-_TERMINAL_BY_CLASS: dict[type, bool] = {cls: cls in _TERMINAL_CLASSES for cls in _ALL_CLASSES}
 
 
 def is_content(event: EventBase) -> bool:
@@ -385,10 +384,8 @@ def is_content(event: EventBase) -> bool:
 
 
 def is_terminal(event: EventBase) -> bool:
-    """Return whether ``event`` ends its stream."""
-    terminal = _TERMINAL_BY_CLASS.get(type(event))
-    if terminal is None:
-        return isinstance(event, _TERMINAL_CLASSES)
+    """Return whether ``event`` ends its stream (its class's :attr:`EventBase.ends_stream`)."""
+    terminal: bool = getattr(event, "ends_stream", False)  # a value that is not an event: no
     return terminal
 
 
