@@ -11,7 +11,7 @@
 * :class:`BufferReader` -- a live stream's reader (what
   :meth:`pipeline.runtime.multicast.StreamRun.iterate` returns): ``async
   for`` over a :class:`BufferedObserver`, or, for a consumer that can take
-  an event at once (:meth:`BufferReader.deliver_to`: the SSE responder
+  an event at once (``deliver_to``, the buffer's: the SSE responder
   writing to a client that keeps up), each event handed over in the
   producer's own step, with no buffer, task switch or generator in between.
 
@@ -296,51 +296,6 @@ class BufferedObserver(abc.ObserverBase[T]):
             self.close()
 
 
-class BufferReader(AsyncIterator[T]):
-    """Reads a :class:`BufferedObserver` with ``async for``; ``on_close`` runs once at its end.
-
-    The end is the buffer's (completed, or its error raised), or
-    :meth:`aclose` (a reader that leaves early); ``on_close`` is what the
-    owner undoes then (detaching the buffer from its stream). Unlike an
-    async generator, it can be read in several ``async for`` loops one after
-    the other (a server reads the first events, then streams the rest) and
-    it forwards :meth:`deliver_to` to its buffer.
-    """
-
-    def __init__(self, buffer: BufferedObserver[T], on_close: Callable[[], None]) -> None:
-        self._buffer = buffer
-        self._items = buffer.__aiter__()
-        self._on_close: Callable[[], None] | None = on_close
-
-    def __aiter__(self) -> BufferReader[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        try:
-            return await anext(self._items)
-        except BaseException:  # the end (StopAsyncIteration, the stream's error) or cancelled
-            self._close()
-            raise
-
-    def deliver_to(self, consumer: Consumer | None) -> None:
-        """See :meth:`BufferedObserver.deliver_to`."""
-        self._buffer.deliver_to(consumer)
-
-    async def aclose(self) -> None:
-        """Stop reading: the buffer is closed (its gate released) and ``on_close`` runs."""
-        self._buffer.deliver_to(None)
-        try:
-            await self._items.aclose()
-        finally:
-            self._close()
-
-    def _close(self) -> None:
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close()
-        self._buffer.close()
-
-
 @operator
 async def from_observable(source: Observable[T], maxsize: int = 256) -> AsyncIterator[T]:
     """Read an observable as an aiostream stream through a bounded buffer.
@@ -381,7 +336,7 @@ class _Finally(AsyncIterator[T]):
     def __init__(self, items: AsyncIterator[T], callback: Callable[[], None]) -> None:
         self._items = items
         self._callback: Callable[[], None] | None = callback
-        # The inner reader's, when it has one (see BufferReader.deliver_to).
+        # The inner reader's, when it has one (see BufferedObserver.deliver_to).
         self.deliver_to: Callable[[Consumer | None], None] | None = getattr(
             items, "deliver_to", None
         )
@@ -408,3 +363,29 @@ class _Finally(AsyncIterator[T]):
         callback, self._callback = self._callback, None
         if callback is not None:
             callback()
+
+
+class BufferReader(_Finally[T]):
+    """Reads a :class:`BufferedObserver` with ``async for``; ``on_close`` runs once at its end.
+
+    The end is the buffer's (completed, or its error raised), or
+    :meth:`aclose` (a reader that leaves early); ``on_close`` is what the
+    owner undoes then (detaching the buffer from its stream), and the buffer
+    is closed after it. Unlike an async generator, it can be read in several
+    ``async for`` loops one after the other (a server reads the first
+    events, then streams the rest), and its ``deliver_to`` is the buffer's.
+    """
+
+    def __init__(self, buffer: BufferedObserver[T], on_close: Callable[[], None]) -> None:
+        def close() -> None:
+            on_close()
+            buffer.close()
+
+        super().__init__(buffer.__aiter__(), close)
+        self._buffer = buffer
+        self.deliver_to = buffer.deliver_to
+
+    async def aclose(self) -> None:
+        """Stop reading: the consumer is let go, the buffer closed (its gate released)."""
+        self._buffer.deliver_to(None)
+        await super().aclose()
