@@ -381,8 +381,8 @@ class SSEResponse(Response):
         self._busy_since = self._last_write = self._loop.time()
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (OSError, ClientDisconnect) as exc:
-            raise _ClientGone(f"client disconnected ({type(exc).__name__})") from None
+        except _DISCONNECTED as exc:
+            raise _gone(exc) from None
         self._busy_since = None
 
     async def _settle(self) -> None:
@@ -401,8 +401,8 @@ class SSEResponse(Response):
         self._busy_since = now = self._loop.time()
         try:
             await send(_body(body))
-        except (OSError, ClientDisconnect) as exc:
-            raise _ClientGone(f"client disconnected ({type(exc).__name__})") from None
+        except _DISCONNECTED as exc:
+            raise _gone(exc) from None
         self._busy_since = None
         self._last_write = now
 
@@ -432,11 +432,8 @@ class SSEResponse(Response):
             except StopIteration:
                 self._last_write = self._loop.time()
                 return True
-        except (OSError, ClientDisconnect) as exc:
-            self._break(_ClientGone(f"client disconnected ({type(exc).__name__})"))
-            return True
         except Exception as exc:
-            self._break(exc)
+            self._break(_failure(exc))
             return True
         self._busy_since = self._loop.time()
         self._in_flight = self._loop.create_task(self._finish(steps, waiting))
@@ -446,10 +443,8 @@ class SSEResponse(Response):
         """The rest of a direct write that had to wait (see :meth:`_write_now`)."""
         try:
             await _Resumed(steps, waiting)
-        except (OSError, ClientDisconnect) as exc:
-            self._break(_ClientGone(f"client disconnected ({type(exc).__name__})"))
         except Exception as exc:
-            self._break(exc)
+            self._break(_failure(exc))
         else:
             self._last_write = self._loop.time()
         finally:
@@ -495,8 +490,21 @@ class SSEResponse(Response):
                 await send(message)
         except TimeoutError:
             raise _ClientGone(f"a write did not complete within {self.send_timeout:g}s") from None
-        except (OSError, ClientDisconnect) as exc:
-            raise _ClientGone(f"client disconnected ({type(exc).__name__})") from None
+        except _DISCONNECTED as exc:
+            raise _gone(exc) from None
+
+
+_DISCONNECTED = (OSError, ClientDisconnect)
+"""What a ``send`` raises when the client has gone."""
+
+
+def _gone(exc: BaseException) -> _ClientGone:
+    return _ClientGone(f"client disconnected ({type(exc).__name__})")
+
+
+def _failure(exc: Exception) -> BaseException:
+    """Why a direct write ends the response: the client gone, or the error itself."""
+    return _gone(exc) if isinstance(exc, _DISCONNECTED) else exc
 
 
 class _Resumed:
