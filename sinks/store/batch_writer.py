@@ -334,7 +334,6 @@ class BatchWriter(DrainWriter[_Batch]):
         self._hold_at = max(settings.max_buffer // 2, 1)
         self._release_at = settings.max_buffer // 4
         self._writing = True  # False from a failed write until one succeeds
-        self.holds = 0
         self._controls: deque[StreamOpen | StreamClose] = deque()
         dialect = engine.dialect.name
         self._insert_streams = _insert(dialect, streams_table).on_conflict_do_nothing(
@@ -376,11 +375,6 @@ class BatchWriter(DrainWriter[_Batch]):
     def pending(self) -> int:
         """Events waiting in memory."""
         return len(self._events)
-
-    @property
-    def holding(self) -> int:
-        """Streams whose flow gate the writer holds now (it is behind)."""
-        return len(self._holding)
 
     def put_event(self, stream_id: str, event: Event, share: StreamShare | None = None) -> bool:
         """Queue an event's row; ``False`` if it was dropped (buffer full or writer
@@ -435,7 +429,6 @@ class BatchWriter(DrainWriter[_Batch]):
         share.holding = True
         share.gate.hold()
         self._holding.append(share)
-        self.holds += 1
         if self._on_hold is not None:
             self._on_hold(len(self._holding))
 
