@@ -27,7 +27,9 @@ Each of ``--streams`` streams is one of (weights in ``KINDS``):
   feeding it, e.g. at the pace of a store that is behind).
 
 Meanwhile ``--slow-headers`` connections each send a request's headers a
-byte per second, reconnecting when the server closes them.
+byte per second, reconnecting when the server closes them. ``--normal-only
+--slow-headers 0`` runs the same number of ``normal`` streams with no abuse:
+the baseline of their figures.
 
 Reported: upstream requests left running after their client (must be 0);
 how long after the client left the others ended (from the leave, or from
@@ -253,7 +255,7 @@ class Soak:
         args = self.args
         tmp = Path(tempfile.mkdtemp(prefix="rxllm-abuse-"))
         db = f"sqlite+aiosqlite:///{tmp / 'soak.db'}"
-        kinds = list(KINDS)
+        kinds = ["normal"] if args.normal_only else list(KINDS)
         weights = [KINDS[k] for k in kinds]
         for i in range(args.streams):
             kind = self.rng.choices(kinds, weights)[0]
@@ -394,6 +396,12 @@ def main() -> None:
     parser.add_argument("--send-timeout", type=float, default=5.0)
     parser.add_argument("--header-timeout", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--normal-only",
+        action="store_true",
+        help="every stream a normal one (with --slow-headers 0: the baseline of the normal "
+        "streams' figures, to see how much the abuse moves them)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report = asyncio.run(Soak(args).run())
