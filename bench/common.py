@@ -228,6 +228,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid``'s threads other than its main one (``/proc``).
+
+    A thread that ended in between is not counted: read it over a window where the
+    threads live throughout (a store's writer thread, a thread pool).
+    """
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if task.name == str(pid):
+            continue
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 # -- results -----------------------------------------------------------------------------
 
 
