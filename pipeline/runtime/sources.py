@@ -6,7 +6,9 @@ the subscription cancels that task, which closes the HTTP response, so the
 upstream sees its connection close (what stops generation and billing).
 
 The ``openai`` client makes the request (auth, base URL, headers, retries,
-HTTP error statuses raised as ``openai.APIStatusError``); the body is read raw
+HTTP error statuses raised as ``openai.APIStatusError``); for a plain client
+(rxllm serve's: no retries, no custom auth) without the SDK's per-request
+work (:mod:`pipeline.runtime.direct_request`). The body is read raw
 and decoded here, which is several times cheaper per chunk than the SDK's
 object construction and yields exactly the provider's fields.
 
@@ -35,6 +37,7 @@ from reactivex.disposable import Disposable
 from pipeline.core.flow_control import CURRENT_FLOW, TURN_MESSAGES, FlowGate
 from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 from pipeline.runtime.async_bridges import _loop_for, from_async_iterable
+from pipeline.runtime.direct_request import direct_stream
 from pipeline.runtime.http_body import raw_body
 
 if TYPE_CHECKING:
@@ -314,6 +317,9 @@ def chat_completions(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessag
     ``APITimeoutError`` when the request fails, the HTTP library's transport
     errors when the connection drops mid-stream.
     """
+    direct = direct_stream(client, "/chat/completions", {**params, "stream": True})
+    if direct is not None:
+        return _from_request(direct)
     create = client.chat.completions.with_streaming_response.create
     kwargs = _request_kwargs(
         client.chat.completions.create,
@@ -325,6 +331,9 @@ def chat_completions(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessag
 
 def responses(client: AsyncOpenAI, **params: Any) -> Observable[SSEMessage]:
     """Stream ``POST /responses`` (the Responses API); see :func:`chat_completions`."""
+    direct = direct_stream(client, "/responses", {**params, "stream": True})
+    if direct is not None:
+        return _from_request(direct)
     create = client.responses.with_streaming_response.create
     kwargs = _request_kwargs(client.responses.create, {**params, "stream": True}, {})
     return _from_request(lambda: create(**kwargs))
@@ -340,6 +349,9 @@ def anthropic_messages(client: AsyncAnthropic, **params: Any) -> Observable[SSEM
     for an HTTP error status (529 when overloaded), ``anthropic.APIConnectionError``
     / ``APITimeoutError`` when the request fails.
     """
+    direct = direct_stream(client, "/v1/messages", {**params, "stream": True})
+    if direct is not None:
+        return _from_request(direct)
     create = client.messages.with_streaming_response.create
     options = {k: params.pop(k) for k in _REQUEST_OPTIONS if k in params}
     body = {**params, **(options.pop("extra_body", None) or {}), "stream": True}
