@@ -22,7 +22,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from reactivex.subject import Subject
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Text, cast, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -50,8 +50,11 @@ from sinks.store import migrations as store_migrations
 from sinks.store.batch_writer import BatchWriter, EventRow, StreamClose, StreamOpen
 from sinks.store.tables import events_table, metadata, streams_table
 from tests.fixtures import TEXT_STREAM
+from tests.store_rows import row_events, stored_events
 
 REPO = Path(__file__).resolve().parent.parent
+# The JSON column as the database holds it: its text, not the value it reads back as.
+data_column = cast(events_table.c.data, Text)
 
 
 def settings(**overrides: Any) -> StoreSettings:
@@ -102,13 +105,8 @@ def dumps(events: list[Any]) -> list[str]:
 
 
 async def stored_rows(store: Store, stream_id: str) -> list[tuple[int, str]]:
-    async with store.engine.connect() as conn:
-        rows = await conn.execute(
-            select(events_table.c.seq, events_table.c.type)
-            .where(events_table.c.stream_id == stream_id)
-            .order_by(events_table.c.seq)
-        )
-        return [(r[0], r[1]) for r in rows]
+    """``(seq, type)`` of each event stored, each row's events in turn (runs opened)."""
+    return [(seq, kind) for _, seq, kind in await stored_events(store.engine, stream_id)]
 
 
 # -- one stream, each way it can end ------------------------------------------------
@@ -311,19 +309,23 @@ async def test_stored_json_is_the_events_own_beside_the_hub(store: Store) -> Non
     await store.flush()
     async with store.engine.connect() as conn:
         rows = await conn.execute(
-            select(events_table.c.data)
+            select(events_table.c.seq, events_table.c.last_seq, events_table.c.type, data_column)
             .where(events_table.c.stream_id == "both")
             .order_by(events_table.c.seq)
         )
-        stored = [r[0] for r in rows]
-    async with store.engine.connect() as conn:
-        data = "data::text" if store.engine.dialect.name == "postgresql" else "data"
-        raw = await conn.exec_driver_sql(
-            f"SELECT {data} FROM rxllm_events WHERE stream_id = 'both' ORDER BY seq"
-        )
-        texts = [r[0] for r in raw]
-    assert texts == [e.model_dump_json() for e in seen]
-    assert stored == [e.model_dump(mode="json") for e in seen]
+        stored = [(r[0], r[1], r[2], r[3]) for r in rows]
+    jsons = {e.seq: e.model_dump_json() for e in seen}
+    held: list[int] = []  # the seq of each event the rows hold, in row order
+    for seq, last_seq, kind, text in stored:
+        items = row_events(seq, last_seq, kind, json.loads(text))
+        held += [item["seq"] for item in items]
+        own = [jsons[item["seq"]] for item in items]
+        # Each event's JSON as the hub made it, byte for byte: alone, or an array's elements.
+        assert text == (own[0] if last_seq is None else "[" + ",".join(own) + "]")
+    assert held == list(jsons)
+    assert [e.model_dump(mode="json") for e in await store.events("both")] == [
+        e.model_dump(mode="json") for e in seen
+    ]
     assert hub.snapshot("both") == seen
 
 

@@ -37,9 +37,10 @@ from pipeline.runtime.sources import sse_body
 from pipeline.runtime.standard_chain import llm_stream
 from sinks.store import Store, StoreSettings
 from sinks.store.batch_writer import is_retryable
-from sinks.store.tables import events_table, streams_table
+from sinks.store.tables import streams_table
 from tests.fixtures import chunk, sse
 from tests.pg import PostgresServer
+from tests.store_rows import stored_events
 
 SPELL_TIMEOUT = 20.0  # seconds: only reached if the store never retries (a failure)
 
@@ -144,13 +145,8 @@ async def check_stored(store: Store, streams: list[Driven]) -> None:
         statuses = dict(
             (await conn.execute(select(streams_table.c.id, streams_table.c.status))).all()
         )
-        rows = (
-            await conn.execute(
-                select(events_table.c.stream_id, events_table.c.seq, events_table.c.type)
-            )
-        ).all()
     stored: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
-    for stream_id, seq, kind in rows:
+    for stream_id, seq, kind in await stored_events(store.engine):  # runs opened
         stored[stream_id].append((seq, kind))
     assert len(statuses) == len(streams)
     for stream in streams:
@@ -255,9 +251,7 @@ async def test_buffer_overflow_is_counted_and_logged_and_final_rows_still_writte
         assert "buffer full" in caplog.text
         assert "room again" in caplog.text
 
-        async with store.engine.connect() as conn:
-            stored = (await conn.execute(select(events_table.c.stream_id))).all()
-        assert len(stored) == 8
+        assert len(await stored_events(store.engine)) == 8
         for run in runs:
             assert run.stream_id is not None
             transcript = await store.get(run.stream_id)

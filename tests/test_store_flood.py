@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 from reactivex.subject import Subject
-from sqlalchemy import func, select
 
 from pipeline.core.events import Event, EventBase, Started, TextDelta
 from pipeline.runtime import sources
@@ -34,8 +33,8 @@ from pipeline.runtime.standard_chain import llm_stream
 from sinks.metrics import Metrics
 from sinks.store import Store, StoreSettings
 from sinks.store.batch_writer import BatchWriter
-from sinks.store.tables import events_table
 from tests.flood_upstream import FloodUpstream
+from tests.store_rows import stored_events
 from tests.test_store_faults import Retries, locked
 
 FRAMES = 20_000
@@ -107,10 +106,9 @@ async def until(predicate: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
-async def stored_events(store: Store, stream_id: str) -> int:
-    async with store.engine.connect() as conn:
-        query = select(func.count()).where(events_table.c.stream_id == stream_id)
-        return int((await conn.execute(query)).scalar_one())
+async def stored_count(store: Store, stream_id: str) -> int:
+    """How many events of ``stream_id`` the rows hold (a run counts each of its events)."""
+    return len(await stored_events(store.engine, stream_id))
 
 
 async def test_a_flood_into_a_slow_store_holds_its_own_stream_and_loses_nothing(
@@ -142,7 +140,7 @@ async def test_a_flood_into_a_slow_store_holds_its_own_stream_and_loses_nothing(
         assert b"rxllm_store_holds_total 0.0" not in exposition  # counted, at least once
         assert b"rxllm_store_holds_total " in exposition
         assert seen[-1].type == "finished"
-        assert await stored_events(store, "flood") == len(seen)
+        assert await stored_count(store, "flood") == len(seen)
         assert len(seen) > FRAMES  # every token was an event, and every event is stored
 
 
@@ -163,7 +161,7 @@ async def test_a_store_that_goes_down_releases_the_streams_it_held(
             await asyncio.wait_for(run.wait(), GUARD)  # it runs to its end meanwhile
             assert store.dropped > 0  # the bounded buffer kept what it could
         await store.flush()
-        assert await stored_events(store, "flood") == len(seen) - store.dropped
+        assert await stored_count(store, "flood") == len(seen) - store.dropped
 
 
 async def test_while_writes_fail_a_flood_is_dropped_and_counted_and_nobody_is_held(
@@ -183,4 +181,4 @@ async def test_while_writes_fail_a_flood_is_dropped_and_counted_and_nobody_is_he
             assert store.pending == flood_settings().max_buffer
             assert not run.flow.held and not other.flow.held
         await store.flush()
-        assert await stored_events(store, "flood") == len(seen) - store.dropped
+        assert await stored_count(store, "flood") == len(seen) - store.dropped

@@ -225,11 +225,11 @@ def final_values(
 
 
 EventRow = tuple[str, int, float, str, str]
-"""An event's row in :data:`EVENT_COLUMNS` order."""
+"""An event's values, as queued: ``stream_id``, ``seq``, ``t``, ``type`` and its JSON."""
 
 
 def event_row(stream_id: str, event: Event) -> EventRow:
-    """An event's row, in :data:`EVENT_COLUMNS` order: its place, its kind and its JSON.
+    """An event's values: its place, its kind and its JSON (its row, ``last_seq`` aside).
 
     The JSON is :func:`pipeline.core.events.dump_event`'s (called through
     ``event_json``: the hub has just made it for the same event).
@@ -237,7 +237,7 @@ def event_row(stream_id: str, event: Event) -> EventRow:
     return (stream_id, event.seq, event.t, event.type, event_json(event).decode())
 
 
-EVENT_COLUMNS = ("stream_id", "seq", "t", "type", "data")
+EVENT_COLUMNS = ("stream_id", "seq", "t", "type", "data", "last_seq")
 
 
 _RETRY_SQLSTATES = frozenset(
@@ -597,7 +597,7 @@ class BatchWriter(DrainWriter[_Batch]):
         if opens:
             await conn.execute(self._insert_streams, [record.row(owner) for record in opens])
         if events:
-            rows = [row for _, row, _ in events]
+            rows = [(*row, None) for _, row, _ in events]  # last_seq: one event a row
             await conn.exec_driver_sql(self._insert_events_sql, rows)
         if closes:
             await conn.execute(self._upsert_final, [record.row(owner) for record in closes])

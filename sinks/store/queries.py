@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.core.events import Event, load_event
@@ -145,9 +145,31 @@ async def get_transcript(executor: Executor, stream_id: str) -> Transcript | Non
 async def load_events(
     executor: Executor, stream_id: str, after_seq: int | None = None
 ) -> list[Event]:
-    """The stored events of ``stream_id`` in ``seq`` order (only those after ``after_seq``)."""
-    query = select(events_table.c.data).where(events_table.c.stream_id == stream_id)
+    """The stored events of ``stream_id`` in ``seq`` order (only those after ``after_seq``).
+
+    The one reader of ``rxllm_events``: a row is an event or a run of them
+    (:mod:`sinks.store.tables`), each run is read event by event. An event is
+    returned once, even if two rows hold it (``seq`` must rise).
+    """
+    columns = events_table.c
+    query = select(columns.seq, columns.last_seq, columns.data).where(
+        columns.stream_id == stream_id
+    )
     if after_seq is not None:
-        query = query.where(events_table.c.seq > after_seq)
-    query = query.order_by(events_table.c.seq)
-    return [load_event(row[0]) for row in await _rows(executor, query)]
+        query = query.where(func.coalesce(columns.last_seq, columns.seq) > after_seq)
+    query = query.order_by(columns.seq)
+    return _expand(await _rows(executor, query), after_seq)
+
+
+def _expand(rows: Sequence[Sequence[Any]], after_seq: int | None) -> list[Event]:
+    """The events of ``(seq, last_seq, data)`` rows in ``seq`` order, each ``seq`` rising."""
+    events: list[Event] = []
+    last = after_seq
+    for row in rows:
+        data = row[2]
+        for item in data if row[1] is not None else (data,):
+            event = load_event(item)
+            if last is None or event.seq > last:
+                events.append(event)
+                last = event.seq
+    return events

@@ -5,8 +5,13 @@ Two tables, prefixed so they can live in an application's own database:
 * ``rxllm_streams`` -- one row per stream: when it was created, its request
   (scrubbed of credentials), its status (``running`` until its final update),
   the assembled final message per choice, usage, timings and error;
-* ``rxllm_events`` -- every event of a stream, keyed by ``(stream_id, seq)``,
-  so writing the same event twice (a retried batch) stores it once.
+* ``rxllm_events`` -- the events of a stream, keyed by ``(stream_id, seq)``.
+  A row holds one event (``last_seq`` NULL, ``data`` its JSON object) or a
+  run of a stream's consecutive events of one type, ``seq`` to ``last_seq``
+  (``data`` a JSON array of their objects, ``t`` the first one's): a row per
+  run rather than per event is fewer inserts for the writer.
+  :func:`sinks.store.queries.load_events` reads both. Writing a row again (a
+  retried batch) stores it once.
 
 The schema is created and changed only by the Alembic migrations in
 ``sinks/store/migrations``; a test checks that these models and the
@@ -116,7 +121,7 @@ class StreamRow(Base):
 
 
 class EventRow(Base):
-    """One event of a stream; ``(stream_id, seq)`` is unique."""
+    """An event of a stream, or a run of them (``last_seq`` set); ``(stream_id, seq)`` is unique."""
 
     __tablename__ = "rxllm_events"
 
@@ -127,6 +132,7 @@ class EventRow(Base):
     t: Mapped[float] = mapped_column(Float)
     type: Mapped[str] = mapped_column(String(32))
     data: Mapped[Any] = mapped_column(JSON)
+    last_seq: Mapped[int | None] = mapped_column(Integer)
 
 
 streams_table: Table = metadata.tables["rxllm_streams"]
