@@ -314,6 +314,7 @@ async def test_stored_json_is_the_events_own_beside_the_hub(store: Store) -> Non
             .order_by(events_table.c.seq)
         )
         stored = [(r[0], r[1], r[2], r[3]) for r in rows]
+    assert any(last_seq is not None for _, last_seq, _, _ in stored)  # runs were written
     jsons = {e.seq: e.model_dump_json() for e in seen}
     held: list[int] = []  # the seq of each event the rows hold, in row order
     for seq, last_seq, kind, text in stored:

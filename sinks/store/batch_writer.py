@@ -8,8 +8,15 @@ waiting, or when :meth:`BatchWriter.flush` asks, and writes one transaction
 per batch:
 
 1. new stream rows (``INSERT ... ON CONFLICT DO NOTHING``),
-2. the batch's events (``INSERT ... ON CONFLICT (stream_id, seq) DO NOTHING``),
+2. the batch's events, a row per run (:func:`run_rows`): a stream's
+   consecutive events of one type in the batch are one row, its ``data`` the
+   JSON array of theirs (``INSERT ... ON CONFLICT (stream_id, seq) DO UPDATE``
+   only for a longer run, below),
 3. the final updates whose events are all written by now (an upsert).
+
+The queue still holds one entry per event (the fair share, ``max_buffer``
+and the drops count events); the runs are made at write time, because a row
+per run rather than per event is fewer inserts for the database.
 
 Everything put is numbered; a final update is numbered after its stream's
 events, and a batch takes only the control records numbered before its last
@@ -17,7 +24,10 @@ event's successor, so a stream's final row is written in the same
 transaction as its last events, or after. A batch leaves the queue only once
 its transaction has committed; a retried batch is written again and the
 ``ON CONFLICT`` clauses make that harmless, so nothing is lost and nothing is
-stored twice.
+stored twice. A retried batch starts at the same event (the queue's head) but
+may take more (the backlog grew): each stream's rows start at the same
+``seq`` as before and its last run may be longer, so a row written again
+replaces the stored one only when it ends later.
 
 A database that is up but behind (a flood of events: a stream whose reader
 or upstream is much faster than the others) is caught up in two ways. A batch
@@ -47,7 +57,8 @@ is called at the first, ``on_available(True)`` once a write succeeds again;
 changes (a metric: how often the store slows its producers). ``precheck``
 runs before each write (the store's: its SQLite file is still there). Any
 other error (a value the database refuses) makes the writer retry the batch
-one record at a time, so one bad record costs only itself (counted in :attr:`failed`).
+one record at a time (an event as a row of its own), so one bad record costs
+only itself (counted in :attr:`failed`).
 
 The task, ``flush``/``close`` and the retry loop are
 :class:`sinks._drain_writer.DrainWriter`'s (the Redis publisher's too); this
@@ -59,7 +70,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -83,6 +94,7 @@ __all__ = [
     "DropHook",
     "EventRow",
     "RetryHook",
+    "RunRow",
     "StoreSettings",
     "StreamClose",
     "StreamOpen",
@@ -91,6 +103,7 @@ __all__ = [
     "final_values",
     "is_retryable",
     "now",
+    "run_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -227,9 +240,12 @@ def final_values(
 EventRow = tuple[str, int, float, str, str]
 """An event's values, as queued: ``stream_id``, ``seq``, ``t``, ``type`` and its JSON."""
 
+RunRow = tuple[str, int, float, str, str, int | None]
+"""A row of ``rxllm_events`` in :data:`EVENT_COLUMNS` order: one event, or a run of them."""
+
 
 def event_row(stream_id: str, event: Event) -> EventRow:
-    """An event's values: its place, its kind and its JSON (its row, ``last_seq`` aside).
+    """An event's values: its place, its kind and its JSON.
 
     The JSON is :func:`pipeline.core.events.dump_event`'s (called through
     ``event_json``: the hub has just made it for the same event).
@@ -238,6 +254,36 @@ def event_row(stream_id: str, event: Event) -> EventRow:
 
 
 EVENT_COLUMNS = ("stream_id", "seq", "t", "type", "data", "last_seq")
+
+
+def run_rows(events: Iterable[EventRow]) -> list[RunRow]:
+    """The rows of ``events`` (in queue order): a row per run of a stream's events.
+
+    A run is a stream's consecutive events of one type, its ``seq`` rising; an
+    event of another type of that stream ends it, events of other streams in
+    between do not. A run of one event is the event's own row (``last_seq``
+    ``None``, ``data`` its JSON object); a longer one is a row from its first
+    event's ``seq`` and ``t`` to ``last_seq``, its ``data`` the JSON array of
+    the events' JSON texts, each kept as it is.
+    """
+    runs: list[list[EventRow]] = []
+    current: dict[str, list[EventRow]] = {}  # each stream's run so far
+    for row in events:
+        run = current.get(row[0])
+        if run is not None and run[-1][3] == row[3] and run[-1][1] < row[1]:
+            run.append(row)
+        else:
+            run = current[row[0]] = [row]
+            runs.append(run)
+    return [_run_row(run) for run in runs]
+
+
+def _run_row(run: list[EventRow]) -> RunRow:
+    first = run[0]
+    if len(run) == 1:
+        return (*first, None)
+    data = "[" + ",".join([row[4] for row in run]) + "]"
+    return (first[0], first[1], first[2], first[3], data, run[-1][1])
 
 
 _RETRY_SQLSTATES = frozenset(
@@ -342,10 +388,7 @@ class BatchWriter(DrainWriter[_Batch]):
         # Events go through the driver's executemany with the statement compiled
         # once: SQLAlchemy's per-row parameter processing (a dict per row, the
         # JSON column's json.dumps) costs more than the database's own insert.
-        insert_events = _insert(dialect, events_table).on_conflict_do_nothing(
-            index_elements=["stream_id", "seq"]
-        )
-        compiled = insert_events.compile(dialect=engine.dialect)
+        compiled = _insert_runs(dialect).compile(dialect=engine.dialect)
         if tuple(compiled.positiontup or ()) != EVENT_COLUMNS:
             raise RuntimeError(f"unexpected parameter order {compiled.positiontup}")
         self._insert_events_sql = str(compiled)
@@ -597,7 +640,7 @@ class BatchWriter(DrainWriter[_Batch]):
         if opens:
             await conn.execute(self._insert_streams, [record.row(owner) for record in opens])
         if events:
-            rows = [(*row, None) for _, row, _ in events]  # last_seq: one event a row
+            rows = run_rows([row for _, row, _ in events])
             await conn.exec_driver_sql(self._insert_events_sql, rows)
         if closes:
             await conn.execute(self._upsert_final, [record.row(owner) for record in closes])
@@ -612,6 +655,25 @@ def _singles(
         yield [], [item], []
     for final in batch.closes:
         yield [], [], [final]
+
+
+def _insert_runs(dialect: str) -> sqlite.Insert | postgresql.Insert:
+    """The events' insert: a row already there is replaced only by one that ends later.
+
+    A retried batch writes its rows again: the same rows, or a stream's last
+    run longer (see the module). Rows of one event (``last_seq`` NULL) end at
+    their ``seq``.
+    """
+    insert = _insert(dialect, events_table)
+    excluded, stored = insert.excluded, events_table.c
+    ends_later = func.coalesce(excluded.last_seq, excluded.seq) > func.coalesce(
+        stored.last_seq, stored.seq
+    )
+    return insert.on_conflict_do_update(
+        index_elements=["stream_id", "seq"],
+        set_={"last_seq": excluded.last_seq, "data": excluded.data},
+        where=ends_later,
+    )
 
 
 def _insert(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:

@@ -11,7 +11,8 @@ Two tables, prefixed so they can live in an application's own database:
   (``data`` a JSON array of their objects, ``t`` the first one's): a row per
   run rather than per event is fewer inserts for the writer.
   :func:`sinks.store.queries.load_events` reads both. Writing a row again (a
-  retried batch) stores it once.
+  retried batch) stores it once, or replaces it with a longer run from the
+  same ``seq``.
 
 The schema is created and changed only by the Alembic migrations in
 ``sinks/store/migrations``; a test checks that these models and the
