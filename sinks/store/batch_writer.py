@@ -117,7 +117,7 @@ class StoreSettings(RetrySettings):
 
     flush_interval: float = Field(default=0.25, gt=0, description="seconds between flushes")
     batch_size: int = Field(
-        default=500, ge=1, description="events per transaction; a full batch flushes"
+        default=2000, ge=1, description="events per transaction; a full batch flushes"
     )
     max_buffer: int = Field(
         default=50_000, ge=1, description="events held in memory; more are dropped"
