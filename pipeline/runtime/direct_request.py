@@ -11,10 +11,9 @@ before.
 
 What it leaves out is the SDK's work around each request: copies of the
 request options, the transform of its typed arguments, the retry loop and
-the response wrappers. That work is the largest part of the time between a
-request reaching ``rxllm serve`` and its upstream request leaving, which is
-what the time to first token under load follows (bench/README.md, "CPU per
-request").
+the response wrappers. That work is CPU on the path of every request's first
+token, which under load is what the time to first token follows
+(bench/README.md, "The request path").
 
 A client is plain when nothing of that work changes the request: an
 ``AsyncOpenAI`` or ``AsyncAnthropic`` itself (not a subclass such as Azure's,
@@ -101,9 +100,9 @@ def _kind_of(client: object) -> _Kind | None:
 class _HeaderCache:
     """The SDK's headers of a client's requests without extra headers, built once per timeout.
 
-    Building them costs about as much as the rest of the request's set-up. The
-    client's credentials are part of the key: a client given a new API key
-    gets new headers.
+    The SDK builds them afresh for every request, the same each time for one
+    client and timeout. The client's credentials are part of the key: a
+    client given a new API key gets new headers.
     """
 
     def __init__(self) -> None:
