@@ -31,9 +31,10 @@ replaces the stored one only when it ends later.
 
 A database that is up but behind (a flood of events: a stream whose reader
 or upstream is much faster than the others) is caught up in two ways. A batch
-takes a quarter of the backlog, between ``batch_size`` and
-``batch_size * max_batch_factor`` events, so a long queue is written in
-fewer, larger transactions. And once the backlog passes half of
+takes ``batch_size`` events, or, with ``max_batch_factor`` above 1, a quarter
+of the backlog up to ``batch_size * max_batch_factor``, so a long queue is
+written in fewer, larger transactions (a larger batch is longer work on the
+event loop between two of its turns). And once the backlog passes half of
 ``max_buffer``, a stream that puts an event while it has more than its fair
 share queued (the backlog divided among the streams with events queued)
 holds its flow gate (:class:`pipeline.core.flow_control.FlowGate`, given
@@ -73,6 +74,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from pydantic import Field
@@ -123,7 +125,7 @@ class StoreSettings(RetrySettings):
         default=50_000, ge=1, description="events held in memory; more are dropped"
     )
     max_batch_factor: int = Field(
-        default=4, ge=1, description="a batch grows with the backlog up to this many batch_size"
+        default=1, ge=1, description="a batch grows with the backlog up to this many batch_size"
     )
     retry_max: float = Field(default=5.0, gt=0, description="cap of the exponential backoff")
     lock_timeout: float = Field(
@@ -532,7 +534,7 @@ class BatchWriter(DrainWriter[_Batch]):
         size = max(
             settings.batch_size, min(backlog // 4, settings.batch_size * settings.max_batch_factor)
         )
-        events = [self._events[i] for i in range(min(size, backlog))]
+        events = list(islice(self._events, size))  # a deque's index is not O(1)
         # Control records up to the first event left out belong to this batch.
         more = len(self._events) > len(events)
         boundary = self._events[len(events)][0] - 1 if more else self._accepted
