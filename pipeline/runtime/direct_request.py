@@ -25,6 +25,7 @@ where this module expects them, takes the SDK's own path.
 
 from __future__ import annotations
 
+import importlib
 import json
 import weakref
 from collections.abc import Callable
@@ -48,53 +49,32 @@ _NEEDED = ("_build_headers", "_prepare_url", "_make_status_error_from_response",
 class _Kind:
     """What this module uses of an SDK's module: its request options and its errors."""
 
-    __slots__ = ("connection_error", "options", "sdk_error", "timeout_error")
+    __slots__ = ("connection_error", "options", "timeout_error")
 
-    def __init__(
-        self,
-        timeout: type[Exception],
-        connection: type[Exception],
-        base: type[Exception],
-        options: Any,
-    ) -> None:
-        self.timeout_error = timeout
-        self.connection_error = connection
-        self.sdk_error = base
-        self.options = options
+    def __init__(self, sdk: Any, models: Any) -> None:
+        self.timeout_error: type[Exception] = sdk.APITimeoutError
+        self.connection_error: type[Exception] = sdk.APIConnectionError
+        self.options: Any = models.FinalRequestOptions
+
+
+_CLIENTS = {"openai": "AsyncOpenAI", "anthropic": "AsyncAnthropic"}
+"""The SDKs this module knows, and the one client class of each it sends for."""
 
 
 def _kind_of(client: object) -> _Kind | None:
-    """The SDK of ``client`` if it is exactly one of the two clients this module knows."""
+    """The SDK of ``client`` if it is exactly one of the clients this module knows."""
     cls = type(client)
-    module = cls.__module__.split(".", 1)[0]
+    name = cls.__module__.split(".", 1)[0]
+    if name not in _CLIENTS:
+        return None
     try:
-        if module == "openai":
-            import openai
-            from openai._models import FinalRequestOptions
-
-            if cls is not openai.AsyncOpenAI:
-                return None
-            return _Kind(
-                openai.APITimeoutError,
-                openai.APIConnectionError,
-                openai.OpenAIError,
-                FinalRequestOptions,
-            )
-        if module == "anthropic":
-            import anthropic
-            from anthropic._models import FinalRequestOptions as AnthropicOptions
-
-            if cls is not anthropic.AsyncAnthropic:
-                return None
-            return _Kind(
-                anthropic.APITimeoutError,
-                anthropic.APIConnectionError,
-                anthropic.AnthropicError,
-                AnthropicOptions,
-            )
+        sdk = importlib.import_module(name)
+        models = importlib.import_module(f"{name}._models")
     except ImportError:  # pragma: no cover - an SDK without these internals
         return None
-    return None
+    if cls is not getattr(sdk, _CLIENTS[name], None):
+        return None
+    return _Kind(sdk, models)
 
 
 class _HeaderCache:
@@ -197,8 +177,6 @@ class DirectResponse:
             response = await self._client._client.send(request, stream=True)
         except httpx2.TimeoutException as error:
             raise kind.timeout_error(request=request) from error  # type: ignore[call-arg]
-        except kind.sdk_error:
-            raise
         except httpx2.RequestError as error:
             raise kind.connection_error(request=request) from error  # type: ignore[call-arg]
         if response.status_code >= 400:
