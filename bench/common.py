@@ -220,12 +220,15 @@ def rss_bytes(pid: int | None = None) -> int:
     raise RuntimeError("no VmRSS in " + path)
 
 
+def _stat_seconds(stat: Path) -> float:
+    """User + system CPU seconds from a ``/proc`` ``stat`` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of another process, from ``/proc/PID/stat``."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return _stat_seconds(Path(f"/proc/{pid}/stat"))
 
 
 def thread_cpu_seconds(pid: int) -> float:
@@ -235,15 +238,13 @@ def thread_cpu_seconds(pid: int) -> float:
     threads live throughout (a store's writer thread, a thread pool).
     """
     total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         if task.name == str(pid):
             continue
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            total += _stat_seconds(task / "stat")
         except FileNotFoundError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 
