@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     import uvicorn
@@ -44,8 +44,9 @@ async def app_in_loop(
     *,
     send_buffer: int | None = None,
     http: type[asyncio.Protocol] | str = "auto",
+    app: Any = None,
 ) -> AsyncIterator[tuple[int, uvicorn.Server]]:
-    """rxllm's app served by uvicorn in the running loop: its port and the server.
+    """rxllm's app (or ``app``) served by uvicorn in the running loop: its port and the server.
 
     ``send_buffer`` sets the listening socket's ``SO_SNDBUF`` (accepted sockets
     inherit it: a small one makes the server's writes wait sooner); ``http``
@@ -60,7 +61,8 @@ async def app_in_loop(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    config = uvicorn.Config(create_app(settings), lifespan="on", log_level="warning", http=http)
+    app = create_app(settings) if app is None else app
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", http=http)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

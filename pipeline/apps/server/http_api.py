@@ -65,6 +65,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.apps.server.api_errors import ApiError, anthropic_error_response, error_response
 from pipeline.apps.server.bearer_auth import BearerAuth, read_query
+from pipeline.apps.server.chunked_body import body_send
 from pipeline.apps.server.disconnect_watch import cancel_on_disconnect
 from pipeline.apps.server.gateway import Gateway
 from pipeline.apps.server.inspector_api import INSPECTOR_PATH, InspectorApi
@@ -595,7 +596,7 @@ class _App(Starlette):
         if scope["type"] == "http":
             scope[CLIENT_GONE_HOOKS] = []  # the server's protocol calls them (connection_guard)
             if self._body_as_is:
-                scope[BODY_SEND] = send
+                scope[BODY_SEND] = body_send(send)
         await super().__call__(scope, receive, send)
 
 

@@ -1,0 +1,62 @@
+"""A response body's chunks framed and written without h11's event machinery.
+
+uvicorn's h11 protocol sends each ``http.response.body`` message through
+h11: a ``Data`` event is built and validated, the connection's state
+machine checks it, and the chunked writer frames it into a list that is
+joined. For an SSE stream that is every token, and at a real token rate
+it is a large share of what writing a chunk costs (bench/README.md,
+"Real rate"). :func:`body_send` returns a ``send`` for the body messages
+of one response that writes a chunk's frame (``<size hex>\\r\\n<data>\\r\\n``,
+byte for byte what h11's ``ChunkedWriter`` writes) straight to the
+transport while h11 would only have done that: the response is started
+and chunked, h11 is in its ``SEND_BODY`` state, the message has a body
+and more to come, the client is connected and its socket's buffer is not
+full. Anything else (the last message, a ``HEAD`` or HTTP/1.0 response,
+flow control, a closed connection) goes to uvicorn's own ``send``, so h11
+still writes the end of the message and keeps its state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+from starlette.types import Message, Send
+
+__all__ = ["body_send"]
+
+from uvicorn.protocols.http.h11_impl import RequestResponseCycle
+
+_CHUNKED: type | None
+try:  # h11's writer classes are not public: without this one every message takes uvicorn's path
+    from h11._writers import ChunkedWriter as _CHUNKED
+except ImportError:  # pragma: no cover - an h11 that moved it
+    _CHUNKED = None
+
+
+def body_send(send: Send) -> Send:
+    """A faster ``send`` for the body messages of ``send``'s response (see the module)."""
+    cycle: Any = getattr(send, "__self__", None)
+    if _CHUNKED is None or type(cycle) is not RequestResponseCycle:
+        return send
+    conn: h11.Connection = cycle.conn
+    transport = cycle.transport
+    flow = cycle.flow
+
+    async def send_body(message: Message) -> None:
+        body = message.get("body", b"")
+        if (
+            body
+            and message.get("more_body", False)
+            and not flow.write_paused
+            and not cycle.disconnected
+            and cycle.response_started
+            and not cycle.response_complete
+            and conn.our_state is h11.SEND_BODY
+            and type(getattr(conn, "_writer", None)) is _CHUNKED
+        ):
+            transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+            return
+        await send(message)
+
+    return send_body
