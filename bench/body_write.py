@@ -1,5 +1,11 @@
 """CPU per body message written by uvicorn's h11 protocol: its own ``send`` against rxllm's.
 
+Three ways to write one streamed chunk: ``uvicorn`` (its ``send``) and
+``rxllm`` (:func:`pipeline.apps.server.chunked_body.body_send`), each given
+a message and stepped by hand, as an SSE response writes in its producer's
+step (what ``rxllm serve`` did before ``write_now``), and ``write_now`` (no
+message and no coroutine: what its SSE responses do now).
+
 ``rxllm serve`` writes a streamed response's middle chunks with
 :func:`pipeline.apps.server.chunked_body.body_send` (the chunk's frame
 written straight to the transport) instead of uvicorn's ``send`` (an h11
@@ -51,12 +57,25 @@ def make_app(results: dict[str, list[float]], messages: int) -> Any:
             return
         mode = scope["path"].strip("/")
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        body = body_send(send) if mode == "rxllm" else send
+        body = send if mode == "uvicorn" else body_send(send)
         message = {"type": "http.response.body", "body": FRAME, "more_body": True}
+        write_now = getattr(body, "write_now", None)
         start = time.thread_time()
-        for _ in range(messages):
-            await body(message)
-            await asyncio.sleep(0)  # a loop turn per message, as at a real rate
+        if mode == "write_now" and write_now is not None:
+            for _ in range(messages):
+                if not write_now(FRAME):
+                    await body(message)
+                await asyncio.sleep(0)  # a loop turn per message, as at a real rate
+        else:  # a message stepped by hand, as an SSE response wrote in its producer's step
+            for _ in range(messages):
+                steps = body({"type": "http.response.body", "body": FRAME, "more_body": True})
+                try:
+                    steps.__await__().send(None)
+                except StopIteration:
+                    pass
+                else:  # the send waits for the socket: not what this measures
+                    raise RuntimeError("the reader fell behind; run the bench on a quieter machine")
+                await asyncio.sleep(0)  # a loop turn per message, as at a real rate
         results[mode].append((time.thread_time() - start) / messages * 1e6)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -72,7 +91,7 @@ def _drain(port: int, mode: str) -> None:
 
 
 async def _run(messages: int, rounds: int) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {"uvicorn": [], "rxllm": []}
+    results: dict[str, list[float]] = {"uvicorn": [], "rxllm": [], "write_now": []}
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)
@@ -86,7 +105,7 @@ async def _run(messages: int, rounds: int) -> dict[str, list[float]]:
         await asyncio.sleep(0.01)
     try:
         for _ in range(rounds + 1):  # the first round of each warms up
-            for mode in ("uvicorn", "rxllm"):
+            for mode in results:
                 await asyncio.to_thread(_drain, port, mode)
     finally:
         server.should_exit = True
@@ -105,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     results = uvloop.run(_run(args.messages, args.rounds))
     for mode, values in results.items():
         rounds = " / ".join(f"{v:.2f}" for v in values)
-        print(f"{mode:8s} best {min(values):.2f} µs CPU per body message ({rounds})")
+        print(f"{mode:9s} best {min(values):.2f} µs CPU per body message ({rounds})")
     return 0
 
 

@@ -93,6 +93,8 @@ HEARTBEAT = b": ping\n"
 #: The scope key under which an app may put the server's own ``send`` for the response's
 #: body messages, when every middleware between it and the response passes them through
 #: unchanged (``rxllm serve``'s app does): a body message then skips their ``send`` wrappers.
+#: It may also have a ``write_now(body: bytes) -> bool`` method: a middle chunk of the body
+#: written at once, no message and no coroutine (``False``: it was not; use the ``send``).
 BODY_SEND = "rxllm.body_send"
 
 #: The scope key of a list of callables a server may call, with no argument, in the very
@@ -253,6 +255,8 @@ class SSEResponse(Response):
         self._ending = False  # the response is ending: no more direct writes
         self._in_flight: asyncio.Task[None] | None = None  # the rest of a direct write
         self._broken: asyncio.Future[BaseException] | None = None  # why a direct write failed
+        # The server's synchronous body write, if its BODY_SEND has one.
+        self._write_body: Callable[[bytes], bool] | None = None
         # "retry:" joins the first frame: alone, its blank line would make the
         # openai SDK's decoder dispatch an empty event (see encode_comment).
         self._prefix = b"" if retry is None else f"retry: {int(retry)}\n".encode()
@@ -276,6 +280,7 @@ class SSEResponse(Response):
                 await self._send_with_timeout(send, start)
                 # The body may skip the app's send wrappers, which only note the start.
                 send = self._body_send = scope.get(BODY_SEND, send)
+                self._write_body = getattr(send, "write_now", None)
                 # What is at hand goes out now, not a loop turn later from the writer task.
                 body = b"".join([self._encode(item) for item in self.first])
                 if body:
@@ -425,6 +430,9 @@ class SSEResponse(Response):
         try:
             body = self._encode(event)
             if not body:
+                return True
+            if self._write_body is not None and self._write_body(body):
+                self._last_write = self._loop.time()
                 return True
             steps = self._body_send(_body(body)).__await__()
             try:

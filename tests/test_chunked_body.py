@@ -11,14 +11,19 @@ to write the middle chunks (else the fast path is not taken at all).
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import h11
+import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from pipeline.apps.server.chunked_body import body_send
+from pipeline.apps.builtin_model import MockServer
+from pipeline.apps.server.chunked_body import ChunkedBodySend, body_send
 from pipeline.apps.server.server_settings import ServerSettings
+from pipeline.core.sse_decoder import SSEDecoder
 from tests.serving import app_in_loop
 
 PARTS = [b"data: one\n\n", b"", b"x" * 70_000, b"\r\n0\r\n\r\n", b"data: \xc3\xa9\n\n"]
@@ -103,3 +108,77 @@ async def test_h11_writes_only_the_end_of_a_chunked_body(monkeypatch: pytest.Mon
     assert raw.endswith(b"\r\n\r\n" + frames + b"0\r\n\r\n")
     assert sent[:3] == ["Response", "Data", "EndOfMessage"]
     assert set(sent[3:]) <= {"ConnectionClosed"}
+
+
+async def test_write_now_declines_what_only_h11_may_write() -> None:
+    """``write_now`` writes a chunked response's middle chunk; not a HEAD's, not HTTP/1.0's."""
+    seen: dict[str, list[bool]] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await make_app(False, [])(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        fast = body_send(send)
+        assert isinstance(fast, ChunkedBodySend)
+        seen[scope["method"] + scope["http_version"]] = [fast.write_now(b"a"), fast.write_now(b"")]
+        await send({"type": "http.response.body", "body": b"b", "more_body": False})
+
+    async with app_in_loop(ServerSettings(store=False), app=app) as (port, _):
+        for request in REQUESTS.values():
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+    assert seen == {"GET1.1": [True, False], "GET1.0": [False, False], "HEAD1.1": [False, False]}
+
+
+@pytest.fixture
+def upstream() -> Iterator[MockServer]:
+    with MockServer() as server:
+        yield server
+
+
+async def test_rxllm_writes_a_streams_tokens_with_write_now(
+    upstream: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through rxllm's app: each token goes out by ``write_now`` (no message, no coroutine)."""
+    wrote: list[bytes] = []
+    original = ChunkedBodySend.write_now
+
+    def spy(self: ChunkedBodySend, body: bytes) -> bool:
+        done = original(self, body)
+        if done:
+            wrote.append(body)
+        return done
+
+    sends: list[Any] = []
+    original_send = ChunkedBodySend.__call__
+
+    async def spy_send(self: ChunkedBodySend, message: Any) -> None:
+        sends.append(message)
+        await original_send(self, message)
+
+    monkeypatch.setattr(ChunkedBodySend, "write_now", spy)
+    monkeypatch.setattr(ChunkedBodySend, "__call__", spy_send)
+    words = [f"w{i}" for i in range(40)]
+    body = {
+        "model": "m",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock": {"text": " ".join(words), "interval": 0.001},
+    }
+    settings = ServerSettings(upstream=upstream.base_url, store=False)
+    async with app_in_loop(settings) as (port, _), httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
+    frames = SSEDecoder().decode(answer.content)
+    assert frames[-1].data == "[DONE]"
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in (json.loads(f.data) for f in frames[:-1])
+        if c["choices"]
+    )
+    assert text.split() == words
+    written = SSEDecoder().decode(b"".join(wrote))
+    assert len(written) >= len(words) - 1  # all but what went out with the head
+    assert len(sends) <= 3, "only the writer task's tail and end are messages"

@@ -13,7 +13,9 @@ and chunked, h11 is in its ``SEND_BODY`` state, the message has a body
 and more to come, the client is connected and its socket's buffer is not
 full. Anything else (the last message, a ``HEAD`` or HTTP/1.0 response,
 flow control, a closed connection) goes to uvicorn's own ``send``, so h11
-still writes the end of the message and keeps its state.
+still writes the end of the message and keeps its state. Its ``write_now``
+(see :data:`sinks.sse_response.BODY_SEND`) is the same write for a body
+already encoded, with no message and no coroutine.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from typing import Any
 
 import h11
 from starlette.types import Message, Send
-
-__all__ = ["body_send"]
-
 from uvicorn.protocols.http.h11_impl import RequestResponseCycle
+
+__all__ = ["ChunkedBodySend", "body_send"]
 
 _CHUNKED: type | None
 try:  # h11's writer classes are not public: without this one every message takes uvicorn's path
@@ -34,29 +35,44 @@ except ImportError:  # pragma: no cover - an h11 that moved it
     _CHUNKED = None
 
 
+class ChunkedBodySend:
+    """The ``send`` of one response's body messages (see the module)."""
+
+    __slots__ = ("_conn", "_cycle", "_flow", "_send", "_transport")
+
+    def __init__(self, send: Send, cycle: Any) -> None:
+        self._send = send
+        self._cycle = cycle
+        self._conn: h11.Connection = cycle.conn
+        self._transport = cycle.transport
+        self._flow = cycle.flow
+
+    def write_now(self, body: bytes) -> bool:
+        """Write ``body`` as a middle chunk now; ``False`` if only uvicorn's ``send`` may."""
+        cycle = self._cycle
+        conn = self._conn
+        if (
+            not body
+            or self._flow.write_paused
+            or cycle.disconnected
+            or not cycle.response_started
+            or cycle.response_complete
+            or conn.our_state is not h11.SEND_BODY
+            or type(getattr(conn, "_writer", None)) is not _CHUNKED
+        ):
+            return False
+        self._transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        return True
+
+    async def __call__(self, message: Message) -> None:
+        if message.get("more_body", False) and self.write_now(message.get("body", b"")):
+            return
+        await self._send(message)
+
+
 def body_send(send: Send) -> Send:
     """A faster ``send`` for the body messages of ``send``'s response (see the module)."""
     cycle: Any = getattr(send, "__self__", None)
     if _CHUNKED is None or type(cycle) is not RequestResponseCycle:
         return send
-    conn: h11.Connection = cycle.conn
-    transport = cycle.transport
-    flow = cycle.flow
-
-    async def send_body(message: Message) -> None:
-        body = message.get("body", b"")
-        if (
-            body
-            and message.get("more_body", False)
-            and not flow.write_paused
-            and not cycle.disconnected
-            and cycle.response_started
-            and not cycle.response_complete
-            and conn.our_state is h11.SEND_BODY
-            and type(getattr(conn, "_writer", None)) is _CHUNKED
-        ):
-            transport.write(b"%x\r\n%s\r\n" % (len(body), body))
-            return
-        await send(message)
-
-    return send_body
+    return ChunkedBodySend(send, cycle)
