@@ -88,12 +88,28 @@ class _Protocol(asyncio.Protocol):
         self.deadline = 0.0  # loop time at which the waiting reader's read times out
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
+        # What takes a chunk in this callback while a read waits (AsyncioStream.push_to).
+        self.push: Callable[[bytes], bool] | None = None
+        self.push_timeout: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        push = self.push
+        if push is not None and self.head == len(self.chunks):  # nothing unread before it
+            reader = self.reader
+            if reader is not None and not reader.done():
+                try:
+                    taken = push(data)
+                except Exception as exc:  # the read that waits fails with it, in its task
+                    reader.set_exception(exc)
+                    return
+                if taken:  # read and handled: the waiting read waits on, its deadline moved
+                    if self.push_timeout is not None:
+                        self.read_deadline(self.push_timeout)
+                    return
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > READ_BUFFER and not self.reading_paused and self.transport:
@@ -222,6 +238,20 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
             protocol.reading_paused = False
             self._transport.resume_reading()
         return data
+
+    def push_to(self, take: Callable[[bytes], bool] | None, timeout: float | None = None) -> None:
+        """While a read waits, offer each chunk that arrives to ``take`` first.
+
+        ``take(data)`` runs in the protocol's callback, when nothing received
+        before is still unread and a read is waiting: ``True`` means it
+        handled ``data`` (the read waits on, as if it had read it and been
+        called again, ``timeout`` from now); ``False`` leaves ``data`` to the
+        read, as without it. An exception it raises is the waiting read's.
+        At a real token rate this saves a task wake-up per chunk: the
+        chunk goes through in the callback that received it. ``None`` stops.
+        """
+        self._protocol.push = take
+        self._protocol.push_timeout = timeout
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         """Send ``buffer``; a small one is held until the next read or write.

@@ -22,7 +22,9 @@ h11 is between chunks, the usual case at a real rate, is cut out here and
 h11 never sees it; h11's reader and state machine cost more than the rest of
 the read. Anything else (a chunk split across reads, several in one read, an
 extension, the last chunk, a ``Content-Length`` body) goes to h11 as before,
-so h11 still parses and checks every byte it is given.
+so h11 still parses and checks every byte it is given. Such a chunk may
+also be handed to the caller's ``push`` in the connection's callback while
+the generator waits (see :func:`raw_body`): it then never wakes the task.
 
 It knows only the responses it can read this way: an httpx2 response over
 httpcore2's HTTP/1.1 connection, without a ``trace`` extension or httpcore2's
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import h11
@@ -108,10 +110,20 @@ def _connection_of(response: httpx2.Response) -> tuple[Any, httpcore2.Request] |
     return connection, request
 
 
-def raw_body(response: httpx2.Response) -> AsyncGenerator[bytes, None] | None:
+def raw_body(
+    response: httpx2.Response, push: Callable[[bytes], bool] | None = None
+) -> AsyncGenerator[bytes, None] | None:
     """The body's bytes as ``response.aiter_raw()`` yields them; ``None`` if not readable here.
 
     Close the generator (``contextlib.aclosing``) to close the response.
+
+    With ``push``, a whole chunk that arrives while the generator waits for
+    the next one (on rxllm's network backend,
+    :meth:`pipeline.runtime.http_backend.AsyncioStream.push_to`) is first
+    offered to ``push(data)`` in the callback that received it: ``True``
+    means it took the chunk's data, which the generator then does not yield;
+    ``False`` leaves it to the generator. An exception it raises comes out
+    of the generator.
     """
     if response.is_stream_consumed or response.is_closed:
         return None  # aiter_raw raises the error that says so
@@ -121,21 +133,36 @@ def raw_body(response: httpx2.Response) -> AsyncGenerator[bytes, None] | None:
     connection, request = found
     timeouts = request.extensions.get("timeout") or {}
     response.is_stream_consumed = True
-    return _read(response, connection, timeouts.get("read"))
+    return _read(response, connection, timeouts.get("read"), push)
 
 
 async def _read(
-    response: httpx2.Response, connection: Any, read_timeout: float | None
+    response: httpx2.Response,
+    connection: Any,
+    read_timeout: float | None,
+    push: Callable[[bytes], bool] | None,
 ) -> AsyncGenerator[bytes, None]:
     """httpcore2's ``_receive_response_body`` and ``_receive_event``, under httpx2's mapping."""
     h11_state: h11.Connection = connection._h11_state
     next_event = h11_state.next_event
     receive_data = h11_state.receive_data
-    read = connection._network_stream.read
+    stream = connection._network_stream
+    read = stream.read
     size: int = connection.READ_NUM_BYTES
     reader = getattr(h11_state, "_reader", None)
     buffer = getattr(h11_state, "_receive_buffer", None)
     chunked = type(reader) is ChunkedReader and buffer is not None
+    push_to: Callable[..., None] | None = getattr(stream, "push_to", None)
+    take: Callable[[bytes], bool] | None = None
+    if push is not None and push_to is not None:
+
+        def take(data: bytes) -> bool:
+            piece = _whole_chunk(data)
+            if piece is None or not push(piece):
+                return False
+            response._num_bytes_downloaded += len(piece)
+            return True
+
     try:
         with request_context(request=response.request), map_httpcore_exceptions():
             while True:
@@ -151,7 +178,16 @@ async def _read(
                         while (piece := _whole_chunk(data)) is not None:
                             response._num_bytes_downloaded += len(piece)
                             yield piece
-                            data = await read(size, read_timeout)
+                            if take is None or push_to is None:
+                                data = await read(size, read_timeout)
+                                continue
+                            # Still between chunks: the next whole ones may be taken
+                            # as they arrive, without this generator (bench/README.md).
+                            push_to(take, read_timeout)
+                            try:
+                                data = await read(size, read_timeout)
+                            finally:
+                                push_to(None)
                     if not data and h11_state.their_state is h11.SEND_RESPONSE:
                         raise httpcore2.RemoteProtocolError(
                             "Server disconnected without sending a response."

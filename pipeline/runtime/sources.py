@@ -146,13 +146,20 @@ def _request_kwargs(
     return {**placeholders, "stream": True, **options, "extra_body": body}
 
 
-def _body_chunks(response: Any) -> AsyncGenerator[bytes, None]:
-    """The response body's bytes: raw when it has no content encoding (nothing to decode)."""
+def _body_chunks(
+    response: Any, push: Callable[[bytes], bool] | None = None
+) -> AsyncGenerator[bytes, None]:
+    """The response body's bytes: raw when it has no content encoding (nothing to decode).
+
+    ``push`` is :func:`pipeline.runtime.http_body.raw_body`'s: where the body is
+    read that way, a whole chunk that arrives while the next is awaited may be
+    handed to it instead of being yielded.
+    """
     http = getattr(response, "http_response", None)
     if isinstance(http, httpx2.Response) and "content-encoding" not in http.headers:
         # What ``iter_bytes`` yields here: straight from the h11 connection when
         # it can (one generator instead of six per chunk), else ``aiter_raw``.
-        return raw_body(http) or http.aiter_raw()
+        return raw_body(http, push) or http.aiter_raw()
     chunks: AsyncGenerator[bytes, None] = response.iter_bytes()  # an async generator
     return chunks
 
@@ -181,6 +188,10 @@ async def _relay_in_turns(
             else:
                 await asyncio.sleep(0)
     return room, allowance
+
+
+_PUSH_LINES = 2 * TURN_MESSAGES
+"""Line breaks a chunk may hold to be taken in the connection's callback (see ``push``)."""
 
 
 class _Open:
@@ -255,6 +266,13 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
     Between two reads, the task waits while the stream's flow gate is held
     (:mod:`pipeline.core.flow_control`, read at subscription): a reader
     that falls behind stops the upstream read instead of filling memory.
+
+    On rxllm's network backend a whole chunk that arrives while the task
+    waits for its next read is handled in the connection's callback instead
+    (``push``, :func:`pipeline.runtime.http_body.raw_body`): decoded and handed
+    on there, with no task wake-up, unless the gate is held or the chunk
+    may hold more messages than a turn's allowance (then the task reads it
+    as above).
     """
 
     def subscribe(
@@ -269,16 +287,36 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
             # server that holds its headers until the first token (rxllm serve
             # does) would otherwise show a time to first token of nothing.
             start = _clock()
+            decoder = SSEDecoder()
+            decode = decoder.decode
+            t = 0.0
+
+            def push(piece: bytes) -> bool:
+                """A whole chunk taken in the connection's callback while the read waits.
+
+                What the loop below does with a chunk, without waking this task
+                for it (one wake-up fewer per chunk at a real token rate). Not
+                while the flow gate is held, nor for a chunk that may hold more
+                messages than the task hands on between two loop turns: the
+                task reads those and takes its turns.
+                """
+                nonlocal t
+                if (gate is not None and gate.held) or piece.count(b"\n") > _PUSH_LINES:
+                    return False
+                t = _clock() - start
+                for message in decode(piece, t):
+                    on_next(message)
+                return True
+
             try:
                 async with open_response() as response:
                     open_.close_now = _closer(response)
-                    chunks = _body_chunks(response)
+                    chunks = _body_chunks(response, push)
                     async with contextlib.aclosing(chunks):
-                        decoder = SSEDecoder()
-                        decode = decoder.decode
-                        t = 0.0
                         room = allowance = 1  # messages before the next loop turn
                         async for chunk in chunks:
+                            if gate is not None and gate.held:  # held by a chunk pushed before
+                                await gate.wait_open()
                             t = _clock() - start
                             messages = decode(chunk, t)
                             if len(messages) < room:
