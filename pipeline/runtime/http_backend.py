@@ -107,7 +107,7 @@ class _Protocol(asyncio.Protocol):
                     reader.set_exception(exc)
                     return
                 if taken:  # read and handled: the waiting read waits on, its deadline moved
-                    if self.push_timeout is not None:
+                    if self.push_timeout is not None and not reader.done():
                         self.read_deadline(self.push_timeout)
                     return
         self.chunks.append(data)
