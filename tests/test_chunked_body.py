@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import h11
@@ -131,12 +130,6 @@ async def test_write_now_declines_what_only_h11_may_write() -> None:
             await asyncio.wait_for(reader.read(), 10)
             writer.close()
     assert seen == {"GET1.1": [True, False], "GET1.0": [False, False], "HEAD1.1": [False, False]}
-
-
-@pytest.fixture
-def upstream() -> Iterator[MockServer]:
-    with MockServer() as server:
-        yield server
 
 
 async def test_rxllm_writes_a_streams_tokens_with_write_now(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -112,20 +112,14 @@ async def test_what_push_raises_comes_out_of_the_generator() -> None:
     assert k >= 1 and got == [("read", frame) for frame in MANY[:k]]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[MockServer]:
-    with MockServer() as srv:
-        yield srv
-
-
 def _mock_body(mock: dict[str, Any]) -> dict[str, Any]:
     messages = [{"role": "user", "content": "hi"}]
     return {"model": "mock-model", "messages": messages, "stream": True, "mock": mock}
 
 
-async def test_the_read_timeout_counts_from_the_last_pushed_chunk(server: MockServer) -> None:
+async def test_the_read_timeout_counts_from_the_last_pushed_chunk(upstream: MockServer) -> None:
     """Pushed chunks keep a slow stream alive past its read timeout; a stall still times out."""
-    url = server.base_url + "/chat/completions"
+    url = upstream.base_url + "/chat/completions"
     got: list[tuple[str, bytes]] = []
     slow = _mock_body({"text": " ".join(["w"] * 12), "interval": 0.1})  # 1.2 s in all
     await _read_with_push(url, lambda piece: True, got, httpx2.Timeout(10, read=0.6), slow)
@@ -141,10 +135,10 @@ async def test_the_read_timeout_counts_from_the_last_pushed_chunk(server: MockSe
     assert any(way == "pushed" for way, _ in got)
 
 
-async def test_the_source_relays_a_pushed_stream_whole(server: MockServer) -> None:
+async def test_the_source_relays_a_pushed_stream_whole(upstream: MockServer) -> None:
     words = [f"w{i}" for i in range(60)]
     async with AsyncOpenAI(
-        base_url=server.base_url, api_key="k", max_retries=0, http_client=http_client()
+        base_url=upstream.base_url, api_key="k", max_retries=0, http_client=http_client()
     ) as client:
         result = await consume(client, {"text": " ".join(words), "interval": 0.005})
     assert result.status == "finished"
