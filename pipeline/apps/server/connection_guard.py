@@ -18,6 +18,14 @@ Each time one acts, it is counted (``rxllm_connections_closed_total``, by
 number since the last line (an attack must not flood the log). The body's
 own read timeout is the handler's (:func:`pipeline.apps.server.request_bodies.read_json`).
 
+A request head that is not HTTP, or larger than ``max_head`` bytes, is
+answered with a JSON error (``400``, or ``431`` for the size) rather than
+uvicorn's plain-text one, and the connection is closed lingering: the
+answer is written, the sending side shut, and what the client still sends
+is read and dropped (for at most :data:`LINGER` seconds) before the socket
+closes. A socket closed with unread bytes in it is reset by the kernel,
+and a reset can destroy the answer before the client has read it.
+
 It also tells the app at once when a client leaves: ``connection_lost``
 calls the hooks the running request put in its scope
 (:data:`sinks.sse_response.CLIENT_GONE_HOOKS`: the response's, the
@@ -29,22 +37,30 @@ each, which on a saturated loop is what made cancellation late.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import resource
 import time
 from collections.abc import Callable
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sinks.sse_response import CLIENT_GONE_HOOKS
 
-__all__ = ["LOG_EVERY", "default_max_connections", "guarded_protocol"]
+__all__ = ["LINGER", "LOG_EVERY", "MAX_REQUEST_HEAD", "default_max_connections", "guarded_protocol"]
 
 log = logging.getLogger("rxllm.serve")
 
 LOG_EVERY = 10.0
 """Seconds between two log lines about closed connections of one reason."""
+
+MAX_REQUEST_HEAD = 64 * 1024
+"""Bytes a request line and headers may take (h11's own default is 16 KiB)."""
+
+LINGER = 2.0
+"""Seconds a connection answered with a protocol error keeps reading (and dropping) input."""
 
 _BUSY_BODY = (
     b'{"error": {"message": "too many connections; retry later", '
@@ -57,6 +73,37 @@ _BUSY = (
     + b"\r\n\r\n"
     + _BUSY_BODY
 )
+
+
+class _RecordingConnection(h11.Connection):
+    """h11's connection keeping the error it raised (uvicorn drops it, and its size hint)."""
+
+    error: h11.RemoteProtocolError | None = None
+
+    def next_event(self) -> Any:
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.error = exc
+            raise
+
+
+def _error_response(status: int, reason: str, message: str, code: str) -> bytes:
+    body = json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def default_max_connections() -> int:
@@ -90,6 +137,7 @@ def guarded_protocol(
     header_timeout: float | None,
     max_connections: int | None,
     on_closed: Callable[[str], None],
+    max_head: int = MAX_REQUEST_HEAD,
 ) -> type[H11Protocol]:
     """uvicorn's h11 protocol with the limits of the module docstring.
 
@@ -101,6 +149,11 @@ def guarded_protocol(
 
     class GuardedH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _linger_timer: asyncio.TimerHandle | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.conn = _RecordingConnection(h11.SERVER, max_incomplete_event_size=max_head)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -114,6 +167,8 @@ def guarded_protocol(
             self._arm()
 
         def data_received(self, data: bytes) -> None:
+            if self._linger_timer is not None:
+                return  # answered with a protocol error: dropped (see send_400_response)
             super().data_received(data)
             if self._header_timer is not None and self.conn.their_state is not h11.IDLE:
                 self._disarm()  # the request's headers are in
@@ -123,7 +178,33 @@ def guarded_protocol(
             if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
                 self._arm()  # the next request's headers get as long
 
+        def send_400_response(self, msg: str) -> None:
+            """Answer a request head h11 refused with a JSON error, then close lingering."""
+            self._disarm()
+            if self.conn.our_state is not h11.IDLE:  # a body went wrong: its handler sees a leave
+                self.transport.close()
+                return
+            error = self.conn.error if isinstance(self.conn, _RecordingConnection) else None
+            if error is not None and error.error_status_hint == 431:
+                answer = _error_response(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"the request line and headers are larger than {max_head} bytes",
+                    "request_head_too_large",
+                )
+            else:
+                answer = _error_response(
+                    400, "Bad Request", "the request is not valid HTTP/1.1", "invalid_http_request"
+                )
+            self.transport.write(answer)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            # Dropped by data_received from now on; closed at the client's end or after LINGER.
+            self._linger_timer = self.loop.call_later(LINGER, self.transport.close)
+
         def connection_lost(self, exc: Exception | None) -> None:
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
             self._disarm()
             cycle = self.cycle
             hooks = None

@@ -58,7 +58,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -529,6 +529,8 @@ def _api_errors(handler: Handler, shape: Callable[..., Response] = error_respons
             response: Response = await handler(request)
         except ApiError as exc:
             return shape(exc)
+        except ClientDisconnect:  # left while sending its body: nobody to answer, nothing to log
+            return Response(status_code=499)
         return response
 
     return wrapped
