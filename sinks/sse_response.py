@@ -65,7 +65,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from pipeline.core.events import EventBase, is_terminal
+from pipeline.core.events import EventBase, is_content, is_terminal
 
 if TYPE_CHECKING:
     from sinks.dialects import Dialect
@@ -201,6 +201,15 @@ class SSEResponse(Response):
     headers, before ``content`` is read, which saves the first token a loop
     turn.
 
+    ``early_answer`` makes the response wait, before it starts, for the
+    stream's first content or terminal event: ``early_answer(held)`` (the
+    events so far, that one last) returns the response to send instead (an
+    upstream failure before the first token answered with its HTTP status),
+    or ``None`` to stream them. On a live reader (one with ``deliver_to``
+    and ``wait_buffered``: :meth:`StreamRun.iterate`'s) the headers and the
+    first frames are written in the step that produced the first token, a
+    loop turn before a handler awaiting that token could write them.
+
     ``on_disconnect(reason)`` is called once if the client goes away (or
     stalls for ``send_timeout`` seconds) before the end; exceptions it raises
     are logged. ``heartbeat`` (seconds, ``None`` for none) is the idle time
@@ -226,6 +235,7 @@ class SSEResponse(Response):
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
         background: BackgroundTask | None = None,
+        early_answer: Callable[[list[EventBase]], Response | None] | None = None,
     ) -> None:
         if heartbeat is not None and heartbeat <= 0:
             raise ValueError(f"heartbeat must be > 0 seconds or None, got {heartbeat!r}")
@@ -245,6 +255,7 @@ class SSEResponse(Response):
         self.retry = retry
         self.status_code = status_code
         self.background = background
+        self.early_answer = early_answer
         self.disconnect_reason: str | None = None
         merged = {**SSE_HEADERS, **dialect.headers, **(headers or {})}
         self.init_headers(merged)
@@ -257,6 +268,7 @@ class SSEResponse(Response):
         self._broken: asyncio.Future[BaseException] | None = None  # why a direct write failed
         # The server's synchronous body write, if its BODY_SEND has one.
         self._write_body: Callable[[bytes], bool] | None = None
+        self._started = False  # the headers went out from the producer's step (early_answer)
         # "retry:" joins the first frame: alone, its blank line would make the
         # openai SDK's decoder dispatch an empty event (see encode_comment).
         self._prefix = b"" if retry is None else f"retry: {int(retry)}\n".encode()
@@ -270,31 +282,37 @@ class SSEResponse(Response):
         hooks = scope.get(CLIENT_GONE_HOOKS)
         if isinstance(hooks, list):
             hooks.append(self._connection_lost)
-        start: Message = {
-            "type": "http.response.start",
-            "status": self.status_code,
-            "headers": self.raw_headers,
-        }
+        # The body may skip the app's send wrappers, which only note the start.
+        body_send = scope.get(BODY_SEND, send)
         try:
+            listener = loop.create_task(_wait_for_disconnect(receive))
+            tasks = [listener]
+            if self.early_answer is not None:
+                answer = await self._first_events(send, body_send, listener)
+                if answer is not None:
+                    await _aclose(aiter(self.content))
+                    await answer(scope, receive, send)
+                    return
             try:
-                await self._send_with_timeout(send, start)
-                # The body may skip the app's send wrappers, which only note the start.
-                send = self._body_send = scope.get(BODY_SEND, send)
-                self._write_body = getattr(send, "write_now", None)
-                # What is at hand goes out now, not a loop turn later from the writer task.
-                body = b"".join([self._encode(item) for item in self.first])
-                if body:
-                    await self._send_with_timeout(send, _body(body))
+                if self.disconnect_reason is not None:
+                    raise _ClientGone(self.disconnect_reason)
+                if not self._started:
+                    start = self._start_message()
+                    await self._send_with_timeout(send, start)
+                    self._body_send, self._write_body = body_send, _write_now_of(body_send)
+                    # What is at hand goes out now, not a loop turn later from the writer task.
+                    body = b"".join([self._encode(item) for item in self.first])
+                    if body:
+                        await self._send_with_timeout(body_send, _body(body))
+                    self._last_write = loop.time()
             except _ClientGone as gone:
                 self._client_gone(str(gone))
                 await _aclose(aiter(self.content))
                 return
-            self._last_write = loop.time()
-            writer = loop.create_task(self._write_all(send))
-            listener = loop.create_task(_wait_for_disconnect(receive))
+            writer = loop.create_task(self._write_all(body_send))
             tasks = [writer, listener]
             if self.heartbeat is not None or self.send_timeout is not None:
-                tasks.append(loop.create_task(self._keep_alive(send)))
+                tasks.append(loop.create_task(self._keep_alive(body_send)))
             await asyncio.wait([*tasks, broken], return_when=asyncio.FIRST_COMPLETED)
             self._ending = True
             try:
@@ -318,6 +336,100 @@ class SSEResponse(Response):
                 _retrieve(tasks, raised)
         if self.disconnect_reason is None and self.background is not None:
             await self.background()
+
+    def _start_message(self) -> Message:
+        return {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+
+    async def _first_events(
+        self, send: Send, body_send: Send, listener: asyncio.Task[None]
+    ) -> Response | None:
+        """Wait for the first content or terminal event; ``early_answer`` decides.
+
+        Returns the response to send instead, or ``None``: then the response
+        has started (``_started``) if the first token came on a live reader,
+        else the caller starts it with the events held (``first``). Returns
+        ``None`` too when the client left meanwhile (``disconnect_reason``).
+        """
+        assert self.early_answer is not None and self._broken is not None
+        held: list[EventBase] = []
+        loop = self._loop
+        iterator = aiter(self.content)
+        deliver_to = getattr(iterator, "deliver_to", None)
+        wait_buffered = getattr(iterator, "wait_buffered", None)
+        decided: asyncio.Future[None] = loop.create_future()
+
+        def take(event: EventBase) -> bool:
+            """The first events, in the producer's step; the first token starts the response."""
+            held.append(event)
+            if is_content(event) or is_terminal(event):
+                assert deliver_to is not None
+                deliver_to(None)  # the rest waits in the reader for the writer task
+                decided.set_result(None)
+                answer = self.early_answer
+                if is_content(event) and answer is not None and answer(held) is None:
+                    self._start_now(send, body_send, held)
+            return True
+
+        if deliver_to is not None and wait_buffered is not None:
+            deliver_to(take)
+            # Items already buffered (the consumer only takes while none are) or the end.
+            buffered = loop.create_task(wait_buffered())
+            try:
+                await asyncio.wait(
+                    [decided, buffered, listener, self._broken],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                if not decided.done():
+                    deliver_to(None)
+                buffered.cancel()
+            if listener.done() and not decided.done():
+                self._client_gone("client disconnected")
+            if self.disconnect_reason is not None:
+                return None
+        if not decided.done():  # not a live reader, or something was buffered: read on
+            async for item in iterator:
+                events = [item] if isinstance(item, EventBase) else list(item)
+                held.extend(events)
+                if any(is_content(event) or is_terminal(event) for event in events):
+                    break
+        if self._started:
+            return None
+        self.first.extend(held)
+        return self.early_answer(held) if held else None
+
+    def _start_now(self, send: Send, body_send: Send, held: list[EventBase]) -> None:
+        """Send the headers and the held events in the producer's step (see early_answer).
+
+        The start goes through the app's send wrappers, stepped by hand like
+        :meth:`_write_now`'s send: uvicorn's completes at once unless the
+        socket's buffer is full; if it has to wait, a task finishes it and
+        writes the events, and the writer task waits for that.
+        """
+        if self._ending:  # the client left meanwhile
+            return
+        self._started = True
+        self._body_send, self._write_body = body_send, _write_now_of(body_send)
+        body = b"".join([self._encode(item) for item in [*self.first, *held]])
+        self.first = []
+        try:
+            steps = send(self._start_message()).__await__()
+            try:
+                waiting = steps.send(None)
+            except StopIteration:
+                self._last_write = self._loop.time()
+                if body:
+                    self._send_now(body)
+                return
+        except Exception as exc:
+            self._break(_failure(exc))
+            return
+        self._busy_since = self._loop.time()
+        self._in_flight = self._loop.create_task(self._finish(steps, waiting, body))
 
     def _connection_lost(self) -> None:
         """The server says the client's connection closed (:data:`CLIENT_GONE_HOOKS`)."""
@@ -429,28 +541,39 @@ class SSEResponse(Response):
             return False
         try:
             body = self._encode(event)
-            if not body:
-                return True
+        except Exception as exc:
+            self._break(_failure(exc))
+            return True
+        if body:
+            self._send_now(body)
+        return True
+
+    def _send_now(self, body: bytes) -> None:
+        """Write ``body`` in this step (see :meth:`_write_now`); never raises."""
+        try:
             if self._write_body is not None and self._write_body(body):
                 self._last_write = self._loop.time()
-                return True
+                return
             steps = self._body_send(_body(body)).__await__()
             try:
                 waiting = steps.send(None)
             except StopIteration:
                 self._last_write = self._loop.time()
-                return True
+                return
         except Exception as exc:
             self._break(_failure(exc))
-            return True
+            return
         self._busy_since = self._loop.time()
         self._in_flight = self._loop.create_task(self._finish(steps, waiting))
-        return True
 
-    async def _finish(self, steps: Generator[Any, None, None], waiting: Any) -> None:
-        """The rest of a direct write that had to wait (see :meth:`_write_now`)."""
+    async def _finish(
+        self, steps: Generator[Any, None, None], waiting: Any, then: bytes = b""
+    ) -> None:
+        """The rest of a direct write that had to wait (see :meth:`_write_now`), then ``then``."""
         try:
             await _Resumed(steps, waiting)
+            if then:
+                await self._body_send(_body(then))
         except Exception as exc:
             self._break(_failure(exc))
         else:
@@ -547,6 +670,12 @@ class _Resumed:
                     waiting = steps.send(None)
                 except StopIteration:
                     return
+
+
+def _write_now_of(send: Send) -> Callable[[bytes], bool] | None:
+    """The server's synchronous body write, if its ``BODY_SEND`` has one."""
+    write_now: Callable[[bytes], bool] | None = getattr(send, "write_now", None)
+    return write_now
 
 
 def _body(body: bytes) -> Message:

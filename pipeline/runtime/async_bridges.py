@@ -220,6 +220,17 @@ class BufferedObserver(abc.ObserverBase[T]):
         """
         self._consumer = consumer
 
+    async def wait_buffered(self) -> None:
+        """Wait until a value is buffered or the stream has ended.
+
+        For a consumer that takes values with :meth:`deliver_to` and must
+        also hear of those it did not get (buffered before it was set) and
+        of the end; cancelling it leaves the iteration as it was.
+        """
+        while not self._items and not self._done:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
     def on_next(self, value: T) -> None:
         items = self._items
         consumer = self._consumer
@@ -373,7 +384,8 @@ class BufferReader(_Finally[T]):
     owner undoes then (detaching the buffer from its stream), and the buffer
     is closed after it. Unlike an async generator, it can be read in several
     ``async for`` loops one after the other (a server reads the first
-    events, then streams the rest), and its ``deliver_to`` is the buffer's.
+    events, then streams the rest), and its ``deliver_to`` and ``wait_buffered``
+    are the buffer's.
     """
 
     def __init__(self, buffer: BufferedObserver[T], on_close: Callable[[], None]) -> None:
@@ -384,6 +396,7 @@ class BufferReader(_Finally[T]):
         super().__init__(buffer.__aiter__(), close)
         self._buffer = buffer
         self.deliver_to = buffer.deliver_to
+        self.wait_buffered = buffer.wait_buffered
 
     async def aclose(self) -> None:
         """Stop reading: the consumer is let go, the buffer closed (its gate released)."""

@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -84,7 +84,7 @@ from pipeline.apps.server.request_bodies import (
 )
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.apps.server.use_chat import UseChat
-from pipeline.core.events import Event, StreamError, is_content, is_terminal
+from pipeline.core.events import Event, EventBase, StreamError, is_content, is_terminal
 from pipeline.core.result import Accumulator
 from pipeline.runtime.async_bridges import finally_call
 from pipeline.runtime.multicast import StreamRun
@@ -165,6 +165,14 @@ async def _first_then_rest(run: StreamRun) -> tuple[list[Event], AsyncIterator[E
         if is_content(event) or is_terminal(event):
             break
     return held, reader
+
+
+def _early_error(held: Sequence[EventBase], headers: dict[str, str]) -> Response | None:
+    """The HTTP error for a stream that failed before its first token, else ``None``."""
+    first = held[-1]
+    if isinstance(first, StreamError) and not first.after_first_token:
+        return _upstream_error_response(first, headers)
+    return None
 
 
 def _completion(result: Any, stream_id: str, model: str) -> dict[str, Any]:
@@ -301,18 +309,17 @@ class _Api:
                 return _upstream_error_response(terminal, headers)
             body = _completion(acc.result(), run.stream_id or "", req.model)
             return JSONResponse(body, headers=headers)
-        async with cancel_on_disconnect(request, run.cancel):
-            held, events = await _first_then_rest(run)
-        first = held[-1] if held else None
-        if isinstance(first, StreamError) and not first.after_first_token:
-            return _upstream_error_response(first, headers)
         options = req.model_extra.get("stream_options") if req.model_extra else None
         include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
         from sinks.dialects import OpenAIDialect
 
+        events = run.iterate()
+        run.start()
+        # The status waits for the first token, and the response writes it in the
+        # step that produced it (early_answer): no loop turn to wake this handler.
         return SSEResponse(
             events,
-            first=held,
+            early_answer=lambda held: _early_error(held, headers),
             dialect=OpenAIDialect(include_usage=include_usage),
             on_disconnect=run.cancel,
             heartbeat=gw.settings.heartbeat,
