@@ -84,10 +84,9 @@ from pipeline.apps.server.request_bodies import (
 )
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.apps.server.use_chat import UseChat
-from pipeline.core.events import Event, EventBase, StreamError, is_content, is_terminal
+from pipeline.core.events import EventBase, StreamError
 from pipeline.core.result import Accumulator
 from pipeline.runtime.async_bridges import finally_call
-from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import ResumeGapError, StreamNotFoundError
 from sinks.metrics import metrics_endpoint
 from sinks.sse_response import BODY_SEND, CLIENT_GONE_HOOKS, SSEResponse
@@ -148,23 +147,6 @@ def _native_error(event: StreamError) -> ApiError:
     if event.kind == "upstream" and event.status is not None:
         error.status = event.status
     return error
-
-
-async def _first_then_rest(run: StreamRun) -> tuple[list[Event], AsyncIterator[Event]]:
-    """Start ``run``; wait for its first content or terminal event.
-
-    Returns the events so far (the last is that event) and the reader of the
-    rest. The response status depends on it: a stream that fails before its
-    first token (after any failover) is answered with an HTTP error.
-    """
-    reader = run.iterate()
-    run.start()
-    held: list[Event] = []
-    async for event in reader:
-        held.append(event)
-        if is_content(event) or is_terminal(event):
-            break
-    return held, reader
 
 
 def _early_error(held: Sequence[EventBase], headers: dict[str, str]) -> Response | None:
@@ -375,14 +357,18 @@ class _Api:
             if isinstance(terminal, StreamError):
                 return errors(_native_error(terminal), _retry_advice(terminal, headers))
             return JSONResponse(dialect.body(), headers=headers)
-        async with cancel_on_disconnect(request, run.cancel):
-            held, events = await _first_then_rest(run)
-        first = held[-1] if held else None
-        if isinstance(first, StreamError) and not first.after_first_token:
-            return errors(_native_error(first), _retry_advice(first, headers))
+
+        def early_error(held: Sequence[EventBase]) -> Response | None:
+            first = held[-1]
+            if isinstance(first, StreamError) and not first.after_first_token:
+                return errors(_native_error(first), _retry_advice(first, headers))
+            return None
+
+        events = run.iterate()
+        run.start()
         return SSEResponse(
             events,
-            first=held,
+            early_answer=early_error,
             dialect=dialect,
             on_disconnect=run.cancel,
             heartbeat=gw.settings.heartbeat,
