@@ -392,11 +392,15 @@ class SSEResponse(Response):
             if self.disconnect_reason is not None:
                 return None
         if not decided.done():  # not a live reader, or something was buffered: read on
-            async for item in iterator:
-                events = [item] if isinstance(item, EventBase) else list(item)
-                held.extend(events)
-                if any(is_content(event) or is_terminal(event) for event in events):
-                    break
+            reading = loop.create_task(_read_first(iterator, held))
+            waiting: list[asyncio.Future[Any]] = [reading, listener, self._broken]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():  # the client left first
+                reading.cancel()
+                await asyncio.wait([reading])
+                self._client_gone("client disconnected")
+                return None
+            reading.result()  # the content's own error, if it raised one
         if self._started:
             return None
         self.first.extend(held)
@@ -670,6 +674,15 @@ class _Resumed:
                     waiting = steps.send(None)
                 except StopIteration:
                     return
+
+
+async def _read_first(iterator: AsyncIterator[Item], held: list[EventBase]) -> None:
+    """Read ``iterator`` into ``held`` up to its first content or terminal event."""
+    async for item in iterator:
+        events = [item] if isinstance(item, EventBase) else list(item)
+        held.extend(events)
+        if any(is_content(event) or is_terminal(event) for event in events):
+            return
 
 
 def _write_now_of(send: Send) -> Callable[[bytes], bool] | None:

@@ -217,6 +217,38 @@ async def test_content_that_is_not_a_live_reader_is_read_for_the_first_token() -
     assert client.status == 503
 
 
+async def test_a_client_that_leaves_while_plain_content_waits_ends_the_response() -> None:
+    closed: list[bool] = []
+
+    async def events() -> AsyncIterator[EventBase]:
+        try:
+            yield Started(stream_id="s", seq=0)
+            await asyncio.Event().wait()  # no first token, ever
+            yield text(1)
+        finally:
+            closed.append(True)
+
+    left = asyncio.Event()
+
+    async def receive() -> Message:
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    reasons: list[str] = []
+    client = Client()
+    response = SSEResponse(
+        events(), heartbeat=None, early_answer=early_error, on_disconnect=reasons.append
+    )
+    call = asyncio.create_task(response({"type": "http"}, receive, client.send))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the response reads the first event, then waits
+    left.set()
+    await asyncio.wait_for(call, TIMEOUT)
+    assert reasons == ["client disconnected"]
+    assert client.messages == []
+    assert closed == [True], "the content is closed"
+
+
 async def test_through_the_app_the_first_token_starts_the_response_and_a_failure_keeps_its_status(
     upstream: MockServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
