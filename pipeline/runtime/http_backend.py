@@ -13,7 +13,9 @@ timer armed and cancelled per read.
 
 :func:`http_client` gives the SDK's default client (``DefaultAsyncHttpxClient``:
 its timeouts, connection limits and redirects) on this backend; pass it as
-``AsyncOpenAI(http_client=...)``. ``rxllm serve`` uses it for its upstreams.
+``AsyncOpenAI(http_client=...)``. ``rxllm serve`` uses it for its upstreams. Its
+pool is a :class:`pipeline.runtime.http_pool.LightPool`: httpcore2's, with a
+lighter pass over the connections.
 httpx2's transport has no parameter for a network backend, so it is set on
 the transport's connection pool; if that pool is not where this module
 expects it (another httpx2 version), the client keeps the default backend
@@ -49,6 +51,8 @@ from httpcore2 import (
     WriteTimeout,
 )
 from openai import DefaultAsyncHttpxClient
+
+from pipeline.runtime.http_pool import LightPool
 
 __all__ = ["AsyncioBackend", "AsyncioStream", "http_client"]
 
@@ -403,6 +407,8 @@ def http_client(
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
     if isinstance(pool, httpcore2.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
         pool._network_backend = AsyncioBackend()
+        if type(pool) is httpcore2.AsyncConnectionPool:  # not a proxy's pool
+            pool.__class__ = LightPool  # the same pool, its pass light on busy connections
     else:
         log.debug("httpx2's connection pool is not where expected: keeping its network backend")
     return client
