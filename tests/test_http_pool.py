@@ -2,14 +2,15 @@
 
 :class:`pipeline.runtime.http_pool.LightPool` replaces httpcore2's
 bookkeeping pass (run when a request arrives and when a response closes) by
-one that asks a connection held by a request only whether it closed. Here
-both passes run on the same random pools (connections new, connecting,
-active, idle, closed or expired, held by a request or not, one origin or
-two; requests queued or assigned; the limits low enough to bite) and must
-keep the same connections in the same order, close the same ones and
-assign the same requests to the same connections. Then a request through
-:func:`pipeline.runtime.http_backend.http_client` goes through a
-``LightPool``, and many at once reuse their connections.
+one that leaves alone the connections requests hold. Here both passes run
+on the same random pools (connections connecting, failed, active, idle,
+closed or expired, held by a request or not, one origin or two; requests
+queued or assigned; the limits low enough to bite) and must keep the same
+connections in the same order, close the same ones and assign the same
+requests to the same connections, but for the one documented difference: a
+held connection that closed is dropped only once its request lets it go.
+Then a request through :func:`pipeline.runtime.http_backend.http_client`
+goes through a ``LightPool``, and many at once reuse their connections.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def random_pool(pool_class: type[httpcore2.AsyncConnectionPool], rnd: random.Ran
     for i in range(rnd.randrange(0, 9)):
         request = AsyncPoolRequest(httpcore2.Request("GET", rnd.choice(ORIGINS)))
         request.request.extensions["name"] = f"r{i}"
-        if connections and rnd.random() < 0.5:
-            request.connection = rnd.choice(connections)  # type: ignore[assignment]
+        open_ones = [c for c in connections if not c.is_closed()]
+        if open_ones and rnd.random() < 0.5:  # held and closed: the documented difference
+            request.connection = rnd.choice(open_ones)  # type: ignore[assignment]
         pool._requests.append(request)
     return pool
 
@@ -110,6 +112,20 @@ async def test_the_light_pass_keeps_closes_and_assigns_as_httpcore2s(seed: int) 
     theirs_closing = theirs._assign_requests_to_connections()
     ours_closing = ours._assign_requests_to_connections()
     assert outcome(ours, ours_closing) == outcome(theirs, theirs_closing)
+
+
+async def test_a_held_connection_that_closed_is_dropped_once_its_request_lets_it_go() -> None:
+    pool = LightPool()
+    closed = FakeConnection("c0", httpcore2.URL(ORIGINS[0]), "closed", False)
+    request = AsyncPoolRequest(httpcore2.Request("GET", ORIGINS[0]))
+    request.connection = closed  # type: ignore[assignment]
+    pool._connections = [closed]  # type: ignore[list-item]
+    pool._requests = [request]
+    assert pool._assign_requests_to_connections() == []
+    assert [getattr(c, "name", None) for c in pool._connections] == ["c0"], "held: kept, unasked"
+    pool._requests.remove(request)  # its response closed
+    assert pool._assign_requests_to_connections() == []
+    assert pool._connections == [], "let go: asked, and dropped"
 
 
 async def test_rxllms_client_uses_the_light_pool_and_reuses_connections(

@@ -1,21 +1,26 @@
-"""httpcore2's connection pool with its bookkeeping pass made light on busy connections.
+"""httpcore2's connection pool with a bookkeeping pass that skips busy connections.
 
 httpcore2 runs one pass over the pool (``_assign_requests_to_connections``)
 when a request arrives and when a response closes: it asks every open
 connection whether it is closed, connected, expired, idle and available, a
-handful of method calls each, so a pool of many long streams pays them on
-every connection twice per request. Hand-written for that cost, which
-``bench/README.md`` measures ("The connection pool's pass").
+handful of method calls each, so a pool of many long streams pays for every
+connection, twice per request, and under load each of those objects is a
+cache miss. Hand-written for that cost (``bench/README.md``, "The connection
+pool's pass").
 
-In a pool without HTTP/2 the pass's outcome for a connection that an
-in-flight request holds depends on one thing: whether it has closed (it is
-neither expired, idle-and-spare nor available to another request, by the
-pass's own rules). :class:`LightPool` asks such a connection that alone and
-runs httpcore2's own checks on the others, so each pass costs a method call
-per busy connection and the full checks per free one. The outcome is the
-same: the same connections kept, in the same order, the same ones closed and
-the same requests assigned (``tests/test_http_pool.py`` compares both
-passes on random pools). A pool with HTTP/2 takes httpcore2's pass.
+In a pool without HTTP/2 a connection that an in-flight request holds is,
+by the pass's own rules, never expired, never a spare idle one and never
+available to another request: the only thing the pass could do with it is
+drop it if it has closed. :class:`LightPool` keeps it without asking; it is
+asked, with httpcore2's own checks, on the first pass after its request has
+let it go (the response closed, or the request failed: what a closed
+connection soon makes happen). Every other connection gets httpcore2's
+checks. So the outcome is httpcore2's (the same connections kept, in the
+same order, the same ones closed, the same requests assigned:
+``tests/test_http_pool.py`` compares both passes on random pools), except
+that a connection which closed while held stays listed (and counted against
+``max_connections``) until its request lets it go. A pool with HTTP/2 takes
+httpcore2's pass.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ __all__ = ["LightPool"]
 
 
 class LightPool(httpcore2.AsyncConnectionPool):
-    """An ``httpcore2.AsyncConnectionPool`` whose pass asks a busy connection only if it closed."""
+    """An ``httpcore2.AsyncConnectionPool`` whose pass leaves the connections requests hold."""
 
     def _assign_requests_to_connections(self) -> list[AsyncConnectionInterface]:
         if self._http2:
@@ -37,9 +42,8 @@ class LightPool(httpcore2.AsyncConnectionPool):
         free: list[AsyncConnectionInterface] = []  # retained, and no request holds it
         held = {request.connection for request in self._requests}
         for connection in self._connections:
-            if connection in held:
-                if not connection.is_closed():
-                    retained.append(connection)
+            if connection in held:  # kept as it is: not even asked whether it closed
+                retained.append(connection)
             elif connection.is_closed() or not connection.is_connected():
                 continue
             elif connection.has_expired():
@@ -63,7 +67,7 @@ class LightPool(httpcore2.AsyncConnectionPool):
         for request in self._requests:
             if not available and budget <= 0:
                 break
-            if not request.is_queued():
+            if request.connection is not None:  # not queued (is_queued(), without the call)
                 continue
             origin = request.request.url.origin
             for index, connection in enumerate(available):
