@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-from reactivex.subject import Subject
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -34,33 +33,15 @@ from starlette.types import Message
 from pipeline.apps.builtin_model import MockServer
 from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
-from pipeline.core.events import Cancelled, Finished, Started, TextDelta
+from pipeline.core.events import Cancelled, Finished, Started
 from pipeline.core.sse_decoder import SSEDecoder
-from pipeline.runtime.multicast import StreamRun
 from pipeline.runtime.stream_hub import StreamHub
 from sinks.sse_response import BODY_SEND, SSEResponse
 from tests.serving import app_in_loop
+from tests.sse_helpers import live, never_disconnect, text, until
 
 TIMEOUT = 10
 _ID = re.compile(rb"^id: (\d+)\n", re.MULTILINE)
-
-
-def text(seq: int) -> TextDelta:
-    return TextDelta(stream_id="s", seq=seq, text=f"t{seq}")
-
-
-async def never_disconnect() -> Message:
-    await asyncio.Event().wait()
-    raise AssertionError("unreachable")
-
-
-async def until(predicate: Any) -> None:
-    """Let the loop run until ``predicate()`` (a bounded number of turns, no clock)."""
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never came true")
 
 
 class Client:
@@ -103,11 +84,6 @@ class Client:
             if f"id: {seq}\n".encode() in body:
                 return task
         raise AssertionError(f"event {seq} was not sent")
-
-
-def live() -> tuple[StreamRun, Subject[Any]]:
-    source: Subject[Any] = Subject()
-    return StreamRun(source, stream_id="s"), source
 
 
 async def test_events_go_out_in_the_producers_step_and_the_end_from_the_writer() -> None:

@@ -22,21 +22,19 @@ import httpx
 import pytest
 from reactivex.subject import Subject
 from starlette.responses import JSONResponse, Response
-from starlette.types import Message
+from starlette.types import Message, Receive
 
 from pipeline.apps.builtin_model import MockServer
 from pipeline.apps.server.server_settings import ServerSettings
-from pipeline.core.events import EventBase, Finished, Started, StreamError, TextDelta
+from pipeline.core.events import EventBase, Finished, Started, StreamError
 from pipeline.core.sse_decoder import SSEDecoder
+from pipeline.runtime.async_bridges import BufferReader
 from pipeline.runtime.multicast import StreamRun
 from sinks.sse_response import SSEResponse
 from tests.serving import app_in_loop
+from tests.sse_helpers import live, never_disconnect, text, until
 
 TIMEOUT = 10
-
-
-def text(seq: int) -> TextDelta:
-    return TextDelta(stream_id="s", seq=seq, text=f"t{seq}")
 
 
 def early_error(held: Sequence[EventBase]) -> Response | None:
@@ -44,20 +42,6 @@ def early_error(held: Sequence[EventBase]) -> Response | None:
     if isinstance(last, StreamError) and not last.after_first_token:
         return JSONResponse({"error": last.message}, status_code=last.status or 502)
     return None
-
-
-async def never_disconnect() -> Message:
-    await asyncio.Event().wait()
-    raise AssertionError("unreachable")
-
-
-async def until(predicate: Any) -> None:
-    """Let the loop run until ``predicate()`` (a bounded number of turns, no clock)."""
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never came true")
 
 
 class Client:
@@ -91,18 +75,29 @@ class Client:
         raise AssertionError(f"event {seq} was not sent")
 
 
-def live() -> tuple[StreamRun, Subject[Any]]:
-    source: Subject[Any] = Subject()
-    return StreamRun(source, stream_id="s"), source
-
-
-async def test_the_headers_and_first_token_go_out_in_the_producers_step() -> None:
+def started() -> tuple[StreamRun, Subject[Any], BufferReader[Any]]:
+    """A live run with its reader attached, started."""
     run, source = live()
     reader = run.iterate()
     run.start()
+    return run, source, reader
+
+
+def respond(
+    reader: BufferReader[Any],
+    client: Client,
+    receive: Receive = never_disconnect,
+    **options: Any,
+) -> tuple[SSEResponse, asyncio.Task[None]]:
+    """An ``early_answer`` response over ``reader``, called in a task as a server would."""
+    response = SSEResponse(reader, heartbeat=None, early_answer=early_error, **options)
+    return response, asyncio.create_task(response({"type": "http"}, receive, client.send))
+
+
+async def test_the_headers_and_first_token_go_out_in_the_producers_step() -> None:
+    _run, source, reader = started()
     client = Client()
-    response = SSEResponse(reader, heartbeat=None, early_answer=early_error)
-    call = asyncio.create_task(response({"type": "http"}, never_disconnect, client.send))
+    response, call = respond(reader, client)
     await asyncio.sleep(0)  # the response waits for the first token
     producer = asyncio.current_task()
     source.on_next(Started(stream_id="s", seq=0))
@@ -123,12 +118,9 @@ async def test_the_headers_and_first_token_go_out_in_the_producers_step() -> Non
 
 
 async def test_a_failure_before_the_first_token_is_answered_by_early_answer() -> None:
-    run, source = live()
-    reader = run.iterate()
-    run.start()
+    run, source, reader = started()
     client = Client()
-    response = SSEResponse(reader, heartbeat=None, early_answer=early_error)
-    call = asyncio.create_task(response({"type": "http"}, never_disconnect, client.send))
+    _response, call = respond(reader, client)
     await asyncio.sleep(0)
     source.on_next(Started(stream_id="s", seq=0))
     source.on_next(StreamError(stream_id="s", seq=1, kind="http", message="slow down", status=429))
@@ -141,12 +133,9 @@ async def test_a_failure_before_the_first_token_is_answered_by_early_answer() ->
 
 
 async def test_a_start_that_has_to_wait_is_finished_by_a_task_and_nothing_is_lost() -> None:
-    run, source = live()
-    reader = run.iterate()
-    run.start()
+    _run, source, reader = started()
     client = Client(hold_start=True)
-    response = SSEResponse(reader, heartbeat=None, send_timeout=None, early_answer=early_error)
-    call = asyncio.create_task(response({"type": "http"}, never_disconnect, client.send))
+    _response, call = respond(reader, client, send_timeout=None)
     await asyncio.sleep(0)
     for seq in range(4):
         source.on_next(Started(stream_id="s", seq=0) if seq == 0 else text(seq))
@@ -160,9 +149,7 @@ async def test_a_start_that_has_to_wait_is_finished_by_a_task_and_nothing_is_los
 
 
 async def test_a_client_that_leaves_before_the_first_token_cancels_the_run() -> None:
-    run, source = live()
-    reader = run.iterate()
-    run.start()
+    run, source, reader = started()
     client = Client()
     left = asyncio.Event()
 
@@ -176,8 +163,7 @@ async def test_a_client_that_leaves_before_the_first_token_cancels_the_run() -> 
         reasons.append(reason)
         run.cancel(reason)
 
-    response = SSEResponse(reader, heartbeat=None, early_answer=early_error, on_disconnect=gone)
-    call = asyncio.create_task(response({"type": "http"}, receive, client.send))
+    _response, call = respond(reader, client, receive, on_disconnect=gone)
     source.on_next(Started(stream_id="s", seq=0))
     await asyncio.sleep(0)
     left.set()
@@ -189,14 +175,11 @@ async def test_a_client_that_leaves_before_the_first_token_cancels_the_run() -> 
 
 
 async def test_events_buffered_before_the_response_ran_are_read_by_it() -> None:
-    run, source = live()
-    reader = run.iterate()
-    run.start()
+    _run, source, reader = started()
     source.on_next(Started(stream_id="s", seq=0))
     source.on_next(text(1))  # before the response runs: buffered in the reader
     client = Client()
-    response = SSEResponse(reader, heartbeat=None, early_answer=early_error)
-    call = asyncio.create_task(response({"type": "http"}, never_disconnect, client.send))
+    _response, call = respond(reader, client)
     await until(lambda: client.ids() == [0, 1])
     assert client.status == 200
     source.on_next(text(2))

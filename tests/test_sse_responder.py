@@ -38,6 +38,7 @@ from pipeline.runtime.stream_hub import ResumeGapError, StreamHub
 from sinks.dialects import OpenAIDialect, make_dialect
 from sinks.sse_response import HEARTBEAT, SSEResponse, last_event_id
 from tests.fixtures import chunk, run_body, sse, tool
+from tests.sse_helpers import never_disconnect
 
 TIMEOUT = 10
 
@@ -432,11 +433,6 @@ def events_of(n: int) -> list[EventBase]:
 async def aiter_of(items: list[Any]) -> AsyncIterator[Any]:
     for item in items:
         yield item
-
-
-async def never_disconnect() -> Message:
-    await asyncio.Event().wait()
-    raise AssertionError("unreachable")
 
 
 async def test_each_batch_is_one_send_and_the_body_ends() -> None:
