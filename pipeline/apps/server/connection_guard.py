@@ -62,18 +62,6 @@ MAX_REQUEST_HEAD = 64 * 1024
 LINGER = 2.0
 """Seconds a connection answered with a protocol error keeps reading (and dropping) input."""
 
-_BUSY_BODY = (
-    b'{"error": {"message": "too many connections; retry later", '
-    b'"type": "server_error", "param": null, "code": "overloaded"}}'
-)
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\nretry-after: 1\r\ncontent-length: "
-    + str(len(_BUSY_BODY)).encode()
-    + b"\r\n\r\n"
-    + _BUSY_BODY
-)
-
 
 class _RecordingConnection(h11.Connection):
     """h11's connection keeping the error it raised (uvicorn drops it, and its size hint)."""
@@ -88,22 +76,33 @@ class _RecordingConnection(h11.Connection):
             raise
 
 
-def _error_response(status: int, reason: str, message: str, code: str) -> bytes:
+def _error_response(
+    status: int,
+    reason: str,
+    message: str,
+    code: str,
+    kind: str = "invalid_request_error",
+    extra_head: str = "",
+) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON error body, closing the connection."""
     body = json.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": code,
-            }
-        }
+        {"error": {"message": message, "type": kind, "param": None, "code": code}}
     ).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+        f"connection: close\r\n{extra_head}content-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+_BUSY = _error_response(
+    503,
+    "Service Unavailable",
+    "too many connections; retry later",
+    "overloaded",
+    kind="server_error",
+    extra_head="retry-after: 1\r\n",
+)
 
 
 def default_max_connections() -> int:

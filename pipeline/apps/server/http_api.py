@@ -149,12 +149,19 @@ def _native_error(event: StreamError) -> ApiError:
     return error
 
 
-def _early_error(held: Sequence[EventBase], headers: dict[str, str]) -> Response | None:
-    """The HTTP error for a stream that failed before its first token, else ``None``."""
-    first = held[-1]
-    if isinstance(first, StreamError) and not first.after_first_token:
-        return _upstream_error_response(first, headers)
-    return None
+def _early_error(
+    answer: Callable[[StreamError], Response],
+) -> Callable[[Sequence[EventBase]], Response | None]:
+    """An SSE response's ``early_answer``: ``answer(error)`` for a stream that failed before
+    its first token (the last event held), else ``None`` (stream it)."""
+
+    def early(held: Sequence[EventBase]) -> Response | None:
+        first = held[-1]
+        if isinstance(first, StreamError) and not first.after_first_token:
+            return answer(first)
+        return None
+
+    return early
 
 
 def _completion(result: Any, stream_id: str, model: str) -> dict[str, Any]:
@@ -301,7 +308,7 @@ class _Api:
         # step that produced it (early_answer): no loop turn to wake this handler.
         return SSEResponse(
             events,
-            early_answer=lambda held: _early_error(held, headers),
+            early_answer=_early_error(lambda error: _upstream_error_response(error, headers)),
             dialect=OpenAIDialect(include_usage=include_usage),
             on_disconnect=run.cancel,
             heartbeat=gw.settings.heartbeat,
@@ -357,18 +364,13 @@ class _Api:
             if isinstance(terminal, StreamError):
                 return errors(_native_error(terminal), _retry_advice(terminal, headers))
             return JSONResponse(dialect.body(), headers=headers)
-
-        def early_error(held: Sequence[EventBase]) -> Response | None:
-            first = held[-1]
-            if isinstance(first, StreamError) and not first.after_first_token:
-                return errors(_native_error(first), _retry_advice(first, headers))
-            return None
-
         events = run.iterate()
         run.start()
         return SSEResponse(
             events,
-            early_answer=early_error,
+            early_answer=_early_error(
+                lambda error: errors(_native_error(error), _retry_advice(error, headers))
+            ),
             dialect=dialect,
             on_disconnect=run.cancel,
             heartbeat=gw.settings.heartbeat,
