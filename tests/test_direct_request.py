@@ -90,13 +90,13 @@ async def upstream() -> AsyncIterator[Upstream]:
 
 def openai_client(up: Upstream, **options: Any) -> AsyncOpenAI:
     options.setdefault("max_retries", 0)
+    options.setdefault("default_query", {"tenant": "t1"})
     return AsyncOpenAI(
         base_url=f"http://127.0.0.1:{up.port}/v1",
         api_key="sk-test",
         organization="org-1",
         project="proj-1",
         default_headers={"X-Custom": "yes"},
-        default_query={"tenant": "t1"},
         http_client=http_client(),
         **options,
     )
@@ -174,6 +174,28 @@ async def test_the_upstream_sees_the_sdks_request(upstream: Upstream) -> None:
     assert direct.headers["x-request"] == "r1" and direct.headers["x-custom"] == "yes"
     assert direct.headers["openai-organization"] == "org-1"
     assert direct.headers["x-stainless-read-timeout"] == "7.0"
+
+
+async def test_without_a_query_the_upstream_sees_the_sdks_request(upstream: Upstream) -> None:
+    # No query: the request is built and sent by http_send, straight to the transport
+    # once the client is open (its first request opens it).
+    client = openai_client(upstream, default_query=None)
+    params = {k: v for k, v in PARAMS.items() if k != "extra_query"}
+    params["extra_headers"] = None
+    for _ in range(2):
+        await via_source(client, **params)
+    await via_sdk(client, **params)
+    first, direct, sdk = upstream.seen
+    assert first == direct
+    assert (
+        (direct.method, direct.target)
+        == (sdk.method, sdk.target)
+        == ("POST", "/v1/chat/completions")
+    )
+    assert direct.body == sdk.body
+    same = {k: v for k, v in sdk.headers.items() if k not in VARYING}
+    assert {k: v for k, v in direct.headers.items() if k not in VARYING} == same
+    assert direct.headers["authorization"] == "Bearer sk-test"
 
 
 async def test_a_new_api_key_is_sent(upstream: Upstream) -> None:

@@ -3,7 +3,9 @@
 What ``client.chat.completions.with_streaming_response.create(...)`` does for
 rxllm's sources, for a *plain* client: the same URL, the same headers (the
 SDK builds them, auth and version headers included), the JSON body, sent
-through the client's own ``httpx2.AsyncClient``, and the same exceptions:
+through the client's own ``httpx2.AsyncClient`` (straight to its transport
+when nothing of the client applies: :mod:`pipeline.runtime.http_send`), and
+the same exceptions:
 an HTTP error status becomes the SDK's ``APIStatusError`` subclass (its own
 mapping, body and request id included), a timeout ``APITimeoutError``, any
 other transport failure ``APIConnectionError``. Failover classifies them as
@@ -32,6 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx2
+
+from pipeline.runtime.http_send import build_post, send
 
 __all__ = ["DirectResponse", "direct_stream"]
 
@@ -112,6 +116,34 @@ class _HeaderCache:
 _HEADERS = _HeaderCache()
 
 
+class _UrlCache:
+    """``client._prepare_url(path)`` per client and path, while the client's base URL is the same.
+
+    The SDK parses and joins it afresh for every request; it changes only
+    when the client is given another base URL.
+    """
+
+    def __init__(self) -> None:
+        self._by_client: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, httpx2.URL]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, client: Any, path: str) -> httpx2.URL:
+        base = client.base_url
+        cached = self._by_client.get(client)
+        if cached is None or cached[0] is not base:
+            cached = (base, {})
+            self._by_client[client] = cached
+        urls = cached[1]
+        url = urls.get(path)
+        if url is None:
+            url = urls[path] = client._prepare_url(path)
+        return url
+
+
+_URLS = _UrlCache()
+
+
 def _plain(client: Any) -> bool:
     if getattr(client, "max_retries", None) != 0:
         return False
@@ -161,20 +193,22 @@ class DirectResponse:
                 _HEADERS.put(client, given, headers)
         params = {**client.default_query, **(options.get("extra_query") or {})}
         http: httpx2.AsyncClient = client._client
-        return http.build_request(
-            "POST",
-            client._prepare_url(self._path),
-            headers=headers,
-            params=params or None,
-            content=self._body,
-            timeout=timeout,
-        )
+        if params:
+            return http.build_request(
+                "POST",
+                client._prepare_url(self._path),
+                headers=headers,
+                params=params,
+                content=self._body,
+                timeout=timeout,
+            )
+        return build_post(http, _URLS.get(client, self._path), headers, self._body, timeout)
 
     async def __aenter__(self) -> DirectResponse:
         kind = self._kind
         request = self._request()
         try:
-            response = await self._client._client.send(request, stream=True)
+            response = await send(self._client._client, request)
         except httpx2.TimeoutException as error:
             raise kind.timeout_error(request=request) from error  # type: ignore[call-arg]
         except httpx2.RequestError as error:
