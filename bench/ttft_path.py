@@ -1,0 +1,97 @@
+"""Where a probe's first token waits in ``rxllm serve``: the stages of its path, timed.
+
+The load and the probes of :mod:`bench.real_rate` (``--streams`` x
+``--rate``, one proxy: ``rxllm``, or ``rxllm_nostore``), with the proxy run
+by :mod:`bench.ttft_trace`, which clocks each probe from its request's first
+bytes to its first token written, stage by stage. Printed per stage: what
+happens in it, and the milliseconds it took (minimum, median, 90th
+percentile, maximum over the probes), then the whole. ``--streams 2`` is
+the path without load. ``python -m bench.ttft_path --streams 200 --rate 20``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import real_rate, serve
+from bench.common import Cores
+from bench.ttft_trace import STAGES
+
+__all__ = ["main", "stage_times"]
+
+
+def _traced_command(original: Any) -> Any:
+    def command(*args: Any) -> list[str]:
+        argv: list[str] = original(*args)
+        at = argv.index("pipeline.apps.cli")
+        argv[at] = "bench.ttft_trace"
+        return argv
+
+    return command
+
+
+def stage_times(lines: list[str]) -> dict[str, list[float]]:
+    """Per stage, its milliseconds in each traced request that reached its first token."""
+    times: dict[str, list[float]] = {name: [] for name in [*STAGES, "total"]}
+    for line in lines:
+        marks = dict(item.split("=") for item in line.split())
+        if "written" not in marks:
+            continue
+        last = 0.0
+        for name in STAGES:
+            if name in marks:
+                at = float(marks[name])
+                times[name].append(at - last)
+                last = at
+        times["total"].append(last)
+    return times
+
+
+def _row(name: str, values: list[float], what: str) -> str:
+    if not values:
+        return f"| {name} | {what} | - | - | - | - |"
+    v = sorted(values)
+    p90 = v[min(len(v) - 1, int(len(v) * 0.9))]
+    return (
+        f"| {name} | {what} | {v[0]:.2f} | {statistics.median(v):.2f} | {p90:.2f} | {v[-1]:.2f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ttft_path", description=__doc__)
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--proxy", choices=["rxllm", "rxllm_nostore"], default="rxllm")
+    parser.add_argument("--probes", type=int, default=50)
+    parser.add_argument("--nice", type=int, default=0, help="as bench.real_rate's --nice")
+    args = parser.parse_args(argv)
+    trace = Path(tempfile.mkdtemp(prefix="rxllm-bench-ttft-path-")) / "trace.txt"
+    os.environ["RXLLM_TTFT_TRACE"] = str(trace)
+    serve._serve_command = _traced_command(serve._serve_command)
+    real_rate.NICE = args.nice
+    measured = real_rate.measure(
+        [args.proxy], args.streams, args.rate, 1, args.probes, Cores.plan(True)
+    )[args.proxy]
+    lines = trace.read_text().splitlines() if trace.exists() else []
+    times = stage_times(lines)
+    print(f"{args.proxy} at {args.streams} x {args.rate:g}: {len(times['total'])} probes traced")
+    print(
+        f"TTFT over direct, p50 / p99: {measured.extra.get('ttft_p50_over_direct_ms')} / "
+        f"{measured.extra.get('ttft_p99_over_direct_ms')} ms"
+    )
+    print("\n| stage | what happens before it | min | p50 | p90 | max (ms) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, what in STAGES.items():
+        print(_row(name, times[name], what))
+    print(_row("total", times["total"], "the request's bytes to its first token written"))
+    return 0 if times["total"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""``bench.ttft_path``: its trace still finds what it wraps, and its table adds up.
+
+No timing here: the figures come from ``python -m bench.ttft_path``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.ttft_path import stage_times
+from bench.ttft_trace import STAGES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_trace_installs_on_the_current_code(tmp_path: Path) -> None:
+    # In a process of its own: it wraps classes for the life of the process.
+    code = f"from bench.ttft_trace import install; install({str(tmp_path / 't')!r})"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_stage_times_are_each_stage_since_the_one_before() -> None:
+    marks = {name: (i + 1) * 0.5 for i, name in enumerate(STAGES)}
+    whole = " ".join(f"{k}={v:.3f}" for k, v in marks.items())
+    unfinished = "handler=0.200 body=0.400"  # a request that never wrote its first token
+    times = stage_times([whole, unfinished])
+    assert times["handler"] == [0.5]
+    assert all(times[name] == [0.5] for name in STAGES)
+    assert times["total"] == [0.5 * len(STAGES)]
