@@ -11,7 +11,8 @@ proxy, decided how many streams the row could run. Here:
   ``chat.completion.chunk`` frames over chunked HTTP/1.1 (keep-alive), the
   script taken from the body's ``mock`` object (``text``, split into words;
   ``interval`` seconds between tokens, each token on its own schedule from
-  the start of its stream), one timer per stream and pre-encoded frames;
+  the start of its stream; ``first``, seconds before the headers and the
+  first token, default none), one timer per stream and pre-encoded frames;
   then ``finish_reason``, usage when asked for, and ``[DONE]``. Anything
   else gets a 404. It is a load generator, not a model: no validation, no
   errors, no tools.
@@ -49,6 +50,7 @@ class _Answer:
         script = request.get("mock") or {}
         words = str(script.get("text", "hello world")).split(" ")
         self.interval = float(script.get("interval", 0.05))
+        self.first = float(script.get("first", 0.0))
         self.prefix = (
             b'{"id":"chatcmpl-load","object":"chat.completion.chunk","created":0,"model":'
             + json.dumps(str(request.get("model", "load"))).encode()
@@ -78,6 +80,12 @@ class _Answer:
         return _chunk(self.prefix + b',"choices":[' + json.dumps(choice).encode() + b"]}")
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.first > 0:  # a model that thinks before it answers
+            self.timer = loop.call_later(self.first, self._begin, loop)
+        else:
+            self._begin(loop)
+
+    def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         self.conn.write(_HEAD + self.frames[0])
         self.next = 1
         self.start_time = loop.time()

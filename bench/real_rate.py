@@ -84,6 +84,7 @@ PROFILE: Path | None = None  # --profile: py-spy the proxy's first process durin
 SETTLE = 2.0  # seconds after the ramp before the window opens
 WINDOW = 10.0  # the window's least length, seconds
 PROBE_PAUSE = 0.05  # seconds between two probe pairs
+PROBE_FIRST = 0.0  # seconds the model takes before a probe's first token (bench.ttft_path)
 PROBE_TIMEOUT = 10.0  # seconds: a probe answered later counts as this late
 MAX_LATE = 3  # late probes after which the window closes (the proxy is saturated)
 
@@ -191,7 +192,7 @@ async def _load(
         "model": MODEL,
         "messages": MESSAGES,
         "stream": True,
-        "mock": {"text": "probe answer", "interval": 1.0 / rate},
+        "mock": {"text": "probe answer", "interval": 1.0 / rate, "first": PROBE_FIRST},
     }
     path = "/v1/chat/completions"
     load_request = _request(proxy_port, path, body, headers)

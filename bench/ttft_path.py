@@ -3,10 +3,14 @@
 The load and the probes of :mod:`bench.real_rate` (``--streams`` x
 ``--rate``, one proxy: ``rxllm``, or ``rxllm_nostore``), with the proxy run
 by :mod:`bench.ttft_trace`, which clocks each probe from its request's first
-bytes to its first token written, stage by stage. Printed per stage: what
-happens in it, and the milliseconds it took (minimum, median, 90th
-percentile, maximum over the probes), then the whole. ``--streams 2`` is
-the path without load. ``python -m bench.ttft_path --streams 200 --rate 20``
+bytes to its first token written, stage by stage. Printed per stage, in the
+order the probes reached them: what it marks, and the milliseconds since
+the stage before (minimum, median, 90th percentile, maximum over the
+probes), then the whole. ``--streams 2`` is the path without load;
+``--first-token-ms`` makes the model take that long to a probe's first
+token (straight and through the proxy alike), as a real model does.
+
+    python -m bench.ttft_path --streams 200 --rate 20 [--first-token-ms 20]
 """
 
 from __future__ import annotations
@@ -37,20 +41,33 @@ def _traced_command(original: Any) -> Any:
 
 
 def stage_times(lines: list[str]) -> dict[str, list[float]]:
-    """Per stage, its milliseconds in each traced request that reached its first token."""
+    """Per stage, its milliseconds since the stage before it, in each probe that was written.
+
+    The stages are taken in the order their times say: a source's task that starts
+    eagerly has its request sent before ``StreamRun.start`` returns.
+    """
     times: dict[str, list[float]] = {name: [] for name in [*STAGES, "total"]}
     for line in lines:
-        marks = dict(item.split("=") for item in line.split())
+        marks = {k: float(v) for k, v in (item.split("=") for item in line.split())}
         if "written" not in marks:
             continue
         last = 0.0
-        for name in STAGES:
-            if name in marks:
-                at = float(marks[name])
+        for name, at in sorted(marks.items(), key=lambda item: item[1]):
+            if name in times:
                 times[name].append(at - last)
                 last = at
         times["total"].append(last)
     return times
+
+
+def stage_order(lines: list[str]) -> list[str]:
+    """The stages in the order the probes reached them (by their median time)."""
+    at: dict[str, list[float]] = {}
+    for line in lines:
+        for item in line.split():
+            name, value = item.split("=")
+            at.setdefault(name, []).append(float(value))
+    return sorted((n for n in STAGES if n in at), key=lambda n: statistics.median(at[n]))
 
 
 def _row(name: str, values: list[float], what: str) -> str:
@@ -70,11 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy", choices=["rxllm", "rxllm_nostore"], default="rxllm")
     parser.add_argument("--probes", type=int, default=50)
     parser.add_argument("--nice", type=int, default=0, help="as bench.real_rate's --nice")
+    parser.add_argument(
+        "--first-token-ms",
+        type=float,
+        default=0.0,
+        help="the model's time to a probe's first token (default none: it answers at once)",
+    )
     args = parser.parse_args(argv)
     trace = Path(tempfile.mkdtemp(prefix="rxllm-bench-ttft-path-")) / "trace.txt"
     os.environ["RXLLM_TTFT_TRACE"] = str(trace)
     serve._serve_command = _traced_command(serve._serve_command)
     real_rate.NICE = args.nice
+    real_rate.PROBE_FIRST = args.first_token_ms / 1000
     measured = real_rate.measure(
         [args.proxy], args.streams, args.rate, 1, args.probes, Cores.plan(True)
     )[args.proxy]
@@ -85,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         f"TTFT over direct, p50 / p99: {measured.extra.get('ttft_p50_over_direct_ms')} / "
         f"{measured.extra.get('ttft_p99_over_direct_ms')} ms"
     )
-    print("\n| stage | what happens before it | min | p50 | p90 | max (ms) |")
+    print("\n| stage | reached when | ms since the stage before: min | p50 | p90 | max |")
     print("|---|---|---:|---:|---:|---:|")
-    for name, what in STAGES.items():
-        print(_row(name, times[name], what))
+    for name in stage_order(lines):
+        print(_row(name, times[name], STAGES[name]))
     print(_row("total", times["total"], "the request's bytes to its first token written"))
     return 0 if times["total"] else 1
 

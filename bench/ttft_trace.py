@@ -26,20 +26,22 @@ MARK = b"probe answer"
 """What the probes' bodies hold (:func:`bench.real_rate._load`'s probe text)."""
 
 STAGES = {
-    "handler": "the request's bytes to the route's handler (uvicorn, Starlette, a loop turn)",
-    "body": "the body read and parsed",
-    "checked": "validated, checked (pydantic, the request's rules)",
-    "opened": "gateway.open_stream: the failover chain, the sinks attached",
-    "subscribed": "StreamRun.start: the operators subscribed, the source's task created",
-    "source": "the source's task runs (a loop turn)",
-    "pool": "the upstream request built, down to the connection pool",
-    "sent": "the pool, httpcore2 and h11: the request written",
-    "headers": "the upstream's answer: its headers parsed into a response",
-    "event": "the first chunk read, decoded and through the operators",
-    "start": "the fan-out to the sinks, up to the SSE response's start",
-    "written": "the headers and the first token written to the client",
+    "handler": "the route's handler runs (uvicorn, Starlette, a loop turn)",
+    "body": "the body is read and parsed",
+    "checked": "the request is validated and checked: gateway.open_stream starts",
+    "opened": "the stream is made (failover chain, sinks attached): StreamRun.start starts",
+    "source": "the source's task runs its first step",
+    "pool": "the upstream request is built and reaches the connection pool",
+    "sent": "the upstream request is written (pool, httpcore2, h11)",
+    "subscribed": "StreamRun.start returns (the operators subscribed, the source's task made)",
+    "headers": "the upstream's headers are parsed into a response (its answer, a loop turn)",
+    "event": "the first event reaches the stream's sinks (the chunk read, decoded, operators)",
+    "start": "the SSE response starts (the fan-out to the sinks)",
+    "written": "the headers and the first token are written to the client",
 }
-"""Each stage's name, in order, and what happens between it and the one before."""
+"""Each stage's name and the point it marks. A line gives each stage's time from the
+request's first bytes; the stages come in this order but for ``source``, ``pool`` and
+``sent``, which come before ``subscribed`` when the source's task starts eagerly."""
 
 _now = time.perf_counter
 
@@ -51,9 +53,10 @@ class _Clock:
         self.out = open(path, "a")  # noqa: SIM115 - open for the server's life
         self.start: float | None = None
         self.times: dict[str, float] = {}
+        self.run: Any = None  # the traced request's StreamRun
 
     def begin(self) -> None:
-        self.start, self.times = _now(), {}
+        self.start, self.times, self.run = _now(), {}, None
 
     def mark(self, stage: str, after: str | None = None) -> None:
         """Record ``stage`` once per request (only once ``after`` is, if given)."""
@@ -117,17 +120,18 @@ def install(path: str) -> None:
 
     names["read_json"] = traced_read_json
     _before(gateway.Gateway, "open_stream", lambda _: clock.mark("checked", "body"))
-    _before(multicast.StreamRun, "start", lambda _: clock.mark("opened", "checked"))
-    _before(
-        direct_request.DirectResponse, "__aenter__", lambda _: clock.mark("source", "subscribed")
-    )
     start = multicast.StreamRun.start
 
     def traced_start(self: Any) -> None:
+        if clock.start is not None and clock.run is None and "checked" in clock.times:
+            clock.run = self
+            clock.mark("opened")
         start(self)
-        clock.mark("subscribed", "opened")
+        if self is clock.run:
+            clock.mark("subscribed")
 
     multicast.StreamRun.start = traced_start  # type: ignore[method-assign]
+    _before(direct_request.DirectResponse, "__aenter__", lambda _: clock.mark("source", "opened"))
     _before(http_pool.LightPool, "handle_async_request", lambda _: clock.mark("pool", "source"))
 
     def written(args: tuple[Any, ...]) -> None:
@@ -143,7 +147,12 @@ def install(path: str) -> None:
         return opened
 
     direct_request.DirectResponse.__aenter__ = traced_enter  # type: ignore[method-assign]
-    _before(multicast.StreamRun, "_on_next", lambda _: clock.mark("event", "headers"))
+
+    def event(args: tuple[Any, ...]) -> None:
+        if args[0] is clock.run:
+            clock.mark("event")
+
+    _before(multicast.StreamRun, "_on_next", event)
     _before(sse_response.SSEResponse, "_start_now", lambda _: clock.mark("start", "event"))
 
     def first_token(args: tuple[Any, ...]) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.ttft_path import stage_times
+from bench.ttft_path import stage_order, stage_times
 from bench.ttft_trace import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,11 +24,15 @@ def test_the_trace_installs_on_the_current_code(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_stage_times_are_each_stage_since_the_one_before() -> None:
+def test_stage_times_are_each_stage_since_the_one_before_it_in_time() -> None:
     marks = {name: (i + 1) * 0.5 for i, name in enumerate(STAGES)}
+    marks["subscribed"] = 2.2  # before "source" at 2.5: a source's task that starts later
     whole = " ".join(f"{k}={v:.3f}" for k, v in marks.items())
     unfinished = "handler=0.200 body=0.400"  # a request that never wrote its first token
-    times = stage_times([whole, unfinished])
-    assert times["handler"] == [0.5]
-    assert all(times[name] == [0.5] for name in STAGES)
+    times = {k: [round(v, 6) for v in vs] for k, vs in stage_times([whole, unfinished]).items()}
+    assert times["handler"] == [0.5] and times["sent"] == [0.5]
+    assert times["subscribed"] == [0.2] and times["source"] == [0.3]
+    assert times["headers"] == [1.0]
     assert times["total"] == [0.5 * len(STAGES)]
+    order = stage_order([whole])
+    assert order.index("opened") < order.index("subscribed") < order.index("source")

@@ -38,6 +38,7 @@ from pipeline.core.flow_control import CURRENT_FLOW, TURN_MESSAGES, FlowGate
 from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 from pipeline.runtime.async_bridges import _loop_for, from_async_iterable
 from pipeline.runtime.direct_request import direct_stream
+from pipeline.runtime.eager_task import eager_task
 from pipeline.runtime.http_body import raw_body
 
 if TYPE_CHECKING:
@@ -341,7 +342,8 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
             observer.on_completed()
 
         open_ = _Open()
-        return _CancelTask(loop.create_task(pump()), open_)
+        # Eager: the request goes out in the subscriber's step (pipeline.runtime.eager_task).
+        return _CancelTask(eager_task(loop, pump()), open_)
 
     return Observable(subscribe)
 
