@@ -5,8 +5,9 @@ turn, and under load a turn is every other stream's chunk that arrived
 meanwhile. A source's task is created when ``rxllm serve``'s handler
 starts the stream, and its first step is what writes the upstream request:
 started eagerly, the request goes out in the handler's step, and the time
-to first token loses that turn (bench/README.md, "The source's task started
-eagerly").
+to first token loses that turn whenever the model takes any time to answer
+(bench/README.md, "Results after the lean upstream send and the eager
+source task").
 
 :func:`eager_task` is Python 3.12's ``Task(..., eager_start=True)``. On 3.11
 it does the same by hand: the task is made, the coroutine's first step is
@@ -31,8 +32,6 @@ from typing import Any, TypeVar
 __all__ = ["eager_task"]
 
 T = TypeVar("T")
-
-_NOT_STARTED = object()
 
 
 def eager_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
