@@ -1,4 +1,4 @@
-"""``eager_task``: the first step runs in the caller's step, as the task, in the task's context."""
+"""``eager_task`` and ``step_now``: steps run in the caller's step, as the task, in its context."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from openai import AsyncOpenAI
 
 from pipeline.runtime import sources
-from pipeline.runtime.eager_task import eager_task
-from pipeline.runtime.http_backend import http_client
+from pipeline.runtime.eager_task import eager_task, step_now, waiting_step
+from pipeline.runtime.http_backend import AsyncioBackend, http_client
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
@@ -169,4 +169,134 @@ async def test_a_source_has_its_request_in_the_pool_when_subscribe_returns() -> 
         assert (await got).startswith(b"POST /v1/chat/completions ")
     finally:
         subscription.dispose()
+        server.close()
+
+
+async def test_step_now_runs_the_waiting_step_in_the_callers_step() -> None:
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[str] = loop.create_future()
+    seen: list[tuple[str, Any]] = []
+    waiting: list[Any] = []
+
+    async def work() -> str:
+        waiting.append(waiting_step())
+        value = await got
+        seen.append((value, asyncio.current_task()))
+        await asyncio.sleep(0)  # a turn the task takes itself
+        seen.append(("after", asyncio.current_task()))
+        return value
+
+    task = eager_task(loop, work())
+    await asyncio.sleep(0)  # the task has taken the future it waits for
+    got.set_result("now")
+    assert step_now(got, waiting[0])
+    assert seen == [("now", task)]  # ran here, as the task, before any loop turn
+    assert not step_now(got, waiting[0])  # it waits for something else now
+    assert await task == "now"
+    assert seen == [("now", task), ("after", task)]
+
+
+async def test_step_now_refuses_what_it_cannot_run_ahead() -> None:
+    loop = asyncio.get_running_loop()
+    other: asyncio.Future[None] = loop.create_future()
+    failed: asyncio.Future[None] = loop.create_future()
+    waiting: list[Any] = []
+
+    async def work() -> None:
+        waiting.append(waiting_step())
+        await failed
+
+    async def plain() -> Any:
+        return waiting_step()
+
+    task = eager_task(loop, work())
+    assert not step_now(other, waiting[0])  # not done, and not what it waits for
+    failed.set_exception(ValueError("the task's own wake-up throws it in"))
+    assert not step_now(failed, waiting[0])
+    with pytest.raises(ValueError):
+        await task
+    assert await loop.create_task(plain()) is None  # an ordinary task cannot be stepped
+    assert not step_now(failed, None)
+
+
+async def test_step_now_leaves_a_task_that_has_ended_alone() -> None:
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[None] = loop.create_future()
+    waiting: list[Any] = []
+
+    async def work() -> int:
+        waiting.append(waiting_step())
+        await got
+        return 1
+
+    task = eager_task(loop, work())
+    await asyncio.sleep(0)
+    got.set_result(None)
+    assert await task == 1
+    assert not step_now(got, waiting[0])
+
+
+async def test_cancelled_after_a_step_taken_ahead_throws_where_it_waits_now() -> None:
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[None] = loop.create_future()
+    where: list[str] = []
+    waiting: list[Any] = []
+
+    async def work() -> None:
+        waiting.append(waiting_step())
+        await first
+        try:
+            await loop.create_future()
+        except asyncio.CancelledError:
+            where.append("second wait")
+            raise
+
+    task = eager_task(loop, work())
+    await asyncio.sleep(0)
+    first.set_result(None)
+    assert step_now(first, waiting[0])
+    task.cancel()  # before the task has woken to take what the step left
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert where == ["second wait"]
+
+
+async def test_a_read_that_waits_is_stepped_in_the_connections_callback() -> None:
+    # rxllm's backend: data for an eager task's waiting read is read in the protocol's
+    # callback, not a loop turn later.
+    loop = asyncio.get_running_loop()
+    sent: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
+
+    async def handle(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sent.set_result(writer)
+        await asyncio.sleep(5)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stream = await AsyncioBackend().connect_tcp("127.0.0.1", port)
+    protocol: Any = stream._protocol  # type: ignore[attr-defined]
+    in_callback: list[bool] = []
+    received = protocol.data_received
+
+    def data_received(data: bytes) -> None:
+        in_callback.append(True)
+        try:
+            received(data)
+        finally:
+            in_callback.pop()
+
+    protocol.data_received = data_received
+    read: list[tuple[bytes, bool]] = []
+
+    async def reader() -> None:
+        data = await stream.read(1024)
+        read.append((data, bool(in_callback)))
+
+    task = eager_task(loop, reader())
+    try:
+        (await sent).write(b"hello")
+        await asyncio.wait_for(task, 10)
+        assert read == [(b"hello", True)]
+    finally:
+        await stream.aclose()
         server.close()

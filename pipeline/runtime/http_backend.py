@@ -52,6 +52,7 @@ from httpcore2 import (
 )
 from openai import DefaultAsyncHttpxClient
 
+from pipeline.runtime.eager_task import step_now, waiting_step
 from pipeline.runtime.http_pool import LightPool
 
 __all__ = ["AsyncioBackend", "AsyncioStream", "http_client"]
@@ -95,6 +96,9 @@ class _Protocol(asyncio.Protocol):
         # What takes a chunk in this callback while a read waits (AsyncioStream.push_to).
         self.push: Callable[[bytes], bool] | None = None
         self.push_timeout: float | None = None
+        # The eager task whose read waits, stepped in this callback when data comes
+        # (pipeline.runtime.eager_task.step_now): no loop turn before it reads it.
+        self.waiting: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, but have its methods.
@@ -119,7 +123,12 @@ class _Protocol(asyncio.Protocol):
         if self.buffered > READ_BUFFER and not self.reading_paused and self.transport:
             self.reading_paused = True
             self.transport.pause_reading()
-        self._wake_reader()
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+            waiting, self.waiting = self.waiting, None
+            if waiting is not None:
+                step_now(reader, waiting)
 
     def eof_received(self) -> bool | None:
         self.eof = True
@@ -216,6 +225,7 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
             if protocol.eof:
                 return b""
             protocol.reader = reader = protocol.loop.create_future()
+            protocol.waiting = waiting_step()
             if timeout is not None:
                 protocol.read_deadline(timeout)
             try:
@@ -223,7 +233,7 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
             except TimeoutError:
                 raise ReadTimeout(f"no data within {timeout} s") from None
             finally:
-                protocol.reader = None
+                protocol.reader = protocol.waiting = None
         chunks, head = protocol.chunks, protocol.head
         data = chunks[head]
         if len(data) > max_bytes:
