@@ -34,7 +34,7 @@ STAGES = {
     "pool": "the upstream request is built and reaches the connection pool",
     "sent": "the upstream request is written (pool, httpcore2, h11)",
     "subscribed": "StreamRun.start returns (the operators subscribed, the source's task made)",
-    "headers": "the upstream's headers are parsed into a response (its answer, a loop turn)",
+    "headers": "the upstream's headers are parsed into a response (the model's answer)",
     "event": "the first event reaches the stream's sinks (the chunk read, decoded, operators)",
     "start": "the SSE response starts (the fan-out to the sinks)",
     "written": "the headers and the first token are written to the client",
