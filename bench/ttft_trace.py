@@ -6,7 +6,7 @@ starts, it wraps the functions a streamed chat completion passes through on
 its way to its first token, and for each request whose body holds
 :data:`MARK` it writes one line to the file: the milliseconds from the
 request's first bytes to each stage (:data:`STAGES`). The wrappers add a
-clock read per stage; other requests pay a dictionary lookup. Not a part of
+clock read per stage; other requests pay the wrappers' calls and checks. Not a part of
 rxllm: it reaches into private names, and fails at start when one moved.
 """
 

@@ -8,8 +8,9 @@ token: the first, which writes the upstream request, and the one that
 reads the upstream's answer. :func:`eager_task` runs the first at once, in
 the step that makes the task; :func:`step_now` runs a waiting eager task's
 next step at once, in the callback that completed what it waits for
-(rxllm's network backend does it when data arrives for a read that waits). See bench/README.md,
-"Results after the lean upstream send and the eager source task".
+(rxllm's network backend does it when data arrives for a read that
+waits). See bench/README.md, "Results after the lean upstream send and the
+eager source task".
 
 How: the task is given a stand-in for its coroutine (:class:`_Resumed`),
 which can step the coroutine itself and hand the task, at the task's own
