@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -345,11 +346,8 @@ def unavailable(kind: str) -> str | None:
         return "nginx is not installed"
     if kind == "litellm" and _litellm() is None:
         return "LiteLLM's proxy is not installed (bench/.venv-litellm with litellm[proxy])"
-    if kind == "client_aiohttp":
-        try:
-            import aiohttp  # noqa: F401
-        except ImportError:
-            return "aiohttp is not installed (the openai[aiohttp] extra)"
+    if kind == "client_aiohttp" and importlib.util.find_spec("aiohttp") is None:
+        return "aiohttp is not installed (the openai[aiohttp] extra)"
     return None
 
 
