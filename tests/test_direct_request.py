@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -24,68 +23,15 @@ from pipeline.core.sse_decoder import SSEMessage
 from pipeline.runtime import sources
 from pipeline.runtime.direct_request import direct_stream
 from pipeline.runtime.http_backend import http_client
+from tests.recording_upstream import Upstream, serving
 
-SSE_OK = b'data: {"id":"c1","object":"chat.completion.chunk","choices":[]}\n\ndata: [DONE]\n\n'
 VARYING = {"content-length", "host"}  # the JSON's spacing; the port is the same anyway
-
-
-@dataclass
-class Seen:
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class Upstream:
-    """Records each request; answers ``status`` with ``body`` (or never, when ``stall``)."""
-
-    status: int = 200
-    body: bytes = SSE_OK
-    content_type: str = "text/event-stream"
-    extra: dict[str, str] = field(default_factory=dict)
-    stall: bool = False
-    seen: list[Seen] = field(default_factory=list)
-    port: int = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                if line:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.seen.append(Seen(method, target, headers, json.loads(body) if body else None))
-            if self.stall:
-                await asyncio.sleep(30)
-                return
-            extra = "".join(f"{k}: {v}\r\n" for k, v in self.extra.items())
-            writer.write(
-                f"HTTP/1.1 {self.status} X\r\ncontent-type: {self.content_type}\r\n"
-                f"content-length: {len(self.body)}\r\n{extra}connection: close\r\n\r\n".encode()
-                + self.body
-            )
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
 
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
-    up = Upstream()
-    server = await asyncio.start_server(up.handle, "127.0.0.1", 0)
-    up.port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving(Upstream()) as up:
         yield up
-    finally:
-        server.close()
 
 
 def openai_client(up: Upstream, **options: Any) -> AsyncOpenAI:

@@ -8,10 +8,8 @@ the caller gets back and what the client keeps (cookies) must be the same.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -19,64 +17,19 @@ import pytest
 
 from pipeline.runtime.http_backend import http_client
 from pipeline.runtime.http_send import build_post, plain_client, send
-
-
-@dataclass
-class Seen:
-    target: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass
-class Server:
-    """Records each request; answers each path with ``answers[path]`` (status, extra headers)."""
-
-    answers: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
-    seen: list[Seen] = field(default_factory=list)
-    port: int = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            _, target, _ = lines[0].split(" ", 2)
-            headers = [
-                (name.strip().lower(), value.strip())
-                for name, _, value in (line.partition(":") for line in lines[1:] if line)
-            ]
-            length = int(dict(headers).get("content-length", "0"))
-            self.seen.append(Seen(target, headers, await reader.readexactly(length)))
-            status, extra = self.answers.get(target, (200, {}))
-            body = b"data: hello\n\n"
-            more = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-            writer.write(
-                f"HTTP/1.1 {status} X\r\ncontent-type: text/event-stream\r\n"
-                f"content-length: {len(body)}\r\n{more}connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+from tests.recording_upstream import Upstream, serving
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    up = Server()
-    listening = await asyncio.start_server(up.handle, "127.0.0.1", 0)
-    up.port = listening.sockets[0].getsockname()[1]
-    try:
+async def server() -> AsyncIterator[Upstream]:
+    async with serving(Upstream(body=b"data: hello\n\n")) as up:
         yield up
-    finally:
-        listening.close()
 
 
 HEADERS = httpx2.Headers({"Authorization": "Bearer k", "X-Custom": "yes", "Content-Type": "a/b"})
 
 
-async def opened(http: httpx2.AsyncClient, server: Server) -> httpx2.AsyncClient:
+async def opened(http: httpx2.AsyncClient, server: Upstream) -> httpx2.AsyncClient:
     """``http`` after one request through its own ``send`` (which opens it)."""
     response = await http.send(http.build_request("GET", f"http://127.0.0.1:{server.port}/open"))
     await response.aclose()
@@ -100,7 +53,7 @@ async def read(response: httpx2.Response) -> bytes:
 
 
 async def test_a_plain_client_sends_and_answers_as_its_own_path(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    server: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     http = http_client()
     assert not plain_client(http)  # not opened yet: its own send opens it
@@ -123,11 +76,11 @@ async def test_a_plain_client_sends_and_answers_as_its_own_path(
     assert lean.elapsed.total_seconds() > 0  # readable once closed, as on httpx2's path
     own_seen, lean_seen = server.seen[1:]
     assert own_seen == lean_seen
-    assert ("authorization", "Bearer k") in lean_seen.headers
-    assert ("user-agent", http.headers["user-agent"]) in lean_seen.headers
+    assert ("authorization", "Bearer k") in lean_seen.raw_headers
+    assert ("user-agent", http.headers["user-agent"]) in lean_seen.raw_headers
 
 
-async def test_cookies_a_server_sets_are_kept_and_sent_as_httpx2_does(server: Server) -> None:
+async def test_cookies_a_server_sets_are_kept_and_sent_as_httpx2_does(server: Upstream) -> None:
     url = f"http://127.0.0.1:{server.port}/v1/x"
     server.answers["/v1/x"] = (200, {"set-cookie": "session=abc; Path=/"})
     seen = []
@@ -137,13 +90,13 @@ async def test_cookies_a_server_sets_are_kept_and_sent_as_httpx2_does(server: Se
         await read(await path(http, url, b"{}"))
         assert not plain_client(http)  # a client with cookies takes its own path
         await read(await path(http, url, b"{}"))
-        seen.append(server.seen[1].headers)
+        seen.append(server.seen[1].raw_headers)
     assert ("cookie", "session=abc") in seen[1]
     assert seen[0] == seen[1]
 
 
 @pytest.mark.parametrize("follow", [True, False])
-async def test_a_redirect_is_left_to_the_clients_rule(server: Server, follow: bool) -> None:
+async def test_a_redirect_is_left_to_the_clients_rule(server: Upstream, follow: bool) -> None:
     server.answers["/v1/old"] = (307, {"location": "/v1/new"})
     http = await opened(http_client(follow_redirects=follow), server)
     response = await lean_path(http, f"http://127.0.0.1:{server.port}/v1/old", b"{}")
@@ -151,12 +104,12 @@ async def test_a_redirect_is_left_to_the_clients_rule(server: Server, follow: bo
     if follow:
         assert (response.status_code, response.url.path) == (200, "/v1/new")
         assert [s.target for s in server.seen[-2:]] == ["/v1/old", "/v1/new"]
-        assert server.seen[-1].body == b"{}"  # a 307 keeps the method and the body
+        assert server.seen[-1].raw_body == b"{}"  # a 307 keeps the method and the body
     else:
         assert response.status_code == 307 and response.url.path == "/v1/old"
 
 
-async def test_hooks_and_auth_take_the_clients_own_path(server: Server) -> None:
+async def test_hooks_and_auth_take_the_clients_own_path(server: Upstream) -> None:
     called: list[str] = []
 
     async def hook(request: httpx2.Request) -> None:
@@ -169,10 +122,10 @@ async def test_hooks_and_auth_take_the_clients_own_path(server: Server) -> None:
     authed = await opened(http_client(auth=("user", "pw")), server)
     assert not plain_client(authed)
     await read(await lean_path(authed, f"http://127.0.0.1:{server.port}/v1/a", b"{}"))
-    assert ("authorization", "Basic dXNlcjpwdw==") in server.seen[-1].headers
+    assert ("authorization", "Basic dXNlcjpwdw==") in server.seen[-1].raw_headers
 
 
-async def test_a_failure_carries_its_request(server: Server) -> None:
+async def test_a_failure_carries_its_request(server: Upstream) -> None:
     http = await opened(http_client(), server)
     request = build_post(http, httpx2.URL("http://127.0.0.1:1/v1/x"), HEADERS, b"{}", 7.0)
     with pytest.raises(httpx2.ConnectError) as info:
@@ -181,7 +134,7 @@ async def test_a_failure_carries_its_request(server: Server) -> None:
 
 
 async def test_the_request_is_logged_as_httpx2_logs_it(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: Upstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     http = await opened(http_client(), server)
     url = f"http://127.0.0.1:{server.port}/v1/log"
