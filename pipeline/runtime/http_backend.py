@@ -124,11 +124,10 @@ class _Protocol(asyncio.Protocol):
             self.reading_paused = True
             self.transport.pause_reading()
         reader = self.reader
-        if reader is not None and not reader.done():
-            reader.set_result(None)
-            waiting, self.waiting = self.waiting, None
-            if waiting is not None:
-                step_now(reader, waiting)
+        self._wake_reader()
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None and reader is not None:
+            step_now(reader, waiting)  # the reader's step now, not a loop turn later
 
     def eof_received(self) -> bool | None:
         self.eof = True
