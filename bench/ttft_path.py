@@ -70,6 +70,38 @@ def stage_order(lines: list[str]) -> list[str]:
     return sorted((n for n in STAGES if n in at), key=lambda n: statistics.median(at[n]))
 
 
+def _marks(lines: list[str]) -> list[dict[str, float]]:
+    """Each written probe's marks: stages and figures by name."""
+    probes = [
+        {k: float(v) for k, v in (item.split("=") for item in line.split())} for line in lines
+    ]
+    return [marks for marks in probes if "written" in marks]
+
+
+def slowest(lines: list[str], count: int) -> list[str]:
+    """The ``count`` slowest probes: their total, CPU and collector time, and longest stage (ms)."""
+    described = []
+    for marks in _marks(lines):
+        stages = sorted((at, name) for name, at in marks.items() if name in STAGES)
+        steps = [(b[0] - a[0], b[1]) for a, b in zip([(0.0, ""), *stages], stages, strict=False)]
+        longest, name = max(steps)
+        text = (
+            f"total {marks['written']:.2f}, cpu {marks.get('cpu', 0):.2f}, "
+            f"collector {marks.get('gc', 0):.2f}, longest stage: {name} {longest:.2f}"
+        )
+        described.append((marks["written"], text))
+    return [text for _, text in sorted(described, reverse=True)[:count]]
+
+
+def collections(lines: list[str]) -> dict[int, list[float]]:
+    """The collector's passes (lines of ``<trace>.gc``): milliseconds, by generation."""
+    passes: dict[int, list[float]] = {}
+    for line in lines:
+        generation, took = line.split()
+        passes.setdefault(int(generation), []).append(float(took))
+    return passes
+
+
 def _row(name: str, values: list[float], what: str) -> str:
     if not values:
         return f"| {name} | {what} | - | - | - | - |"
@@ -114,6 +146,29 @@ def main(argv: list[str] | None = None) -> int:
     for name in stage_order(lines):
         print(_row(name, times[name], STAGES[name]))
     print(_row("total", times["total"], "the request's bytes to its first token written"))
+    probes = _marks(lines)
+    hit = [m["gc"] for m in probes if m.get("gc")]
+    tracked = [m["tracked"] for m in probes if "tracked" in m]
+    print(
+        f"\nProbes with a collection on the way: {len(hit)} of {len(probes)}"
+        + (f" (median {statistics.median(hit):.2f} ms)" if hit else "")
+        + (
+            f"; tracked objects made per probe: median {statistics.median(tracked):.0f}"
+            if tracked
+            else ""
+        )
+    )
+    log = Path(str(trace) + ".gc")
+    for generation, took in sorted(
+        collections(log.read_text().splitlines() if log.exists() else []).items()
+    ):
+        print(
+            f"Generation {generation} passes: {len(took)}, "
+            f"median {statistics.median(took):.2f} ms, max {max(took):.2f} ms"
+        )
+    print("The slowest probes:")
+    for line in slowest(lines, 5):
+        print("  " + line)
     return 0 if times["total"] else 1
 
 

@@ -5,7 +5,12 @@ Run as ``python -m bench.ttft_trace serve ...`` (the arguments of
 starts, it wraps the functions a streamed chat completion passes through on
 its way to its first token, and for each request whose body holds
 :data:`MARK` it writes one line to the file: the milliseconds from the
-request's first bytes to each stage (:data:`STAGES`). The wrappers add a
+request's first bytes to each stage (:data:`STAGES`), then three figures
+of the whole way: ``cpu``, the main thread's CPU milliseconds; ``gc``, the
+milliseconds the cyclic collector ran; ``tracked``, the objects the
+collector tracks that were made on the way and are still alive (only when
+no collection ran). Every collection from the first traced request on is
+a line of ``<file>.gc``: its generation and milliseconds. The wrappers add a
 clock read per stage; other requests pay the wrappers' calls and checks. Not a part of
 rxllm: it reaches into private names, and fails at start when one moved.
 """
@@ -13,6 +18,7 @@ rxllm: it reaches into private names, and fails at start when one moved.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import os
 import sys
@@ -54,9 +60,29 @@ class _Clock:
         self.start: float | None = None
         self.times: dict[str, float] = {}
         self.run: Any = None  # the traced request's StreamRun
+        self.cpu = 0.0  # the main thread's CPU time when the request arrived
+        self.tracked = 0  # the collector's young count when the request arrived
+        self.collecting = 0.0  # seconds in the collector since the request arrived
+        self.collections: Any = None  # the collections' file, from the first request on
+        self.collection_began = 0.0
+        gc.callbacks.append(self._collection)
+
+    def _collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.collection_began = _now()
+            return
+        took = _now() - self.collection_began
+        if self.start is not None:
+            self.collecting += took
+        if self.collections is not None:
+            self.collections.write(f"{info['generation']} {took * 1000:.3f}\n")
+            self.collections.flush()
 
     def begin(self) -> None:
+        if self.collections is None:
+            self.collections = open(self.out.name + ".gc", "a")  # noqa: SIM115
         self.start, self.times, self.run = _now(), {}, None
+        self.cpu, self.tracked, self.collecting = time.thread_time(), gc.get_count()[0], 0.0
 
     def mark(self, stage: str, after: str | None = None) -> None:
         """Record ``stage`` once per request (only once ``after`` is, if given)."""
@@ -68,6 +94,10 @@ class _Clock:
         if stage == "written":
             start = self.start
             line = " ".join(f"{k}={(v - start) * 1000:.3f}" for k, v in self.times.items())
+            line += f" cpu={(time.thread_time() - self.cpu) * 1000:.3f}"
+            line += f" gc={self.collecting * 1000:.3f}"
+            if not self.collecting:
+                line += f" tracked={gc.get_count()[0] - self.tracked}"
             self.out.write(line + "\n")
             self.out.flush()
             self.start = None

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.ttft_path import stage_order, stage_times
+from bench.ttft_path import collections, slowest, stage_order, stage_times
 from bench.ttft_trace import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,3 +36,17 @@ def test_stage_times_are_each_stage_since_the_one_before_it_in_time() -> None:
     assert times["total"] == [0.5 * len(STAGES)]
     order = stage_order([whole])
     assert order.index("opened") < order.index("subscribed") < order.index("source")
+
+
+def test_the_slowest_probes_name_their_longest_stage_and_the_collectors_time() -> None:
+    fast = "handler=0.300 written=1.000 cpu=0.900 gc=0.000 tracked=400"
+    slow = "handler=0.300 body=2.300 written=2.500 cpu=2.400 gc=1.500"
+    unfinished = "handler=9.000 body=9.500"
+    assert slowest([fast, slow, unfinished], 1) == [
+        "total 2.50, cpu 2.40, collector 1.50, longest stage: body 2.00"
+    ]
+    assert len(slowest([fast, slow, unfinished], 5)) == 2
+
+
+def test_collections_are_grouped_by_generation() -> None:
+    assert collections(["0 1.000", "1 9.500", "0 0.500"]) == {0: [1.0, 0.5], 1: [9.5]}

@@ -137,11 +137,14 @@ def guarded_protocol(
     max_connections: int | None,
     on_closed: Callable[[str], None],
     max_head: int = MAX_REQUEST_HEAD,
+    on_data: Callable[[], None] | None = None,
 ) -> type[H11Protocol]:
     """uvicorn's h11 protocol with the limits of the module docstring.
 
     ``on_closed(reason)`` counts a connection closed by a limit
-    (``header_timeout`` or ``connection_limit``); pass it as ``uvicorn.Config(http=...)``.
+    (``header_timeout`` or ``connection_limit``); ``on_data()`` is called as
+    request bytes arrive (the collector's pacer); pass the class as
+    ``uvicorn.Config(http=...)``.
     """
     limit = default_max_connections() if max_connections is None else max_connections
     reporter = _Reporter(on_closed)
@@ -168,6 +171,8 @@ def guarded_protocol(
         def data_received(self, data: bytes) -> None:
             if self._linger_timer is not None:
                 return  # answered with a protocol error: dropped (see send_400_response)
+            if on_data is not None:
+                on_data()
             super().data_received(data)
             if self._header_timer is not None and self.conn.their_state is not h11.IDLE:
                 self._disarm()  # the request's headers are in

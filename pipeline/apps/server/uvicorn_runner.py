@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import logging
@@ -10,6 +11,7 @@ import socket
 import uvicorn
 
 from pipeline.apps.server.access_log import redact_access_log
+from pipeline.apps.server.collector_pacer import CollectorPacer
 from pipeline.apps.server.connection_guard import guarded_protocol
 from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
@@ -63,6 +65,9 @@ def tune_gc() -> None:
     stream's next token waits for, while the total time in the collector
     stays the same. :data:`GC_THRESHOLD` is the compromise measured under
     many streams (bench/README.md, "Figures moved out of the code").
+    :func:`serve` then hands the first generation's trigger to a
+    :class:`~pipeline.apps.server.collector_pacer.CollectorPacer` with this
+    threshold, which runs the passes between requests rather than inside one.
     """
     gc.collect()
     gc.freeze()
@@ -109,10 +114,12 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
     # HTTP/1.0 does not have; h11 ends such a body by closing the connection.
     # uvicorn's h11 protocol with a header read timeout and a connection limit.
     metrics = app.state.gateway.metrics
+    pacer = CollectorPacer(GC_THRESHOLD)
     protocol = guarded_protocol(
         header_timeout=settings.header_timeout,
         max_connections=settings.max_connections,
         on_closed=metrics.inc_connection_closed,
+        on_data=pacer.arrived,
     )
     config = uvicorn.Config(
         app,
@@ -123,8 +130,17 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
     )
     redact_access_log()  # after uvicorn.Config, which sets up its loggers
     server = uvicorn.Server(config)
-    try:
-        server.run(sockets=[sock])
+
+    async def paced() -> None:
+        pacer.start(asyncio.get_running_loop())
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            pacer.stop()
+
+    try:  # what uvicorn.Server.run does, with the pacer on the server's loop
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(paced())
     finally:
         sock.close()
     if not server.started:  # the lifespan failed (its error is logged above): say so, non-zero
