@@ -59,6 +59,7 @@ Metric names (prefix ``rxllm_`` by default)::
     rxllm_store_streams_held               gauge
     rxllm_store_holds_total                counter
     rxllm_connections_closed_total         counter    reason
+    rxllm_gc_pause_seconds                 histogram  generation, trigger (paced|forced|backstop)
     rxllm_api_keys_removed_total           counter    upstream
 
 Example::
@@ -113,6 +114,7 @@ from pipeline.runtime.multicast import StreamRun
 
 __all__ = [
     "DURATION_BUCKETS",
+    "GC_PAUSE_BUCKETS",
     "ITL_BUCKETS",
     "TPS_BUCKETS",
     "TTFT_BUCKETS",
@@ -130,6 +132,7 @@ Status = Literal["running", "finished", "error", "cancelled"]
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
 DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 TPS_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0)
 
 UNKNOWN = "unknown"
@@ -626,6 +629,16 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self._gc_pause = Histogram(
+            "gc_pause_seconds",
+            "Passes of the cyclic garbage collector, by generation and by what started them: "
+            "rxllm serve's pacer between requests (paced), the pacer without a gap (forced), "
+            "CPython's own trigger (backstop).",
+            ["generation", "trigger"],
+            buckets=GC_PAUSE_BUCKETS,
+            namespace=ns,
+            registry=reg,
+        )
         self._store_unavailable = Gauge(
             "store_unavailable",
             "1 while the transcript store cannot write (events wait in its bounded buffer).",
@@ -710,6 +723,10 @@ class Metrics:
     def inc_connection_closed(self, reason: str) -> None:
         """Count a client connection closed by the server's own limits (``reason``)."""
         self._connections_closed.labels(reason).inc()
+
+    def observe_gc_pause(self, generation: int, trigger: str, seconds: float) -> None:
+        """Record a pass of the cyclic collector (see ``pipeline.apps.server.collector_pacer``)."""
+        self._gc_pause.labels(str(generation), trigger).observe(seconds)
 
     def set_store_unavailable(self, unavailable: bool) -> None:
         """Say whether the transcript store is failing to write now."""

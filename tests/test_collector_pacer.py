@@ -13,14 +13,16 @@ import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from pipeline.apps.server.collector_pacer import BACKSTOP, CollectorPacer
 from pipeline.apps.server.connection_guard import guarded_protocol
 from pipeline.apps.server.server_settings import ServerSettings
-from tests.serving import app_in_loop
+from tests.serving import ServeProcess, app_in_loop
 
 THRESHOLD = 2_000
 GUARD = 10.0  # seconds: reached only if the behaviour under test is missing
@@ -156,6 +158,92 @@ async def test_started_on_a_loop_it_collects_in_a_callback_of_its_own(
     finally:
         pacer.stop()
         gc.callbacks.remove(seen)
+
+
+class Reported:
+    """A started pacer (on a loop that never runs) whose reported passes are kept."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.passes: list[tuple[int, str, float]] = []
+        self.loop = asyncio.new_event_loop()
+        self.pacer = CollectorPacer(
+            THRESHOLD, clock=clock, on_pass=lambda *p: self.passes.append(p)
+        )
+        self.pacer.start(self.loop)
+
+    def close(self) -> None:
+        self.pacer.stop()
+        self.loop.close()
+
+
+def test_each_pass_is_reported_with_what_started_it_after_it_ends(
+    quiet_collector: None,
+) -> None:
+    clock = Clock()
+    reported = Reported(clock)
+    try:
+        kept = young(THRESHOLD + 100)
+        assert reported.pacer.check() == 0
+        assert reported.passes == []  # not from inside the pass: at the next report
+        reported.pacer.report()
+        kept += young(2 * THRESHOLD)
+        reported.pacer.arrived()
+        assert reported.pacer.check() == 0  # past twice the threshold: no gap waited for
+        gc.collect(1)  # anyone else's pass, or CPython's own trigger
+        reported.pacer.report()
+    finally:
+        reported.close()
+    assert [(g, trigger) for g, trigger, _ in reported.passes] == [
+        (0, "paced"),
+        (0, "forced"),
+        (1, "backstop"),
+    ]
+    assert all(seconds > 0 for _, _, seconds in reported.passes)
+
+
+def test_once_stopped_it_reports_what_is_left_and_hears_no_more_passes(
+    quiet_collector: None,
+) -> None:
+    reported = Reported(Clock())
+    gc.collect(0)
+    reported.close()
+    gc.collect(0)
+    reported.pacer.report()
+    assert [(g, trigger) for g, trigger, _ in reported.passes] == [(0, "backstop")]
+
+
+@pytest.mark.slow  # starts rxllm serve
+async def test_rxllm_serve_runs_the_passes_itself_and_counts_them(tmp_path: Path) -> None:
+    body = {
+        "model": "mock-model",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "mock": {"text": " ".join(["word"] * 40), "interval": 0.01},
+    }
+    with ServeProcess("--no-store", log_path=tmp_path / "serve.log") as served:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=served.url, timeout=GUARD, limits=limits) as http:
+
+            async def stream() -> str:
+                async with http.stream("POST", "/v1/chat/completions", json=body) as answer:
+                    return "".join([part async for part in answer.aiter_text()])
+
+            for _ in range(3):  # each round's open streams hold enough objects for a pass
+                answers = await asyncio.gather(*(stream() for _ in range(40)))
+                assert all(a.rstrip().endswith("data: [DONE]") for a in answers)
+            paced = 0.0
+            for _ in range(100):
+                text = (await http.get("/metrics")).text
+                paced = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("rxllm_gc_pause_seconds_count")
+                    and ('trigger="paced"' in line or 'trigger="forced"' in line)
+                )
+                if paced:
+                    break
+                await asyncio.sleep(0.05)
+    assert paced >= 1
 
 
 async def test_the_servers_protocol_reports_request_bytes_as_they_arrive() -> None:

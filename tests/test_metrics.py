@@ -448,6 +448,7 @@ FAMILIES = {
     "rxllm_store_unavailable",
     "rxllm_store_streams_held",
     "rxllm_store_holds",
+    "rxllm_gc_pause_seconds",
 }
 
 
@@ -517,3 +518,13 @@ def test_all_is_complete() -> None:
     }
     assert public <= set(metrics_module.__all__)
     assert all(hasattr(metrics_module, name) for name in metrics_module.__all__)
+
+
+def test_a_collector_pass_is_observed_by_generation_and_trigger() -> None:
+    metrics = Metrics()
+    metrics.observe_gc_pause(1, "paced", 0.004)
+    labels = {"generation": "1", "trigger": "paced"}
+    assert value(metrics, "rxllm_gc_pause_seconds_count", **labels) == 1
+    assert value(metrics, "rxllm_gc_pause_seconds_sum", **labels) == 0.004
+    assert value(metrics, "rxllm_gc_pause_seconds_bucket", le="0.005", **labels) == 1
+    assert value(metrics, "rxllm_gc_pause_seconds_bucket", le="0.002", **labels) == 0

@@ -19,6 +19,15 @@ of arrivals with no such gap it collects anyway at twice the threshold, and
 CPython's own trigger stays set at :data:`BACKSTOP` times it, for a loop too
 busy to run the timer. The collector does the same work as before, at the
 same rate: only its timing moves.
+
+While started, every pass is reported to ``on_pass(generation, trigger,
+seconds)``: ``trigger`` is ``"paced"`` (in a gap), ``"forced"`` (at twice
+the threshold, without one) or ``"backstop"`` (CPython's own, or any other
+code's ``gc.collect()``); ``rxllm serve`` records them as the
+``rxllm_gc_pause_seconds`` histogram. The passes are noted as they end and
+reported at the next tick, from the loop: a pass can start in any
+allocation, including one made while a metric's lock is held, and
+reporting from inside it would take that lock again.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import gc
 import time
 from collections.abc import Callable
 
-__all__ = ["BACKSTOP", "QUIET", "TICK", "CollectorPacer"]
+__all__ = ["BACKSTOP", "QUIET", "TICK", "CollectorPacer", "PassReport"]
 
 TICK = 0.02
 """Seconds between two checks of the collector's counts."""
@@ -36,6 +45,9 @@ QUIET = 0.005
 """Seconds without a request's bytes arriving that make a moment to collect in."""
 BACKSTOP = 4
 """CPython's own trigger, in multiples of the pacer's first-generation threshold."""
+
+PassReport = Callable[[int, str, float], None]
+"""``on_pass(generation, trigger, seconds)``: a pass of the collector (module docstring)."""
 
 
 class CollectorPacer:
@@ -55,6 +67,7 @@ class CollectorPacer:
         quiet: float = QUIET,
         tick: float = TICK,
         clock: Callable[[], float] = time.monotonic,
+        on_pass: PassReport | None = None,
     ) -> None:
         self.threshold = threshold
         self.quiet = quiet
@@ -64,6 +77,10 @@ class CollectorPacer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._saved: tuple[int, int, int] | None = None
+        self._on_pass = on_pass
+        self._trigger: str | None = None  # what the pass being run by check() is
+        self._began = 0.0  # when the current pass began (time.perf_counter)
+        self._passes: list[tuple[int, str, float]] = []  # ended, not yet reported
 
     def arrived(self) -> None:
         """Request bytes came in: no collection for the next ``quiet`` seconds if it can wait."""
@@ -76,6 +93,8 @@ class CollectorPacer:
         self._saved = gc.get_threshold()
         _, second, third = self._saved
         gc.set_threshold(self.threshold * BACKSTOP, second, third)
+        if self._on_pass is not None:
+            gc.callbacks.append(self._on_phase)
         self._loop = loop
         self._timer = loop.call_later(self.tick, self._on_tick)
 
@@ -87,6 +106,9 @@ class CollectorPacer:
         if self._saved is not None:
             gc.set_threshold(*self._saved)
             self._saved = None
+        if self._on_phase in gc.callbacks:
+            gc.callbacks.remove(self._on_phase)
+        self.report()
         self._loop = None
 
     def check(self) -> int | None:
@@ -94,14 +116,35 @@ class CollectorPacer:
         young, middle, old = gc.get_count()
         if young <= self.threshold:
             return None
-        if young < 2 * self.threshold and self._clock() - self._last_arrival < self.quiet:
+        forced = young >= 2 * self.threshold
+        if not forced and self._clock() - self._last_arrival < self.quiet:
             return None  # a request is on its way in: wait for a gap
         _, second, third = gc.get_threshold()
         generation = 2 if old > third else 1 if middle > second else 0
-        gc.collect(generation)
+        self._trigger = "forced" if forced else "paced"
+        try:
+            gc.collect(generation)
+        finally:
+            self._trigger = None
         return generation
+
+    def report(self) -> None:
+        """Hand the passes that ended since the last report to ``on_pass``."""
+        passes, self._passes = self._passes, []
+        if self._on_pass is not None:
+            for generation, trigger, seconds in passes:
+                self._on_pass(generation, trigger, seconds)
+
+    def _on_phase(self, phase: str, info: dict[str, int]) -> None:
+        """``gc.callbacks``: time each pass and note it for :meth:`report`."""
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            seconds = time.perf_counter() - self._began
+            self._passes.append((info["generation"], self._trigger or "backstop", seconds))
 
     def _on_tick(self) -> None:
         self.check()
+        self.report()
         if self._loop is not None:
             self._timer = self._loop.call_later(self.tick, self._on_tick)

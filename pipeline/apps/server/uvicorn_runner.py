@@ -114,7 +114,7 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
     # HTTP/1.0 does not have; h11 ends such a body by closing the connection.
     # uvicorn's h11 protocol with a header read timeout and a connection limit.
     metrics = app.state.gateway.metrics
-    pacer = CollectorPacer(GC_THRESHOLD)
+    pacer = CollectorPacer(GC_THRESHOLD, on_pass=metrics.observe_gc_pause)
     protocol = guarded_protocol(
         header_timeout=settings.header_timeout,
         max_connections=settings.max_connections,
