@@ -127,13 +127,14 @@ def test_start_raises_cpythons_trigger_to_the_backstop_and_stop_puts_it_back(
     gc.set_threshold(700, 7, 9)
     loop = asyncio.new_event_loop()
     pacer = CollectorPacer(THRESHOLD)
-    try:
-        pacer.start(loop)
-        assert gc.get_threshold() == (THRESHOLD * BACKSTOP, 7, 9)
-        pacer.stop()
-        assert gc.get_threshold() == (700, 7, 9)
-    finally:
-        loop.close()
+    assert not pacer.started
+    pacer.start(loop)
+    assert pacer.started
+    assert gc.get_threshold() == (THRESHOLD * BACKSTOP, 7, 9)
+    loop.close()  # rxllm serve stops it once uvicorn has closed its loop
+    pacer.stop()
+    assert not pacer.started
+    assert gc.get_threshold() == (700, 7, 9)
 
 
 async def test_started_on_a_loop_it_collects_in_a_callback_of_its_own(

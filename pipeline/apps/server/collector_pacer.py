@@ -82,6 +82,11 @@ class CollectorPacer:
         self._began = 0.0  # when the current pass began (time.perf_counter)
         self._passes: list[tuple[int, str, float]] = []  # ended, not yet reported
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran and :meth:`stop` has not."""
+        return self._loop is not None
+
     def arrived(self) -> None:
         """Request bytes came in: no collection for the next ``quiet`` seconds if it can wait."""
         self._last_arrival = self._clock()
@@ -99,10 +104,10 @@ class CollectorPacer:
         self._timer = loop.call_later(self.tick, self._on_tick)
 
     def stop(self) -> None:
-        """Stop checking and give CPython its thresholds back."""
-        if self._timer is not None:
+        """Stop checking and give CPython its thresholds back (the loop may be closed by now)."""
+        if self._timer is not None and self._loop is not None and not self._loop.is_closed():
             self._timer.cancel()
-            self._timer = None
+        self._timer = None
         if self._saved is not None:
             gc.set_threshold(*self._saved)
             self._saved = None

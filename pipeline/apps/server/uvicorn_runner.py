@@ -115,11 +115,17 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
     # uvicorn's h11 protocol with a header read timeout and a connection limit.
     metrics = app.state.gateway.metrics
     pacer = CollectorPacer(GC_THRESHOLD, on_pass=metrics.observe_gc_pause)
+
+    def on_data() -> None:
+        if not pacer.started:  # on the server's loop, which uvicorn makes: at the first request
+            pacer.start(asyncio.get_running_loop())
+        pacer.arrived()
+
     protocol = guarded_protocol(
         header_timeout=settings.header_timeout,
         max_connections=settings.max_connections,
         on_closed=metrics.inc_connection_closed,
-        on_data=pacer.arrived,
+        on_data=on_data,
     )
     config = uvicorn.Config(
         app,
@@ -130,18 +136,10 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
     )
     redact_access_log()  # after uvicorn.Config, which sets up its loggers
     server = uvicorn.Server(config)
-
-    async def paced() -> None:
-        pacer.start(asyncio.get_running_loop())
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            pacer.stop()
-
-    try:  # what uvicorn.Server.run does, with the pacer on the server's loop
-        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(paced())
+    try:
+        server.run(sockets=[sock])
     finally:
+        pacer.stop()
         sock.close()
     if not server.started:  # the lifespan failed (its error is logged above): say so, non-zero
         raise SystemExit("rxllm serve: start-up failed (see the error above)")
