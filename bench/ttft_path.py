@@ -47,16 +47,10 @@ def stage_times(lines: list[str]) -> dict[str, list[float]]:
     eagerly has its request sent before ``StreamRun.start`` returns.
     """
     times: dict[str, list[float]] = {name: [] for name in [*STAGES, "total"]}
-    for line in lines:
-        marks = {k: float(v) for k, v in (item.split("=") for item in line.split())}
-        if "written" not in marks:
-            continue
-        last = 0.0
-        for name, at in sorted(marks.items(), key=lambda item: item[1]):
-            if name in times:
-                times[name].append(at - last)
-                last = at
-        times["total"].append(last)
+    for marks in _marks(lines):
+        for name, took in _steps(marks):
+            times[name].append(took)
+        times["total"].append(max(at for name, at in marks.items() if name in STAGES))
     return times
 
 
@@ -78,13 +72,20 @@ def _marks(lines: list[str]) -> list[dict[str, float]]:
     return [marks for marks in probes if "written" in marks]
 
 
+def _steps(marks: dict[str, float]) -> list[tuple[str, float]]:
+    """A probe's stages in the order of their times, each with its ms since the one before."""
+    stages = sorted((item for item in marks.items() if item[0] in STAGES), key=lambda i: i[1])
+    return [
+        (name, at - before)
+        for (name, at), before in zip(stages, [0.0] + [at for _, at in stages], strict=False)
+    ]
+
+
 def slowest(lines: list[str], count: int) -> list[str]:
     """The ``count`` slowest probes: their total, CPU and collector time, and longest stage (ms)."""
     described = []
     for marks in _marks(lines):
-        stages = sorted((at, name) for name, at in marks.items() if name in STAGES)
-        steps = [(b[0] - a[0], b[1]) for a, b in zip([(0.0, ""), *stages], stages, strict=False)]
-        longest, name = max(steps)
+        longest, name = max((took, name) for name, took in _steps(marks))
         text = (
             f"total {marks['written']:.2f}, cpu {marks.get('cpu', 0):.2f}, "
             f"collector {marks.get('gc', 0):.2f}, longest stage: {name} {longest:.2f}"
