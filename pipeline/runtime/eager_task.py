@@ -10,7 +10,10 @@ the step that makes the task; :func:`step_now` runs a waiting eager task's
 next step at once, in the callback that completed what it waits for
 (rxllm's network backend does it when data arrives for a read that
 waits). See bench/README.md, "Results after the lean upstream send and the
-eager source task".
+eager source task". :func:`ready_task` makes a task whose first step runs
+when its maker says, not at once: ``rxllm serve`` makes a request's ASGI
+task when the request's head is parsed and steps it once the body in the
+same read has been fed to it (:mod:`pipeline.apps.server.eager_requests`).
 
 How: the task is given a stand-in for its coroutine (:class:`_Resumed`),
 which can step the coroutine itself and hand the task, at the task's own
@@ -28,11 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["eager_task", "step_now", "waiting_step"]
+__all__ = ["eager_task", "ready_task", "step_now", "waiting_step"]
 
 T = TypeVar("T")
 
@@ -45,11 +49,28 @@ def eager_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) ->
     if _enter is None or _leave is None:  # pragma: no cover - an asyncio without them
         return loop.create_task(coro)
     context = contextvars.copy_context()
-    resumed = _Resumed(coro, loop, context)
-    task: asyncio.Task[T] = loop.create_task(resumed, context=context)
-    resumed.task = weakref.ref(task)  # not the task itself: no cycle with it (it holds us)
-    resumed.step(None)
+    task, first_step = ready_task(loop, coro, context, loop.create_task)
+    first_step()
     return task
+
+
+def ready_task(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    context: contextvars.Context,
+    make: Callable[..., asyncio.Task[Any]],
+) -> tuple[asyncio.Task[T], Callable[[], bool]]:
+    """A task of ``coro`` made by ``make(coro, context=context)``, and a call that runs its
+    first step now.
+
+    The call returns ``False`` and does nothing once the task has taken a step
+    of its own (it is scheduled as any task is), or has ended. ``make`` is
+    ``loop.create_task``, or a task factory's own maker.
+    """
+    resumed = _Resumed(coro, loop, context)
+    task: asyncio.Task[T] = make(resumed, context=context)
+    resumed.task = weakref.ref(task)  # not the task itself: no cycle with it (it holds us)
+    return task, functools.partial(resumed.step, None)
 
 
 def _nothing() -> None:
@@ -66,7 +87,17 @@ def waiting_step() -> Any:
 class _Resumed(Coroutine[Any, Any, Any]):
     """A coroutine as its task sees it: stepped ahead of the task when it can be."""
 
-    __slots__ = ("_context", "_coro", "_ended", "_held", "_loop", "_running", "_waits", "task")
+    __slots__ = (
+        "_context",
+        "_coro",
+        "_ended",
+        "_held",
+        "_loop",
+        "_running",
+        "_started",
+        "_waits",
+        "task",
+    )
 
     def __init__(
         self,
@@ -82,6 +113,7 @@ class _Resumed(Coroutine[Any, Any, Any]):
         self._waits: Any = None  # what the coroutine waits for now (what it yielded last)
         self._ended: BaseException | None = None  # or how it ended (StopIteration: returned)
         self._running = False
+        self._started = False  # a step has run, ahead or the task's own
 
     # -- steps taken ahead of the task ---------------------------------------------
 
@@ -89,6 +121,8 @@ class _Resumed(Coroutine[Any, Any, Any]):
         """Step the coroutine now if it waits for ``future``, done (``None``: its first step)."""
         loop, task = self._loop, self.task()
         if self._running or self._ended is not None or task is None or task.done():
+            return False
+        if future is None and self._started:
             return False
         if future is not None and (
             future is not self._waits
@@ -113,7 +147,7 @@ class _Resumed(Coroutine[Any, Any, Any]):
         return True
 
     def _step(self) -> None:
-        self._held = True
+        self._started = self._held = True
         try:
             self._waits = self._coro.send(None)
         except BaseException as exc:  # StopIteration too: handed to the task's next step
@@ -129,6 +163,7 @@ class _Resumed(Coroutine[Any, Any, Any]):
             if ended is not None:
                 raise ended
             return self._waits
+        self._started = True
         self._waits = None  # until it waits again: a coroutine that ended waits for nothing
         self._waits = waits = self._coro.send(value)
         return waits
@@ -140,6 +175,7 @@ class _Resumed(Coroutine[Any, Any, Any]):
             if self._ended is not None:  # it ended in that step: nothing to throw into
                 self._ended = None
                 raise exc
+        self._started = True
         self._waits = None
         self._waits = waits = self._coro.throw(exc)
         return waits

@@ -138,12 +138,15 @@ def guarded_protocol(
     on_closed: Callable[[str], None],
     max_head: int = MAX_REQUEST_HEAD,
     on_data: Callable[[], None] | None = None,
+    on_parsed: Callable[[], None] | None = None,
 ) -> type[H11Protocol]:
     """uvicorn's h11 protocol with the limits of the module docstring.
 
     ``on_closed(reason)`` counts a connection closed by a limit
     (``header_timeout`` or ``connection_limit``); ``on_data()`` is called as
-    request bytes arrive (the collector's pacer); pass the class as
+    request bytes arrive (the collector's pacer), ``on_parsed()`` once they
+    are parsed and handed to the request (the request's first step,
+    :mod:`pipeline.apps.server.eager_requests`); pass the class as
     ``uvicorn.Config(http=...)``.
     """
     limit = default_max_connections() if max_connections is None else max_connections
@@ -176,6 +179,8 @@ def guarded_protocol(
             super().data_received(data)
             if self._header_timer is not None and self.conn.their_state is not h11.IDLE:
                 self._disarm()  # the request's headers are in
+            if on_parsed is not None:
+                on_parsed()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

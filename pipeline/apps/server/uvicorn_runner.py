@@ -13,6 +13,7 @@ import uvicorn
 from pipeline.apps.server.access_log import redact_access_log
 from pipeline.apps.server.collector_pacer import CollectorPacer
 from pipeline.apps.server.connection_guard import guarded_protocol
+from pipeline.apps.server.eager_requests import EagerRequests
 from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.core.errors import RxllmError
@@ -115,10 +116,13 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
     # uvicorn's h11 protocol with a header read timeout and a connection limit.
     metrics = app.state.gateway.metrics
     pacer = CollectorPacer(GC_THRESHOLD, on_pass=metrics.observe_gc_pause)
+    eager = EagerRequests()
 
     def on_data() -> None:
         if not pacer.started:  # on the server's loop, which uvicorn makes: at the first request
-            pacer.start(asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            pacer.start(loop)
+            eager.install(loop)
         pacer.arrived()
 
     protocol = guarded_protocol(
@@ -126,6 +130,7 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
         max_connections=settings.max_connections,
         on_closed=metrics.inc_connection_closed,
         on_data=on_data,
+        on_parsed=eager.run,
     )
     config = uvicorn.Config(
         app,

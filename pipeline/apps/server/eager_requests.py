@@ -1,0 +1,78 @@
+"""A request's handler started in the read that brought the request, not a loop turn later.
+
+uvicorn makes a request's ASGI task (``RequestResponseCycle.run_asgi``) when
+h11 has parsed the request's head, and the task's first step runs at the
+loop's next turn. Under load a turn is every other stream's chunk that
+arrived meanwhile, and the first step is where the handler reads the body,
+builds the stream and sends the upstream request: every request's first
+token waits for that turn (bench/README.md, "Real rate").
+
+:class:`EagerRequests` is a task factory for the server's loop: a
+``run_asgi`` coroutine becomes a task whose first step has not run yet
+(:func:`pipeline.runtime.eager_task.ready_task`), and :meth:`EagerRequests.run`,
+called by the connection's protocol once the bytes of the read are parsed
+(the body that came with the head is in the request's buffer by then), runs
+that step there. A task it did not step (one made outside a read, such as
+the next request of a pipelined connection) starts at its turn, as any task
+does. Any other coroutine goes to the factory that was there before, or
+becomes an ordinary task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable, Coroutine
+from types import CodeType
+from typing import Any, cast
+
+from uvicorn.protocols.http.h11_impl import RequestResponseCycle
+
+from pipeline.runtime.eager_task import ready_task
+
+__all__ = ["RUN_ASGI", "EagerRequests"]
+
+RUN_ASGI: CodeType = RequestResponseCycle.run_asgi.__code__
+"""The code of uvicorn's request task: the coroutines :class:`EagerRequests` holds back."""
+
+TaskFactory = Callable[..., "asyncio.Task[Any]"]
+
+
+class EagerRequests:
+    """The loop's task factory for request tasks, and their first steps (see the module)."""
+
+    def __init__(self, code: CodeType = RUN_ASGI) -> None:
+        self._code = code
+        self._previous: TaskFactory | None = None
+        self._steps: list[Callable[[], bool]] = []
+        self.installed = False
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make this the task factory of ``loop``, over the one it had (if any)."""
+        # typeshed's factory type takes no keywords: uvloop and asyncio pass context=...
+        self._previous = cast("TaskFactory | None", loop.get_task_factory())
+        loop.set_task_factory(cast(Any, self._factory))
+        self.installed = True
+
+    def run(self) -> None:
+        """Run the first step of each request task made since the last call, in order."""
+        while self._steps:
+            steps, self._steps = self._steps, []
+            for step in steps:
+                step()
+
+    def _factory(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        def make(item: Coroutine[Any, Any, Any], **options: Any) -> asyncio.Task[Any]:
+            if self._previous is not None:
+                return self._previous(loop, item, **options)
+            return asyncio.Task(item, loop=loop, **options)
+
+        if getattr(coro, "cr_code", None) is not self._code:
+            return make(coro, **kwargs)
+        context = kwargs.pop("context", None) or contextvars.copy_context()
+        task, first_step = ready_task(loop, coro, context, functools.partial(make, **kwargs))
+        self._steps.append(first_step)
+        return task
