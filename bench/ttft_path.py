@@ -82,13 +82,15 @@ def _steps(marks: dict[str, float]) -> list[tuple[str, float]]:
 
 
 def slowest(lines: list[str], count: int) -> list[str]:
-    """The ``count`` slowest probes: their total, CPU and collector time, and longest stage (ms)."""
+    """The ``count`` slowest probes: their total, CPU and collector time (ms), the chunks
+    written meanwhile, and their longest stage."""
     described = []
     for marks in _marks(lines):
         longest, name = max((took, name) for name, took in _steps(marks))
         text = (
             f"total {marks['written']:.2f}, cpu {marks.get('cpu', 0):.2f}, "
-            f"collector {marks.get('gc', 0):.2f}, longest stage: {name} {longest:.2f}"
+            f"chunks {marks.get('chunks', 0):.0f}, collector {marks.get('gc', 0):.2f}, "
+            f"longest stage: {name} {longest:.2f}"
         )
         described.append((marks["written"], text))
     return [text for _, text in sorted(described, reverse=True)[:count]]
@@ -150,8 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     probes = _marks(lines)
     hit = [m["gc"] for m in probes if m.get("gc")]
     tracked = [m["tracked"] for m in probes if "tracked" in m]
+    chunks = [m["chunks"] for m in probes if "chunks" in m]
+    if chunks:
+        print(
+            f"\nChunks the server wrote to its clients on a probe's way: median "
+            f"{statistics.median(chunks):.0f}, max {max(chunks):.0f}"
+        )
     print(
-        f"\nProbes with a collection on the way: {len(hit)} of {len(probes)}"
+        f"Probes with a collection on the way: {len(hit)} of {len(probes)}"
         + (f" (median {statistics.median(hit):.2f} ms)" if hit else "")
         + (
             f"; tracked objects made per probe: median {statistics.median(tracked):.0f}"

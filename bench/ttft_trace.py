@@ -5,11 +5,12 @@ Run as ``python -m bench.ttft_trace serve ...`` (the arguments of
 starts, it wraps the functions a streamed chat completion passes through on
 its way to its first token, and for each request whose body holds
 :data:`MARK` it writes one line to the file: the milliseconds from the
-request's first bytes to each stage (:data:`STAGES`), then three figures
-of the whole way: ``cpu``, the main thread's CPU milliseconds; ``gc``, the
-milliseconds the cyclic collector ran; ``tracked``, the objects the
-collector tracks that were made on the way and are still alive (only when
-no collection ran). Every collection from the first traced request on is
+request's first bytes to each stage (:data:`STAGES`), then four figures
+of the whole way: ``cpu``, the main thread's CPU milliseconds; ``chunks``,
+the chunks the server wrote to its clients meanwhile (other streams' work
+the probe waited behind); ``gc``, the milliseconds the cyclic collector ran;
+``tracked``, the objects the collector tracks that were made on the way and
+are still alive (only when no collection ran). Every collection from the first traced request on is
 a line of ``<file>.gc``: its generation and milliseconds. The wrappers add a
 clock read per stage; other requests pay the wrappers' calls and checks. Not a part of
 rxllm: it reaches into private names, and fails at start when one moved.
@@ -32,7 +33,7 @@ MARK = b"probe answer"
 """What the probes' bodies hold (:func:`bench.real_rate._load`'s probe text)."""
 
 STAGES = {
-    "handler": "the route's handler runs (uvicorn, Starlette, a loop turn)",
+    "handler": "the route's handler runs (uvicorn, Starlette)",
     "body": "the body is read and parsed",
     "checked": "the request is validated and checked: gateway.open_stream starts",
     "opened": "the stream is made (failover chain, sinks attached): StreamRun.start starts",
@@ -61,6 +62,8 @@ class _Clock:
         self.times: dict[str, float] = {}
         self.run: Any = None  # the traced request's StreamRun
         self.cpu = 0.0  # the main thread's CPU time when the request arrived
+        self.chunks = 0  # chunks written to any client so far
+        self.chunks_before = 0  # ... when the request arrived
         self.tracked = 0  # the collector's young count when the request arrived
         self.collecting = 0.0  # seconds in the collector since the request arrived
         self.collections: Any = None  # the collections' file, from the first request on
@@ -83,6 +86,7 @@ class _Clock:
             self.collections = open(self.out.name + ".gc", "a")  # noqa: SIM115
         self.start, self.times, self.run = _now(), {}, None
         self.cpu, self.tracked, self.collecting = time.thread_time(), gc.get_count()[0], 0.0
+        self.chunks_before = self.chunks
 
     def mark(self, stage: str, after: str | None = None) -> None:
         """Record ``stage`` once per request (only once ``after`` is, if given)."""
@@ -95,6 +99,7 @@ class _Clock:
             start = self.start
             line = " ".join(f"{k}={(v - start) * 1000:.3f}" for k, v in self.times.items())
             line += f" cpu={(time.thread_time() - self.cpu) * 1000:.3f}"
+            line += f" chunks={self.chunks - self.chunks_before}"
             line += f" gc={self.collecting * 1000:.3f}"
             if not self.collecting:
                 line += f" tracked={gc.get_count()[0] - self.tracked}"
@@ -186,6 +191,7 @@ def install(path: str) -> None:
     _before(sse_response.SSEResponse, "_start_now", lambda _: clock.mark("start", "event"))
 
     def first_token(args: tuple[Any, ...]) -> None:
+        clock.chunks += 1
         if b"probe" in args[1]:
             clock.mark("written", "start")
 

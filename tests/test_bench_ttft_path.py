@@ -40,10 +40,10 @@ def test_stage_times_are_each_stage_since_the_one_before_it_in_time() -> None:
 
 def test_the_slowest_probes_name_their_longest_stage_and_the_collectors_time() -> None:
     fast = "handler=0.300 written=1.000 cpu=0.900 gc=0.000 tracked=400"
-    slow = "handler=0.300 body=2.300 written=2.500 cpu=2.400 gc=1.500"
+    slow = "handler=0.300 body=2.300 written=2.500 cpu=2.400 chunks=31 gc=1.500"
     unfinished = "handler=9.000 body=9.500"
     assert slowest([fast, slow, unfinished], 1) == [
-        "total 2.50, cpu 2.40, collector 1.50, longest stage: body 2.00"
+        "total 2.50, cpu 2.40, chunks 31, collector 1.50, longest stage: body 2.00"
     ]
     assert len(slowest([fast, slow, unfinished], 5)) == 2
 
