@@ -127,6 +127,26 @@ def test_the_context_given_to_create_task_is_the_one_the_request_runs_in() -> No
     _on_new_loop(test())
 
 
+def test_an_empty_context_given_to_create_task_stays_empty() -> None:
+    """uvicorn's ``reset_contextvars`` gives each request an empty ``Context()``."""
+    seen: list[str] = []
+
+    async def request() -> None:
+        seen.append(VAR.get())
+
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        eager = EagerRequests(request.__code__)
+        eager.install(loop)
+        VAR.set("the caller's")
+        task = loop.create_task(request(), context=contextvars.Context())
+        eager.run()
+        await task
+        assert seen == ["unset"]
+
+    _on_new_loop(test())
+
+
 def test_a_first_step_that_raises_hands_the_error_to_the_task() -> None:
     async def request() -> None:
         raise ValueError("bad request")

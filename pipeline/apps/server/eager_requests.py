@@ -72,7 +72,9 @@ class EagerRequests:
 
         if getattr(coro, "cr_code", None) is not self._code:
             return make(coro, **kwargs)
-        context = kwargs.pop("context", None) or contextvars.copy_context()
+        context = kwargs.pop("context", None)
+        if context is None:  # not ``or``: an empty Context is falsy, and is what was asked for
+            context = contextvars.copy_context()
         task, first_step = ready_task(loop, coro, context, functools.partial(make, **kwargs))
         self._steps.append(first_step)
         return task
