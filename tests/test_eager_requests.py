@@ -51,6 +51,31 @@ def test_a_request_task_waits_for_run_and_its_first_step_runs_as_the_task() -> N
     _on_new_loop(test())
 
 
+def test_one_request_is_stepped_per_loop_turn_and_the_others_at_their_turn() -> None:
+    steps: list[str] = []
+
+    async def request(name: str) -> None:
+        steps.append(name)
+
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        eager = EagerRequests(request.__code__)
+        eager.install(loop)
+        first, second = loop.create_task(request("a")), loop.create_task(request("b"))
+        eager.run()
+        assert steps == ["a"]  # "b" waits for its turn
+        eager.run()
+        assert steps == ["a"]  # still this turn
+        await asyncio.gather(first, second)
+        assert steps == ["a", "b"]
+        third = loop.create_task(request("c"))
+        eager.run()  # a later turn: stepped again
+        assert steps == ["a", "b", "c"]
+        await third
+
+    _on_new_loop(test())
+
+
 def test_a_task_that_has_stepped_on_its_own_is_not_stepped_again() -> None:
     steps: list[str] = []
 

@@ -12,10 +12,15 @@ token waits for that turn (bench/README.md, "Real rate").
 (:func:`pipeline.runtime.eager_task.ready_task`), and :meth:`EagerRequests.run`,
 called by the connection's protocol once the bytes of the read are parsed
 (the body that came with the head is in the request's buffer by then), runs
-that step there. A task it did not step (one made outside a read, such as
-the next request of a pipelined connection) starts at its turn, as any task
-does. Any other coroutine goes to the factory that was there before, or
-becomes an ordinary task.
+that step there. One request per loop turn: a handler's first step (the
+body, its checks, the stream's pipeline, the upstream request) is a
+millisecond or so of work that every callback after it in that turn (other
+streams' chunks, a client's leaving, which cancels its upstream) waits for,
+so in a burst of new requests the others start at their turn, as any task
+does (bench/README.md has the abuse soak with and without this limit). So
+does a task made outside a read (the next request of a
+pipelined connection). Any other coroutine goes to the factory that was
+there before, or becomes an ordinary task.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class EagerRequests:
         self._code = code
         self._previous: TaskFactory | None = None
         self._steps: list[Callable[[], bool]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._spent = False  # a request has been stepped in this loop turn
         self.installed = False
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -53,14 +60,22 @@ class EagerRequests:
         # typeshed's factory type takes no keywords: uvloop and asyncio pass context=...
         self._previous = cast("TaskFactory | None", loop.get_task_factory())
         loop.set_task_factory(cast(Any, self._factory))
+        self._loop = loop
         self.installed = True
 
     def run(self) -> None:
-        """Run the first step of each request task made since the last call, in order."""
-        while self._steps:
-            steps, self._steps = self._steps, []
-            for step in steps:
-                step()
+        """Run the first step of a request task made since the last call, if none has run in
+        this loop turn; the others start at their turn."""
+        steps, self._steps = self._steps, []
+        for step in steps:
+            if self._spent or self._loop is None:
+                return
+            if step():
+                self._spent = True
+                self._loop.call_soon(self._refill)  # after this turn's reads
+
+    def _refill(self) -> None:
+        self._spent = False
 
     def _factory(
         self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
