@@ -10,10 +10,11 @@ of the whole way: ``cpu``, the main thread's CPU milliseconds; ``chunks``,
 the chunks the server wrote to its clients meanwhile (other streams' work
 the probe waited behind); ``gc``, the milliseconds the cyclic collector ran;
 ``tracked``, the objects the collector tracks that were made on the way and
-are still alive (only when no collection ran). Every collection from the first traced request on is
-a line of ``<file>.gc``: its generation and milliseconds. The wrappers add a
-clock read per stage; other requests pay the wrappers' calls and checks. Not a part of
-rxllm: it reaches into private names, and fails at start when one moved.
+are still alive (only when no collection ran). Every collection from the
+first traced request on is a line of ``<file>.gc``: its generation and
+milliseconds. The wrappers add a clock read per stage; other requests pay
+the wrappers' calls and checks. Not a part of rxllm: it reaches into
+private names, and fails at start when one moved.
 """
 
 from __future__ import annotations
