@@ -25,6 +25,14 @@ def _on_new_loop(test: Coroutine[Any, Any, None]) -> None:
         loop.close()
 
 
+def _installed(request: Any) -> tuple[asyncio.AbstractEventLoop, EagerRequests]:
+    """The running loop, with an ``EagerRequests`` for ``request``'s coroutines installed."""
+    loop = asyncio.get_running_loop()
+    eager = EagerRequests(request.__code__)
+    eager.install(loop)
+    return loop, eager
+
+
 def test_a_request_task_waits_for_run_and_its_first_step_runs_as_the_task() -> None:
     steps: list[tuple[str, Any]] = []
 
@@ -35,9 +43,7 @@ def test_a_request_task_waits_for_run_and_its_first_step_runs_as_the_task() -> N
         return "answered"
 
     async def test() -> None:
-        loop = asyncio.get_running_loop()
-        eager = EagerRequests(request.__code__)
-        eager.install(loop)
+        loop, eager = _installed(request)
         go: asyncio.Future[None] = loop.create_future()
         task = loop.create_task(request(go))
         assert steps == []  # made, not stepped
@@ -58,9 +64,7 @@ def test_one_request_is_stepped_per_loop_turn_and_the_others_at_their_turn() -> 
         steps.append(name)
 
     async def test() -> None:
-        loop = asyncio.get_running_loop()
-        eager = EagerRequests(request.__code__)
-        eager.install(loop)
+        loop, eager = _installed(request)
         first, second = loop.create_task(request("a")), loop.create_task(request("b"))
         eager.run()
         assert steps == ["a"]  # "b" waits for its turn
@@ -85,9 +89,7 @@ def test_a_task_that_has_stepped_on_its_own_is_not_stepped_again() -> None:
         steps.append("later")
 
     async def test() -> None:
-        loop = asyncio.get_running_loop()
-        eager = EagerRequests(request.__code__)
-        eager.install(loop)
+        loop, eager = _installed(request)
         go: asyncio.Future[None] = loop.create_future()
         task = loop.create_task(request(go))
         await asyncio.sleep(0)  # its own first step, at its turn
@@ -138,9 +140,7 @@ def test_the_context_given_to_create_task_is_the_one_the_request_runs_in() -> No
         VAR.set("changed by the request")
 
     async def test() -> None:
-        loop = asyncio.get_running_loop()
-        eager = EagerRequests(request.__code__)
-        eager.install(loop)
+        loop, eager = _installed(request)
         context = contextvars.Context()
         context.run(VAR.set, "given")
         task = loop.create_task(request(), context=context)
@@ -160,9 +160,7 @@ def test_an_empty_context_given_to_create_task_stays_empty() -> None:
         seen.append(VAR.get())
 
     async def test() -> None:
-        loop = asyncio.get_running_loop()
-        eager = EagerRequests(request.__code__)
-        eager.install(loop)
+        loop, eager = _installed(request)
         VAR.set("the caller's")
         task = loop.create_task(request(), context=contextvars.Context())
         eager.run()
@@ -177,9 +175,7 @@ def test_a_first_step_that_raises_hands_the_error_to_the_task() -> None:
         raise ValueError("bad request")
 
     async def test() -> None:
-        loop = asyncio.get_running_loop()
-        eager = EagerRequests(request.__code__)
-        eager.install(loop)
+        loop, eager = _installed(request)
         task = loop.create_task(request())
         eager.run()
         try:

@@ -53,7 +53,11 @@ class EagerRequests:
         self._steps: list[Callable[[], bool]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._spent = False  # a request has been stepped in this loop turn
-        self.installed = False
+
+    @property
+    def installed(self) -> bool:
+        """Whether :meth:`install` has run."""
+        return self._loop is not None
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make this the task factory of ``loop``, over the one it had (if any)."""
@@ -61,7 +65,6 @@ class EagerRequests:
         self._previous = cast("TaskFactory | None", loop.get_task_factory())
         loop.set_task_factory(cast(Any, self._factory))
         self._loop = loop
-        self.installed = True
 
     def run(self) -> None:
         """Run the first step of a request task made since the last call, if none has run in
