@@ -202,6 +202,34 @@ def test_serve_prints_its_start_and_stop_lines_once(tmp_path: Path) -> None:
     assert log.count("Finished server process") == 1, log
 
 
+@pytest.mark.slow  # a process of its own
+def test_serve_listens_before_it_prints_its_banner(tmp_path: Path) -> None:
+    # A client that connects the moment the banner appears (a script waiting for it) was
+    # refused: the socket listened only once start-up (the store opened) was done.
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), "--db", f"sqlite:///{tmp_path / 'rxllm.db'}"],
+        cwd=ROOT,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    try:
+        banner = proc.stdout.readline().decode()
+        assert banner.startswith(f"rxllm serve: http://127.0.0.1:{port}/"), banner
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            answer = b""
+            while chunk_ := client.recv(65536):
+                answer += chunk_
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
 def test_the_help_says_what_rxllm_is_and_serve_shows_its_defaults(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,9 +18,13 @@ from pipeline.apps.server.http_api import create_app
 from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.core.errors import RxllmError
 
-__all__ = ["GC_THRESHOLD", "ListenError", "listening_socket", "serve", "tune_gc"]
+__all__ = ["GC_THRESHOLD", "LISTEN_BACKLOG", "ListenError", "listening_socket", "serve", "tune_gc"]
 
 log = logging.getLogger("rxllm.serve")
+
+
+LISTEN_BACKLOG = 2048
+"""Connections the kernel queues before they are accepted (uvicorn's own default)."""
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -104,6 +108,10 @@ def serve(settings: ServerSettings, *, log_level: str = "info", reuse_port: bool
         sock = listening_socket(settings.host, settings.port, reuse_port=reuse_port)
     except OSError as exc:
         raise ListenError(settings.host, settings.port, exc) from None
+    # Listening before the banner: a client that connects as soon as it reads the
+    # banner is queued by the kernel until start-up (the store opened) is done,
+    # rather than refused; uvicorn calls listen() again with its own backlog.
+    sock.listen(LISTEN_BACKLOG)
     upstream = settings.upstream or settings.config or "the built-in model, any model name"
     print(
         f"rxllm serve: http://{settings.host}:{sock.getsockname()[1]}/ "
