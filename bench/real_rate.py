@@ -64,7 +64,7 @@ from bench.common import (
     thread_cpu_seconds,
 )
 
-__all__ = ["CLIENTS", "PROXIES", "main", "measure"]
+__all__ = ["CLIENTS", "PROXIES", "main", "measure", "paired_ratio"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -544,6 +544,7 @@ def measure(
                     print(f"  round {round_ + 1} {kind:15s} {why}", file=sys.stderr, flush=True)
                     continue
                 sample["load_average"] = load
+                sample["round"] = round_
                 results[kind].append(sample)
                 print(
                     f"  round {round_ + 1} {kind:15s} {sample['us_per_chunk']:7.1f} µs/chunk"
@@ -561,9 +562,34 @@ def measure(
             out[kind] = Measured(skipped=skipped.get(kind) or failures[kind][0])
             continue
         out[kind] = _summary(samples, rate)
+        if kind != "relay" and results.get("relay"):
+            out[kind].extra.update(paired_ratio(samples, results["relay"]))
         if kind in failures:
             out[kind].extra["failed_rounds"] = f"{len(failures[kind])}: {failures[kind][0]}"
     return out
+
+
+def paired_ratio(samples: list[dict[str, Any]], relay: list[dict[str, Any]]) -> dict[str, Any]:
+    """The proxy's CPU per chunk over the relay's, round by round, and their median.
+
+    The rounds interleave the proxies, so a round's two samples ran minutes
+    apart, in the same state of the machine: their ratio moves less with the
+    hour than the ratio of the two medians (rounds without both are left out).
+    """
+    import statistics
+
+    relay_by_round = {s["round"]: s["us_per_chunk"] for s in relay}
+    ratios = [
+        s["us_per_chunk"] / relay_by_round[s["round"]]
+        for s in samples
+        if relay_by_round.get(s["round"])
+    ]
+    if not ratios:
+        return {}
+    return {
+        "x_relay_paired": round(statistics.median(ratios), 3),
+        "x_relay_by_round": "/".join(f"{r:.2f}" for r in ratios),
+    }
 
 
 def _summary(samples: list[dict[str, Any]], rate: float) -> Measured:
