@@ -32,8 +32,9 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
+from reactivex.observer.autodetachobserver import AutoDetachObserver
 
-__all__ = ["Fusable", "Link", "Stage", "StageBase", "complete_after", "fused"]
+__all__ = ["Fusable", "Link", "Stage", "StageBase", "complete_after", "direct_on_next", "fused"]
 
 T_in = TypeVar("T_in", contravariant=True)
 T = TypeVar("T")
@@ -77,6 +78,39 @@ def complete_after(downstream: Stage[R], close: Callable[[], Iterable[R]]) -> No
     for event in events:
         downstream.on_next(event)
     downstream.on_completed()
+
+
+def direct_on_next(observer: abc.ObserverBase[T]) -> Callable[[T], None]:
+    """``observer.on_next``, without the ``AutoDetachObserver`` that ``Observable.subscribe`` adds.
+
+    ``Observable.subscribe`` wraps a subscriber's callbacks in an
+    ``AutoDetachObserver``, whose ``on_next`` checks that it has not stopped
+    and calls the callback: one more Python call per event at each
+    subscription a stream's events cross. A producer may call the callback
+    itself when what that check would drop cannot happen: it sends nothing
+    after its own terminal notification, and once the subscription is
+    disposed either it sends nothing more or its consumer drops what comes
+    (a fused chain's stages are stopped with the chain; failover's run and
+    :class:`pipeline.runtime.multicast.StreamRun` check that they are done).
+    ``on_error`` and ``on_completed`` still go through the wrapper, which
+    disposes the subscription after them. Any other observer: its ``on_next``.
+    """
+    if type(observer) is AutoDetachObserver:
+        on_next: Callable[[T], None] | None = getattr(observer, "_on_next", None)
+        if on_next is not None:
+            return on_next
+    return observer.on_next
+
+
+class _Consumer:
+    """The chain's consumer as its last stage's downstream, its ``on_next`` direct."""
+
+    __slots__ = ("on_completed", "on_error", "on_next")
+
+    def __init__(self, observer: abc.ObserverBase[Any]) -> None:
+        self.on_next = direct_on_next(observer)
+        self.on_error = observer.on_error
+        self.on_completed = observer.on_completed
 
 
 class Link:
@@ -130,7 +164,9 @@ def fused(source: Observable[Any], *operators: Fusable[Any, Any]) -> Observable[
         observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         link = Link(scheduler)
-        stage: Stage[Any] = observer
+        # The stages stop with the chain, and the last one sends nothing after its own
+        # terminal notification: its events may skip the consumer's AutoDetachObserver.
+        stage: Stage[Any] = _Consumer(observer)
         # The last operator's stage first: each one's subscription-time work (a start
         # time, timers) happens in the order the operators' own subscriptions made it.
         for operator in reversed(operators):

@@ -540,11 +540,13 @@ class SSEResponse(Response):
         before writing on. Never raises: a failure ends the response as one
         in the writer task would (:meth:`_break`).
         """
-        busy = self._busy_since is not None or self._lock.locked()
-        if busy or self._ending or is_terminal(event):
+        # Per event: no call here but the dialect's encode (what _encode does for one).
+        if self._busy_since is not None or self._ending or event.ends_stream:
             return False
         try:
-            body = self._encode(event)
+            body = self.dialect.encode(event)
+            if self._prefix and body:
+                body, self._prefix = self._prefix + body, b""
         except Exception as exc:
             self._break(_failure(exc))
             return True
@@ -613,7 +615,12 @@ class SSEResponse(Response):
                     if now >= due:
                         async with self._lock:
                             if not self._closing:  # else the writer is ending the response
-                                await self._send_with_timeout(send, _PING)
+                                # Busy while it pings: a direct write (_write_now) waits.
+                                self._busy_since = now
+                                try:
+                                    await self._send_with_timeout(send, _PING)
+                                finally:
+                                    self._busy_since = None
                         self._last_write = loop.time()
                         continue
                     wake = min(wake, due)

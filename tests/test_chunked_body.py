@@ -122,6 +122,7 @@ async def test_write_now_declines_what_only_h11_may_write() -> None:
         assert isinstance(fast, ChunkedBodySend)
         seen[scope["method"] + scope["http_version"]] = [fast.write_now(b"a"), fast.write_now(b"")]
         await send({"type": "http.response.body", "body": b"b", "more_body": False})
+        seen[scope["method"] + scope["http_version"]].append(fast.write_now(b"c"))  # the end
 
     async with app_in_loop(ServerSettings(store=False), app=app) as (port, _):
         for request in REQUESTS.values():
@@ -129,7 +130,11 @@ async def test_write_now_declines_what_only_h11_may_write() -> None:
             writer.write(request)
             await asyncio.wait_for(reader.read(), 10)
             writer.close()
-    assert seen == {"GET1.1": [True, False], "GET1.0": [False, False], "HEAD1.1": [False, False]}
+    assert seen == {
+        "GET1.1": [True, False, False],
+        "GET1.0": [False, False, False],
+        "HEAD1.1": [False, False, False],
+    }
 
 
 async def test_rxllm_writes_a_streams_tokens_with_write_now(

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reactivex import Observable
+from reactivex import Observable, Observer
 from reactivex.disposable import Disposable
 from reactivex.subject import Subject
 from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from operators import assemble_tool_calls, extract_deltas, map_errors, timeouts
-from operators._fused import fused
+from operators._fused import direct_on_next, fused
 from pipeline.core.events import Event, dump_event
 from pipeline.core.sse_decoder import SSEMessage
 from pipeline.runtime.sources import sse_body
@@ -258,3 +258,19 @@ def test_a_consumer_that_disposes_mid_emission_gets_nothing_more() -> None:
 
     assert run(lambda s: fused(s, extract_deltas(SID), map_errors(SID))) == (["started"], False)
     assert run(chained) == run(piped) == (["started"], False)
+
+
+def test_direct_on_next_is_the_subscribers_own_callback() -> None:
+    got: list[Any] = []
+
+    def on_next(value: int) -> None:
+        got.append(value)
+
+    def subscribe(observer: Any, scheduler: Any = None) -> Disposable:
+        got.append(direct_on_next(observer))
+        return Disposable()
+
+    Observable(subscribe).subscribe(on_next)
+    assert got == [on_next]  # past reactivex's AutoDetachObserver
+    plain = Observer(on_next)
+    assert direct_on_next(plain) == plain.on_next  # any other observer: its own on_next

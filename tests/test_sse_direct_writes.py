@@ -36,7 +36,7 @@ from pipeline.apps.server.server_settings import ServerSettings
 from pipeline.core.events import Cancelled, Finished, Started
 from pipeline.core.sse_decoder import SSEDecoder
 from pipeline.runtime.stream_hub import StreamHub
-from sinks.sse_response import BODY_SEND, SSEResponse
+from sinks.sse_response import BODY_SEND, HEARTBEAT, SSEResponse
 from tests.serving import app_in_loop
 from tests.sse_helpers import live, never_disconnect, text, until
 
@@ -162,6 +162,40 @@ async def test_after_a_write_that_waited_the_writer_catches_up_and_direct_writes
     run.cancel()
     await asyncio.wait_for(call, TIMEOUT)
     assert client.ids() == list(range(8))  # the cancelled event (7) ends it
+
+
+async def test_an_event_produced_while_a_heartbeat_is_in_flight_waits_for_it() -> None:
+    run, source = live()
+    reader = run.iterate()
+    run.start()
+    client = Client()
+    ping_sent = asyncio.Event()
+    ping_done = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        if message.get("body") == HEARTBEAT and not ping_sent.is_set():
+            ping_sent.set()
+            await ping_done.wait()  # the client's socket is full during the ping
+        await client.send(message)
+
+    response = SSEResponse(reader, heartbeat=0.05, send_timeout=None)
+    call = asyncio.create_task(response({"type": "http"}, never_disconnect, send))
+    source.on_next(Started(stream_id="s", seq=0))
+    await until(lambda: client.ids() == [0])
+    await asyncio.wait_for(ping_sent.wait(), TIMEOUT)
+    producer = asyncio.current_task()
+    source.on_next(text(1))  # not written over the ping still in flight
+    assert client.ids() == [0]
+    ping_done.set()
+    await until(lambda: client.ids() == [0, 1])
+    assert client.sent_by(1) is not producer, "the writer task wrote it, after the ping"
+    heartbeat = next(i for i, (body, _) in enumerate(client.bodies) if body == HEARTBEAT)
+    assert b"id: 1\n" in b"".join(body for body, _ in client.bodies[heartbeat + 1 :])
+    source.on_next(text(2))
+    assert client.sent_by(2) is producer, "the ping done: direct again"
+    run.cancel()
+    await asyncio.wait_for(call, TIMEOUT)
+    assert client.ids() == [0, 1, 2, 3]
 
 
 async def test_a_direct_write_that_stalls_times_out_and_cancels_the_run() -> None:

@@ -42,25 +42,25 @@ large enough that the turn (a task step) is a small part of the work.
 class FlowGate:
     """Open unless a reader holds it; a source waits for it to open. See the module docstring."""
 
-    __slots__ = ("_held", "_waiter")
+    __slots__ = ("_held", "_waiter", "held")
 
     def __init__(self) -> None:
         self._held = 0
         self._waiter: asyncio.Future[None] | None = None
-
-    @property
-    def held(self) -> bool:
-        """Whether a reader holds the gate (the source should wait)."""
-        return self._held > 0
+        # Whether a reader holds the gate (the source should wait). An attribute, not a
+        # property: the source reads it for every chunk. Only hold and release set it.
+        self.held = False
 
     def hold(self) -> None:
         """A reader is behind: the source should stop reading (call :meth:`release` once)."""
         self._held += 1
+        self.held = True
 
     def release(self) -> None:
         """A reader caught up (or left); the last release opens the gate."""
         if self._held > 0:
             self._held -= 1
+        self.held = self._held > 0
         if self._held == 0 and self._waiter is not None:
             waiter, self._waiter = self._waiter, None
             if not waiter.done():

@@ -82,6 +82,7 @@ from reactivex.disposable import (
     SingleAssignmentDisposable,
 )
 
+from operators._fused import direct_on_next
 from operators.extract_deltas import RawChunk
 from pipeline.core.backoff import Backoff
 from pipeline.core.error_info import classify
@@ -292,6 +293,9 @@ class _Run:
     ) -> None:
         self.policy = policy
         self.observer = observer
+        # What send() calls per event: nothing is sent once the run is done, which
+        # dispose() makes it, so the subscriber's AutoDetachObserver would add a call only.
+        self.on_next = direct_on_next(observer)
         self.subscribe_scheduler = subscribe_scheduler
         self.scheduler = policy.scheduler or subscribe_scheduler or default_scheduler()
         self.lock = threading.RLock()
@@ -554,7 +558,7 @@ class _Run:
     def send_new(self, event: Event) -> None:
         self.seq += 1
         self.last_t = event.t
-        self.observer.on_next(event)
+        self.on_next(event)
 
     def send(self, event: Event) -> None:
         """Send an attempt's event, renumbered and timed from the subscription."""
@@ -566,7 +570,7 @@ class _Run:
         self.last_t = t
         if event.seq != seq or t != event.t:
             event = event.model_copy(update={"seq": seq, "t": t})
-        self.observer.on_next(event)
+        self.on_next(event)
 
     def give_up(self, terminal: Event) -> None:
         """End with the last attempt's held events and ``terminal``.

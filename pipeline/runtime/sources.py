@@ -34,6 +34,7 @@ from openai import AsyncOpenAI
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from operators._fused import direct_on_next
 from pipeline.core.flow_control import CURRENT_FLOW, TURN_MESSAGES, FlowGate
 from pipeline.core.sse_decoder import SSEDecoder, SSEMessage
 from pipeline.runtime.async_bridges import _loop_for, from_async_iterable
@@ -283,7 +284,9 @@ def _from_request(open_response: Callable[[], Any]) -> Observable[SSEMessage]:
         gate = CURRENT_FLOW.get()  # the stream's flow gate, if it has one
 
         async def pump() -> None:
-            on_next = observer.on_next
+            # Nothing is sent after the terminal notification, and a disposed chain's
+            # stages drop what comes: no AutoDetachObserver call per message.
+            on_next = direct_on_next(observer)
             # Offsets count from the request, not from the response's headers: a
             # server that holds its headers until the first token (rxllm serve
             # does) would otherwise show a time to first token of nothing.

@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - an h11 that moved it
 class ChunkedBodySend:
     """The ``send`` of one response's body messages (see the module)."""
 
-    __slots__ = ("_conn", "_cycle", "_flow", "_send", "_transport")
+    __slots__ = ("_chunked", "_conn", "_cycle", "_flow", "_send", "_transport")
 
     def __init__(self, send: Send, cycle: Any) -> None:
         self._send = send
@@ -46,23 +46,36 @@ class ChunkedBodySend:
         self._conn: h11.Connection = cycle.conn
         self._transport = cycle.transport
         self._flow = cycle.flow
+        self._chunked = False  # h11 seen in SEND_BODY with its chunked writer
 
     def write_now(self, body: bytes) -> bool:
         """Write ``body`` as a middle chunk now; ``False`` if only uvicorn's ``send`` may."""
         cycle = self._cycle
-        conn = self._conn
         if (
             not body
             or self._flow.write_paused
             or cycle.disconnected
-            or not cycle.response_started
             or cycle.response_complete
-            or conn.our_state is not h11.SEND_BODY
-            or type(getattr(conn, "_writer", None)) is not _CHUNKED
+            or not (self._chunked or self._body_started())
         ):
             return False
         self._transport.write(b"%x\r\n%s\r\n" % (len(body), body))
         return True
+
+    def _body_started(self) -> bool:
+        """Whether h11 is writing this response's body, chunked; once true, it stays so.
+
+        h11 leaves ``SEND_BODY`` only through uvicorn's ``send``: for the end of
+        the body (``response_complete``, checked on every write) or a failure
+        (the connection is then closed and ``disconnected`` set).
+        """
+        conn = self._conn
+        self._chunked = (
+            self._cycle.response_started
+            and conn.our_state is h11.SEND_BODY
+            and type(getattr(conn, "_writer", None)) is _CHUNKED
+        )
+        return self._chunked
 
     async def __call__(self, message: Message) -> None:
         if message.get("more_body", False) and self.write_now(message.get("body", b"")):
