@@ -540,18 +540,23 @@ class SSEResponse(Response):
         before writing on. Never raises: a failure ends the response as one
         in the writer task would (:meth:`_break`).
         """
-        # Per event: no call here but the dialect's encode (what _encode does for one).
+        # Per event, no call here but the dialect's encode and the server's write: what
+        # _encode does for one event and _send_now's first way, inline.
         if self._busy_since is not None or self._ending or event.ends_stream:
             return False
+        write = self._write_body
         try:
             body = self.dialect.encode(event)
             if self._prefix and body:
                 body, self._prefix = self._prefix + body, b""
+            written = bool(body) and write is not None and write(body)
         except Exception as exc:
             self._break(_failure(exc))
             return True
-        if body:
-            self._send_now(body)
+        if written:
+            self._last_write = self._loop.time()
+        elif body:
+            self._send_stepped(body)
         return True
 
     def _send_now(self, body: bytes) -> None:
@@ -560,6 +565,15 @@ class SSEResponse(Response):
             if self._write_body is not None and self._write_body(body):
                 self._last_write = self._loop.time()
                 return
+        except Exception as exc:
+            self._break(_failure(exc))
+            return
+        self._send_stepped(body)
+
+    def _send_stepped(self, body: bytes) -> None:
+        """``body`` through the app's send, stepped by hand (see :meth:`_write_now`); never
+        raises."""
+        try:
             steps = self._body_send(_body(body)).__await__()
             try:
                 waiting = steps.send(None)

@@ -115,8 +115,13 @@ class _Protocol(asyncio.Protocol):
                     reader.set_exception(exc)
                     return
                 if taken:  # read and handled: the waiting read waits on, its deadline moved
-                    if self.push_timeout is not None and not reader.done():
-                        self.read_deadline(self.push_timeout)
+                    timeout = self.push_timeout
+                    if timeout is not None and not reader.done():
+                        deadline = self.loop.time() + timeout
+                        if self.timer is not None and self.timer_at <= deadline:
+                            self.deadline = deadline  # read_deadline's usual case, inline
+                        else:
+                            self.read_deadline(timeout)
                     return
         self.chunks.append(data)
         self.buffered += len(data)
