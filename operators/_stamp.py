@@ -135,8 +135,11 @@ class Stamper:
             and type(t) is float
             and type(text) is str
         ):
-            return build(
-                cls,
+            # build(), inline: a text delta is made for nearly every chunk.
+            event = _new(cls)
+            _set_dict(
+                event,
+                "__dict__",
                 {
                     "stream_id": self.stream_id,
                     "seq": seq,
@@ -145,8 +148,11 @@ class Stamper:
                     "type": kind,
                     "text": text,
                 },
-                {"stream_id", "seq", "t", "choice", "text"},
             )
+            _set_fields_set(event, {"stream_id", "seq", "t", "choice", "text"})
+            _set_extra(event, None)
+            _set_private(event, None)
+            return event
         return cls(stream_id=self.stream_id, seq=seq, t=t, choice=choice, text=text)
 
     def tool_delta(self, choice: int, t: float, index: int, arguments: str) -> ToolCallDelta:
