@@ -571,8 +571,7 @@ class SSEResponse(Response):
         self._send_stepped(body)
 
     def _send_stepped(self, body: bytes) -> None:
-        """``body`` through the app's send, stepped by hand (see :meth:`_write_now`); never
-        raises."""
+        """The app's send of ``body``, stepped by hand (see :meth:`_write_now`); never raises."""
         try:
             steps = self._body_send(_body(body)).__await__()
             try:
