@@ -83,16 +83,20 @@ class EagerRequests:
     def _factory(
         self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
     ) -> asyncio.Task[Any]:
-        def make(item: Coroutine[Any, Any, Any], **options: Any) -> asyncio.Task[Any]:
-            if self._previous is not None:
-                return self._previous(loop, item, **options)
-            return asyncio.Task(item, loop=loop, **options)
-
         if getattr(coro, "cr_code", None) is not self._code:
-            return make(coro, **kwargs)
+            return self._make(loop, coro, **kwargs)
         context = kwargs.pop("context", None)
         if context is None:  # not ``or``: an empty Context is falsy, and is what was asked for
             context = contextvars.copy_context()
-        task, first_step = ready_task(loop, coro, context, functools.partial(make, **kwargs))
+        make = functools.partial(self._make, loop, **kwargs)
+        task, first_step = ready_task(loop, coro, context, make)
         self._steps.append(first_step)
         return task
+
+    def _make(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
+    ) -> asyncio.Task[Any]:
+        """A task of ``coro``, as the factory that was there before would make it."""
+        if self._previous is not None:
+            return self._previous(loop, coro, **options)
+        return asyncio.Task(coro, loop=loop, **options)
