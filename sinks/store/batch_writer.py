@@ -440,8 +440,7 @@ class BatchWriter(DrainWriter[_Batch]):
             )
             return False
         try:
-            # event_row(stream_id, event), inline: this runs for every event.
-            row = (stream_id, event.seq, event.t, event.type, event_json(event).decode())
+            row = event_row(stream_id, event)
         except PydanticSerializationError as error:
             self.failed += 1
             log.error(
