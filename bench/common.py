@@ -231,6 +231,12 @@ def cpu_seconds(pid: int) -> float:
     return _stat_seconds(Path(f"/proc/{pid}/stat"))
 
 
+def system_cpu_seconds(pid: int) -> float:
+    """System CPU seconds of another process (the kernel's work for it), from ``/proc/PID/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def thread_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid``'s threads other than its main one (``/proc``).
 

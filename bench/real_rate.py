@@ -61,6 +61,7 @@ from bench.common import (
     python_env,
     start_process,
     stop_process,
+    system_cpu_seconds,
     thread_cpu_seconds,
 )
 
@@ -219,6 +220,7 @@ async def _load(
     spy = _profile(pids[0])
     cpu0, words0, t0 = sum(cpu_seconds(p) for p in pids), counter[0], time.monotonic()
     threads0 = sum(thread_cpu_seconds(p) for p in pids)
+    system0 = sum(system_cpu_seconds(p) for p in pids)
     direct: list[float] = []
     served: list[float] = []
     i = 0
@@ -237,6 +239,7 @@ async def _load(
         i += 1
     cpu1, words1, t1 = sum(cpu_seconds(p) for p in pids), counter[0], time.monotonic()
     threads1 = sum(thread_cpu_seconds(p) for p in pids)
+    system1 = sum(system_cpu_seconds(p) for p in pids)
     if spy is not None:
         spy.wait()
     failed = sum(1 for d in dones if d.done())
@@ -250,6 +253,8 @@ async def _load(
         "cpu_busy": (cpu1 - cpu0) / (t1 - t0),
         # Of which threads other than the main one (the store's SQLite thread).
         "us_per_chunk_threads": (threads1 - threads0) / max(chunks, 1) * 1e6,
+        # Of which the kernel's (reads, writes, wake-ups): the rest is the proxy's own code.
+        "us_per_chunk_system": (system1 - system0) / max(chunks, 1) * 1e6,
         "delivered": chunks / expected if expected else 0.0,
         "ttft_p99_over_direct_ms": percentile(served, 0.99) - percentile(direct, 0.99),
         "p99_direct_ms": percentile(direct, 0.99),
@@ -611,6 +616,9 @@ def _summary(samples: list[dict[str, Any]], rate: float) -> Measured:
     if late:
         extra["probes_late"] = f"{late} (counted as {PROBE_TIMEOUT:g} s: the proxy is saturated)"
     extra["proxy_cpu_busy"] = "/".join(f"{s['cpu_busy']:.2f}" for s in samples)
+    system = [s["us_per_chunk_system"] for s in samples if "us_per_chunk_system" in s]
+    if system:
+        extra["us_per_chunk_system"] = "/".join(f"{v:.1f}" for v in system)
     threads = [s["us_per_chunk_threads"] for s in samples if "us_per_chunk_threads" in s]
     if threads and max(threads) > 0:
         extra["us_per_chunk_other_threads"] = "/".join(f"{v:.1f}" for v in threads)

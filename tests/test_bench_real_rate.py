@@ -1,8 +1,14 @@
-"""``bench.real_rate``'s paired ratio: each round's proxy sample over the relay's of that round."""
+"""``bench.real_rate``: the paired ratio (each round's proxy sample over the relay's of
+that round) and the kernel's share of a proxy's CPU."""
 
 from __future__ import annotations
 
-from bench.real_rate import paired_ratio
+import subprocess
+import sys
+import time
+
+from bench.common import cpu_seconds, system_cpu_seconds
+from bench.real_rate import _summary, paired_ratio
 
 
 def _samples(*us: float, start: int = 0) -> list[dict[str, float | int]]:
@@ -28,3 +34,27 @@ def test_a_round_without_the_relay_is_left_out() -> None:
 
 def test_no_round_in_common_gives_nothing() -> None:
     assert paired_ratio(_samples(100.0), _samples(50.0, start=1)) == {}
+
+
+def test_the_kernels_share_is_part_of_the_cpu_and_is_reported() -> None:
+    # A child that spends its time in system calls: its system CPU is most of its CPU.
+    code = (
+        "import os, time\n"
+        "end = time.monotonic() + 0.5\n"
+        "fd = os.open('/dev/zero', os.O_RDONLY)\n"
+        "while time.monotonic() < end:\n"
+        "    os.read(fd, 1 << 16)\n"
+        "input()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while cpu_seconds(child.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        system, total = system_cpu_seconds(child.pid), cpu_seconds(child.pid)
+    finally:
+        child.communicate(b"\n", timeout=30)
+    assert total / 2 < system <= total  # the field is the system time, not the user time
+    sample = {"us_per_chunk": 80.0, "us_per_chunk_system": 21.5, "delivered": 1.0}
+    sample |= {"load_average": 0.2, "cpu_busy": 0.2, "background_ended_early": 0}
+    assert _summary([sample], 20.0).extra["us_per_chunk_system"] == "21.5"
