@@ -50,7 +50,6 @@ import json
 import random
 import socket
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import scratch_dir  # noqa: E402
 from pipeline.apps.builtin_model import MockScript, MockServer  # noqa: E402
 from tests.serving import ServeProcess  # noqa: E402
 
@@ -253,7 +253,7 @@ class Soak:
 
     async def run(self) -> dict[str, Any]:
         args = self.args
-        tmp = Path(tempfile.mkdtemp(prefix="rxllm-abuse-"))
+        tmp = scratch_dir("rxllm-abuse-")
         db = f"sqlite+aiosqlite:///{tmp / 'soak.db'}"
         kinds = ["normal"] if args.normal_only else list(KINDS)
         weights = [KINDS[k] for k in kinds]

@@ -29,7 +29,6 @@ import pstats
 import signal
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, free_port, start_process, stop_process
+from bench.common import ROOT, free_port, scratch_dir, start_process, stop_process
 from bench.light_load import read_stream, request_bytes
 
 __all__ = ["counts", "main", "per_unit"]
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-store", action="store_true")
     parser.add_argument("--top", type=int, default=40, help="functions listed (most calls first)")
     args = parser.parse_args(argv)
-    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-calls-"))
+    logs = scratch_dir("rxllm-bench-calls-")
     model_port = free_port()
     model_cmd = [sys.executable, "-m", "bench.light_load", str(model_port)]
     model = start_process(model_cmd, None, model_port, logs / "model.log")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -164,6 +167,21 @@ def python_env() -> dict[str, str]:
     return env
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A fresh folder for a run's logs, profiles and databases, removed when the process exits.
+
+    A store's database from a real-rate run is tens of megabytes; runs add up. With
+    ``RXLLM_BENCH_KEEP=1`` the folder is kept and its path printed at exit. A server that
+    fails to start prints the end of its log first (:func:`start_process`).
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("RXLLM_BENCH_KEEP"):
+        atexit.register(print, f"kept: {path}", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def start_process(
     args: Sequence[str],
     cpu: int | None,
@@ -186,6 +204,9 @@ def start_process(
         wait_for_port(port, proc, timeout)
     except BaseException:
         stop_process(proc)
+        out.close()
+        tail = log.read_text(errors="replace")[-2000:]
+        print(f"{args[0]} did not start; the end of its log:\n{tail}", file=sys.stderr)
         raise
     return proc
 

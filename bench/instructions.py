@@ -25,7 +25,6 @@ import asyncio
 import json
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MESSAGES, MODEL, free_port, start_process, stop_process
+from bench.common import MESSAGES, MODEL, free_port, scratch_dir, start_process, stop_process
 
 __all__ = ["main", "measure"]
 
@@ -121,7 +120,7 @@ def measure(
     kinds: list[str], streams: int, short: int, long: int, rate: float
 ) -> dict[str, dict[str, Any]]:
     """Instructions per chunk of each proxy in ``kinds`` (see the module)."""
-    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-instr-"))
+    logs = scratch_dir("rxllm-bench-instr-")
     model_port = free_port()
     model = start_process(
         [sys.executable, "-m", "bench.light_load", str(model_port)],

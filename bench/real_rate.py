@@ -41,7 +41,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +58,7 @@ from bench.common import (
     free_port,
     percentile,
     python_env,
+    scratch_dir,
     start_process,
     stop_process,
     system_cpu_seconds,
@@ -520,7 +520,7 @@ def measure(
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
     if cores.server is not None:  # the load shares the model's core
         os.sched_setaffinity(0, {cores.server})
-    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-rate-"))
+    logs = scratch_dir("rxllm-bench-rate-")
     model_port = free_port()
     model_cmd = [sys.executable, "-m", "bench.light_load", str(model_port)]
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}

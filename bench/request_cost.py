@@ -20,14 +20,21 @@ import argparse
 import asyncio
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MODEL, cpu_seconds, free_port, percentile, start_process, stop_process
+from bench.common import (
+    MODEL,
+    cpu_seconds,
+    free_port,
+    percentile,
+    scratch_dir,
+    start_process,
+    stop_process,
+)
 from bench.light_load import read_stream, request_bytes
 from bench.real_rate import _proxy
 
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, default=None, help="a folder for py-spy's stacks")
     args = parser.parse_args(argv)
-    logs = Path(tempfile.mkdtemp(prefix="request-cost-"))
+    logs = scratch_dir("request-cost-")
     model_port = free_port()
     model_cmd = [sys.executable, "-m", "bench.light_load", str(model_port)]
     model = start_process(model_cmd, None, model_port, logs / "model.log")

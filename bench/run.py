@@ -29,7 +29,6 @@ import platform
 import select
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from bench.common import (
     mock_command,
     pinned,
     python_env,
+    scratch_dir,
     start_process,
     stop_process,
 )
@@ -486,7 +486,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         f"{cores.note}; {args.chunks} chunks per stream, {args.repeats} repetitions",
         flush=True,
     )
-    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-"))
+    logs = scratch_dir("rxllm-bench-")
     port = free_port()
     mock = None
     results: list[tuple[Row, Measured]] = []

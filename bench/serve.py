@@ -39,7 +39,6 @@ import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +52,7 @@ from bench.common import (
     cpu_seconds,
     free_port,
     percentile,
+    scratch_dir,
     start_process,
     stop_process,
     text_script,
@@ -231,7 +231,7 @@ async def _proxy_cpu(
 def _proxy(mode: str, args: argparse.Namespace) -> Measured:
     chunks = args.chunks
     server_cpu, client_cpu = args.server_cpu, args.client_cpu
-    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-serve-"))
+    logs = scratch_dir("rxllm-bench-serve-")
     upstream_port, proxy_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     if server_cpu is not None:  # the load generator shares the upstream's core
@@ -295,7 +295,7 @@ def _ttft_row(args: argparse.Namespace) -> Measured:
     reason = _serve_available()
     if reason:
         return Measured(skipped=reason)
-    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-ttft-"))
+    logs = scratch_dir("rxllm-bench-ttft-")
     rounds = 20 if args.quick else 50
     model = lambda port: _fixed_mock(port, 20, logs)  # noqa: E731
     with _behind_serve(model, args, logs) as (direct, served, *_):
@@ -387,7 +387,7 @@ def _ttft_p99_row(args: argparse.Namespace) -> Measured:
     needed = 4 * streams + 256  # the proxy: client and upstream sockets; the model; here
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-    logs = Path(tempfile.mkdtemp(prefix="rxllm-bench-p99-"))
+    logs = scratch_dir("rxllm-bench-p99-")
     probes = 50 if args.quick else 200
     with _behind_serve(_light_model, args, logs) as (direct_url, served_url, pid, model_pid):
         pids = (pid, model_pid, os.getpid())

@@ -30,7 +30,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ if __package__ in (None, ""):  # run as a script
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from bench.common import scratch_dir
 from pipeline.core.sse_decoder import SSEMessage
 from pipeline.runtime.failover import failover
 from pipeline.runtime.multicast import StreamRun
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", type=int, default=20)
     parser.add_argument("--long", type=int, default=120)
     args = parser.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="rxllm-bench-sink-"))
+    tmp = scratch_dir("rxllm-bench-sink-")
     if args.instructions:
         if shutil.which("valgrind") is None:
             print("valgrind is not installed", file=sys.stderr)

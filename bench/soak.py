@@ -46,7 +46,6 @@ import json
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import scratch_dir  # noqa: E402
 from tests.pg import PostgresServer, find_pg_bin  # noqa: E402
 from tests.redis_server import RedisServer, find_redis_server  # noqa: E402
 from tests.serving import ServeProcess, free_port  # noqa: E402
@@ -348,7 +348,7 @@ class Soak:
         pg_bin, redis_bin = find_pg_bin(), find_redis_server()
         if pg_bin is None or redis_bin is None:
             raise SystemExit("the soak needs PostgreSQL and redis-server (install-services.sh)")
-        logs = Path(tempfile.mkdtemp(prefix="rxllm-soak-"))
+        logs = scratch_dir("rxllm-soak-")
         pg = PostgresServer(pg_bin)
         pg.start()
         self.redis = RedisServer(redis_bin).start()
@@ -379,7 +379,8 @@ class Soak:
                 proc = ServeProcess(*common, "--instance", name, log_path=logs / f"{name}.log")
                 servers.append(proc.start())
             self.urls = [s.url for s in servers]
-            print(f"soak: {args.streams} streams, logs in {logs}", file=sys.stderr, flush=True)
+            where = f"logs in {logs} (RXLLM_BENCH_KEEP=1 keeps them after the run)"
+            print(f"soak: {args.streams} streams, {where}", file=sys.stderr, flush=True)
             self.t0 = time.monotonic()
             asyncio.run(self.clients())
             elapsed = time.monotonic() - self.t0

@@ -19,12 +19,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench import real_rate, serve
-from bench.common import Cores
+from bench.common import Cores, scratch_dir
 from bench.ttft_trace import STAGES
 
 __all__ = ["main", "stage_times"]
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the model's time to a probe's first token (default none: it answers at once)",
     )
     args = parser.parse_args(argv)
-    trace = Path(tempfile.mkdtemp(prefix="rxllm-bench-ttft-path-")) / "trace.txt"
+    trace = scratch_dir("rxllm-bench-ttft-path-") / "trace.txt"
     os.environ["RXLLM_TTFT_TRACE"] = str(trace)
     serve._serve_command = _traced_command(serve._serve_command)
     real_rate.NICE = args.nice
