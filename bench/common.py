@@ -206,7 +206,8 @@ def start_process(
         stop_process(proc)
         out.close()
         tail = log.read_text(errors="replace")[-2000:]
-        print(f"{args[0]} did not start; the end of its log:\n{tail}", file=sys.stderr)
+        command = " ".join(map(str, args))[:200]
+        print(f"{command} did not start; the end of its log:\n{tail}", file=sys.stderr)
         raise
     return proc
 
