@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script
 
 from bench.common import ROOT, free_port, scratch_dir, start_process, stop_process
 from bench.light_load import read_stream, request_bytes
+from bench.serve import _serve_command
 
 __all__ = ["counts", "main", "per_unit"]
 
@@ -64,12 +65,9 @@ def per_unit(short: Counter[Key], long: Counter[Key], units: int) -> dict[Key, f
 
 
 def _serve(port: int, upstream_port: int, logs: Path, profile: Path, store: bool) -> list[str]:
-    db = ["--db", f"sqlite+aiosqlite:///{logs / 'calls.db'}"] if store else ["--no-store"]
-    return [
-        sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "pipeline.apps.cli",
-        "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--upstream", f"http://127.0.0.1:{upstream_port}/v1", "--log-level", "warning", *db,
-    ]  # fmt: skip
+    """The benchmarks' ``rxllm serve`` command, run under cProfile."""
+    python, *rest = _serve_command(port, f"http://127.0.0.1:{upstream_port}/v1", logs, store=store)
+    return [python, "-m", "cProfile", "-o", str(profile), *rest]
 
 
 async def _streams(port: int, streams: int, tokens: int, rate: float) -> None:

@@ -242,10 +242,16 @@ def rss_bytes(pid: int | None = None) -> int:
     raise RuntimeError("no VmRSS in " + path)
 
 
+def _stat_times(stat: Path) -> tuple[float, float]:
+    """User and system CPU seconds from a ``/proc`` ``stat`` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def _stat_seconds(stat: Path) -> float:
     """User + system CPU seconds from a ``/proc`` ``stat`` file (a process's or a thread's)."""
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(_stat_times(stat))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -255,8 +261,7 @@ def cpu_seconds(pid: int) -> float:
 
 def system_cpu_seconds(pid: int) -> float:
     """System CPU seconds of another process (the kernel's work for it), from ``/proc/PID/stat``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return _stat_times(Path(f"/proc/{pid}/stat"))[1]
 
 
 def thread_cpu_seconds(pid: int) -> float:

@@ -42,11 +42,8 @@ def _command(kind: str, port: int, upstream_port: int, logs: Path) -> list[str]:
         return [sys.executable, "-m", "bench.relay", str(port), str(upstream_port)]
     from bench.serve import _serve_command
 
-    command = _serve_command(port, f"http://127.0.0.1:{upstream_port}/v1", logs)
-    if kind == "rxllm_nostore":
-        at = command.index("--db")
-        command[at : at + 2] = ["--no-store"]
-    return command
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    return _serve_command(port, upstream, logs, store=kind != "rxllm_nostore")
 
 
 async def _relay_streams(port: int, streams: int, tokens: int, rate: float) -> None:

@@ -370,11 +370,9 @@ def _proxy(
     elif kind in ("rxllm", "rxllm_nostore"):
         from bench.serve import _serve_command
 
-        command = _serve_command(port, upstream, logs)
-        if kind == "rxllm_nostore":
-            at = command.index("--db")
-            command[at : at + 2] = ["--no-store"]
-        else:
+        store = kind == "rxllm"
+        command = _serve_command(port, upstream, logs, store=store)
+        if store:
             (logs / "bench.db").unlink(missing_ok=True)
     elif kind == "nginx":
         binary = nginx_binary()

@@ -81,16 +81,17 @@ def _litellm_executable() -> str | None:
     return None
 
 
-def _serve_command(port: int, upstream: str, logs: Path) -> list[str]:
-    """``rxllm serve`` in front of ``upstream``, with a SQLite store in ``logs`` and metrics.
+def _serve_command(port: int, upstream: str, logs: Path, *, store: bool = True) -> list[str]:
+    """``rxllm serve`` in front of ``upstream``, with metrics and a SQLite store in ``logs``
+    (``store=False``: ``--no-store``).
 
     The upstream (the built-in model) is said to speak all three APIs, so every
     route relays in its own API.
     """
-    db = f"sqlite+aiosqlite:///{logs / 'bench.db'}"
+    db = ["--db", f"sqlite+aiosqlite:///{logs / 'bench.db'}"] if store else ["--no-store"]
     return [
         sys.executable, "-m", "pipeline.apps.cli", "serve", "--host", "127.0.0.1",
-        "--port", str(port), "--upstream", upstream, "--db", db, "--log-level", "warning",
+        "--port", str(port), "--upstream", upstream, *db, "--log-level", "warning",
         "--upstream-api", "chat,responses,anthropic",
     ]  # fmt: skip
 

@@ -30,8 +30,8 @@ __all__ = ["main", "stage_times"]
 
 
 def _traced_command(original: Any) -> Any:
-    def command(*args: Any) -> list[str]:
-        argv: list[str] = original(*args)
+    def command(*args: Any, **kwargs: Any) -> list[str]:
+        argv: list[str] = original(*args, **kwargs)
         at = argv.index("pipeline.apps.cli")
         argv[at] = "bench.ttft_trace"
         return argv
